@@ -1,0 +1,66 @@
+"""Deployment configuration from the environment, shared by the web app, the bridge and the simulators.
+
+Only the deployment lives here (database, broker, secrets, clock for the demo);
+per-station rules and prices live in the database.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_DB_PATH = Path(os.environ.get("CHARGEAPP_DATA_DIR", "var")) / "chargeapp.db"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The deployment's settings; build with ``Settings.from_env()``."""
+
+    database_url: str = f"sqlite:///{DEFAULT_DB_PATH.resolve()}"
+    secret_key: str = "dev-insecure-change-me"
+    mqtt_url: str | None = None
+    ratelimit_storage_url: str = "memory://"
+    login_rate_limit: str = "5 per minute"
+    # Argon2id parameters: OWASP minimum is m=19 MiB, t=2, p=1.
+    argon2_memory_kib: int = 19456
+    argon2_time_cost: int = 2
+    argon2_parallelism: int = 1
+    token_max_age_seconds: int = 30 * 24 * 3600
+    # Demo clock: start (RFC 3339) and speed factor; unset means the real clock.
+    clock_start: str | None = None
+    clock_speed: float = 1.0
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        d = cls()
+        return cls(
+            database_url=_env("CHARGEAPP_DATABASE_URL", d.database_url),
+            secret_key=_env("CHARGEAPP_SECRET_KEY", d.secret_key),
+            mqtt_url=_env("CHARGEAPP_MQTT_URL"),
+            ratelimit_storage_url=_env("CHARGEAPP_RATELIMIT_STORAGE_URL", d.ratelimit_storage_url),
+            login_rate_limit=_env("CHARGEAPP_LOGIN_RATE_LIMIT", d.login_rate_limit),
+            argon2_memory_kib=int(_env("CHARGEAPP_ARGON2_MEMORY_KIB", str(d.argon2_memory_kib))),
+            argon2_time_cost=int(_env("CHARGEAPP_ARGON2_TIME_COST", str(d.argon2_time_cost))),
+            clock_start=_env("CHARGEAPP_CLOCK_START"),
+            clock_speed=float(_env("CHARGEAPP_CLOCK_SPEED", "1")),
+        )
+
+    def flask_config(self) -> dict:
+        """The Flask config mapping for these settings."""
+        return {
+            "SECRET_KEY": self.secret_key,
+            "SQLALCHEMY_DATABASE_URI": self.database_url,
+            "CHARGEAPP_MQTT_URL": self.mqtt_url,
+            "RATELIMIT_STORAGE_URI": self.ratelimit_storage_url,
+            "CHARGEAPP_LOGIN_RATE_LIMIT": self.login_rate_limit,
+            "CHARGEAPP_ARGON2": (self.argon2_time_cost, self.argon2_memory_kib, self.argon2_parallelism),
+            "CHARGEAPP_TOKEN_MAX_AGE": self.token_max_age_seconds,
+            "CHARGEAPP_CLOCK_START": self.clock_start,
+            "CHARGEAPP_CLOCK_SPEED": self.clock_speed,
+        }

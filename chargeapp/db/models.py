@@ -1,0 +1,454 @@
+"""Persistent model. Instants are UTC (``UTCDateTime``); money is integer fen;
+prices are integer 1/10,000 CNY per kWh; energy is integer Wh.
+
+Per-station rules and prices live here (``StationRules``, ``TariffVersion``),
+editable by managers; the environment configures only the deployment.
+"""
+from __future__ import annotations
+
+from datetime import datetime, time
+from typing import Optional
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    Time,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from chargeapp.db import UTCDateTime, db
+
+# Booking statuses that hold a charger for a slot: the unique index below makes
+# the database itself refuse a second one, whatever the application does.
+CHARGER_HOLDING_STATUSES = ("booked", "held", "checked_in")
+# Statuses in which a booking is still ahead of the driver (one per driver).
+ACTIVE_BOOKING_STATUSES = ("booked", "held", "waiting")
+
+
+def _in_list(statuses) -> str:
+    return "status IN (" + ", ".join(f"'{s}'" for s in statuses) + ")"
+
+
+class Station(db.Model):
+    __tablename__ = "stations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    name_en: Mapped[Optional[str]] = mapped_column(String(200))
+    address: Mapped[str] = mapped_column(String(300), default="")
+    district: Mapped[str] = mapped_column(String(100), default="")
+    # WGS-84; the map shows GCJ-02 (converted at display time).
+    latitude: Mapped[float] = mapped_column()
+    longitude: Mapped[float] = mapped_column()
+    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
+    amenities: Mapped[list] = mapped_column(JSON, default=list)
+    # Opening hours in station wall time; both None means open around the clock.
+    opens_at: Mapped[Optional[time]] = mapped_column(Time)
+    closes_at: Mapped[Optional[time]] = mapped_column(Time)
+    is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    rules: Mapped["StationRules"] = relationship(back_populates="station", uselist=False, lazy="joined")
+    chargers: Mapped[list["Charger"]] = relationship(back_populates="station", order_by="Charger.code")
+    zones: Mapped[list["Zone"]] = relationship(back_populates="station", order_by="Zone.id")
+
+
+class StationRules(db.Model):
+    """Every number of the brief's rules, per station, with the brief's defaults."""
+
+    __tablename__ = "station_rules"
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id", ondelete="CASCADE"), primary_key=True)
+    slot_minutes: Mapped[int] = mapped_column(default=30)
+    booking_horizon_minutes: Mapped[int] = mapped_column(default=24 * 60)
+    hold_lead_minutes: Mapped[int] = mapped_column(default=10)
+    checkin_before_minutes: Mapped[int] = mapped_column(default=10)
+    checkin_grace_minutes: Mapped[int] = mapped_column(default=10)
+    no_show_limit: Mapped[int] = mapped_column(default=3)
+    no_show_window_days: Mapped[int] = mapped_column(default=30)
+    suspension_days: Mapped[int] = mapped_column(default=7)
+    walkin_reserved_fast: Mapped[int] = mapped_column(default=0)
+    fault_lookahead_minutes: Mapped[int] = mapped_column(default=120)
+    free_parking_qualify_minutes: Mapped[int] = mapped_column(default=15)
+    free_parking_minutes: Mapped[int] = mapped_column(default=120)
+    parking_block_minutes: Mapped[int] = mapped_column(default=30)
+    receipt_settle_minutes: Mapped[int] = mapped_column(default=10)
+    lounge_reset_time: Mapped[Optional[time]] = mapped_column(Time, default=time(4, 0))
+    skew_tolerance_seconds: Mapped[int] = mapped_column(default=120)
+    plate_retention_days: Mapped[int] = mapped_column(default=180)
+    max_report_days: Mapped[int] = mapped_column(default=400)
+
+    station: Mapped[Station] = relationship(back_populates="rules")
+
+
+class TariffVersion(db.Model):
+    """All the prices of a station from ``effective_from`` on; never edited once in effect."""
+
+    __tablename__ = "tariff_versions"
+    __table_args__ = (UniqueConstraint("station_id", "effective_from"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id", ondelete="CASCADE"), index=True)
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    # [{"start": "08:00", "end": "11:00", "band": "peak"}, ...] in station wall time
+    periods: Mapped[list] = mapped_column(JSON)
+    peak_price: Mapped[int] = mapped_column()  # 1/10,000 CNY per kWh
+    flat_price: Mapped[int] = mapped_column()
+    valley_price: Mapped[int] = mapped_column()
+    service_fee: Mapped[int] = mapped_column()  # 1/10,000 CNY per kWh
+    idle_grace_minutes: Mapped[int] = mapped_column(default=10)
+    idle_fee_per_minute_fen: Mapped[int] = mapped_column(default=0)
+    idle_fee_cap_fen: Mapped[Optional[int]] = mapped_column()
+    parking_block_fen: Mapped[int] = mapped_column(default=0)
+    parking_daily_cap_fen: Mapped[Optional[int]] = mapped_column()
+    currency: Mapped[str] = mapped_column(String(3), default="CNY")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class MaintenanceWindow(db.Model):
+    __tablename__ = "maintenance_windows"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id", ondelete="CASCADE"), index=True)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(String(300), default="")
+
+
+class Charger(db.Model):
+    __tablename__ = "chargers"
+    __table_args__ = (
+        UniqueConstraint("station_id", "code"),
+        CheckConstraint("kind IN ('fast', 'slow')", name="kind"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id", ondelete="CASCADE"), index=True)
+    code: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(8))
+    level: Mapped[str] = mapped_column(String(16), default="")
+    max_power_kw: Mapped[int] = mapped_column(default=0)
+    in_service: Mapped[bool] = mapped_column(Boolean, default=True)
+    online: Mapped[bool] = mapped_column(Boolean, default=True)
+    mqtt_username: Mapped[Optional[str]] = mapped_column(String(140), unique=True)
+
+    station: Mapped[Station] = relationship(back_populates="chargers")
+    connectors: Mapped[list["Connector"]] = relationship(
+        back_populates="charger", order_by="Connector.number", lazy="selectin"
+    )
+
+
+class Connector(db.Model):
+    __tablename__ = "connectors"
+    __table_args__ = (UniqueConstraint("charger_id", "number"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    charger_id: Mapped[int] = mapped_column(ForeignKey("chargers.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(default=1)
+    status: Mapped[str] = mapped_column(String(16), default="Available")
+    error_code: Mapped[str] = mapped_column(String(32), default="NoError")
+    status_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+    charger: Mapped[Charger] = relationship(back_populates="connectors")
+
+
+class StatusChange(db.Model):
+    """The raw status history of a connector (the source of every utilization figure)."""
+
+    __tablename__ = "status_changes"
+    __table_args__ = (Index("ix_status_changes_connector_at", "connector_id", "at"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str] = mapped_column(String(32), default="NoError")
+    at: Mapped[datetime] = mapped_column(UTCDateTime)  # validated device time
+    device_ts: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    received_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    skewed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Zone(db.Model):
+    __tablename__ = "zones"
+    __table_args__ = (UniqueConstraint("station_id", "code"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id", ondelete="CASCADE"), index=True)
+    code: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    name_en: Mapped[Optional[str]] = mapped_column(String(200))
+    capacity: Mapped[int] = mapped_column()
+    # The manager's last set count: a baseline at its time.
+    baseline_count: Mapped[Optional[int]] = mapped_column()
+    baseline_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+    station: Mapped[Station] = relationship(back_populates="zones")
+
+
+class DoorSensor(db.Model):
+    __tablename__ = "door_sensors"
+    __table_args__ = (UniqueConstraint("station_id", "code"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id", ondelete="CASCADE"), index=True)
+    code: Mapped[str] = mapped_column(String(64))
+    zone_in_id: Mapped[int] = mapped_column(ForeignKey("zones.id"))
+    zone_out_id: Mapped[Optional[int]] = mapped_column(ForeignKey("zones.id"))
+    online: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The last applied cumulative reading (see domain.occupancy.CounterState).
+    boot: Mapped[Optional[int]] = mapped_column(BigInteger)
+    seq: Mapped[Optional[int]] = mapped_column(BigInteger)
+    in_total: Mapped[Optional[int]] = mapped_column(BigInteger)
+    out_total: Mapped[Optional[int]] = mapped_column(BigInteger)
+    mqtt_username: Mapped[Optional[str]] = mapped_column(String(140), unique=True)
+
+
+class OccupancyChange(db.Model):
+    """A raw change of a zone's count: door passages, or a baseline (set/reset)."""
+
+    __tablename__ = "occupancy_changes"
+    __table_args__ = (Index("ix_occupancy_changes_zone_at", "zone_id", "at"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    zone_id: Mapped[int] = mapped_column(ForeignKey("zones.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delta: Mapped[int] = mapped_column(default=0)
+    source: Mapped[str] = mapped_column(String(16))  # door | set | reset
+    sensor_id: Mapped[Optional[int]] = mapped_column(ForeignKey("door_sensors.id"))
+    count_after: Mapped[Optional[int]] = mapped_column()
+
+
+class Gate(db.Model):
+    __tablename__ = "gates"
+    __table_args__ = (UniqueConstraint("station_id", "code"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id", ondelete="CASCADE"), index=True)
+    code: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    online: Mapped[bool] = mapped_column(Boolean, default=True)
+    mqtt_username: Mapped[Optional[str]] = mapped_column(String(140), unique=True)
+
+
+class User(db.Model):
+    """A driver, a station manager or a network administrator."""
+
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint("role IN ('driver', 'manager', 'admin')", name="role"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(100), default="")
+    role: Mapped[str] = mapped_column(String(8), default="driver")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    suspended_until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    stations: Mapped[list[Station]] = relationship(secondary="manager_stations", lazy="selectin")
+
+
+class ManagerStation(db.Model):
+    __tablename__ = "manager_stations"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id", ondelete="CASCADE"), primary_key=True)
+
+
+class IdTag(db.Model):
+    """An RFID card or app token that identifies a driver at a charger."""
+
+    __tablename__ = "id_tags"
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+
+
+class PlateRegistration(db.Model):
+    """A plate registered to a driver from ``valid_from`` until ``valid_to`` (open when None)."""
+
+    __tablename__ = "plate_registrations"
+    __table_args__ = (Index("ix_plate_registrations_plate", "plate"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    plate: Mapped[str] = mapped_column(String(16))
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_to: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+class Booking(db.Model):
+    __tablename__ = "bookings"
+    __table_args__ = (
+        # The database refuses two bookings holding one charger for one slot.
+        Index(
+            "uq_bookings_charger_slot_active", "charger_id", "slot_start", unique=True,
+            sqlite_where=text(_in_list(CHARGER_HOLDING_STATUSES)),
+            postgresql_where=text(_in_list(CHARGER_HOLDING_STATUSES)),
+        ),
+        # ...and two bookings ahead of one driver.
+        Index(
+            "uq_bookings_driver_active", "driver_id", unique=True,
+            sqlite_where=text(_in_list(ACTIVE_BOOKING_STATUSES)),
+            postgresql_where=text(_in_list(ACTIVE_BOOKING_STATUSES)),
+        ),
+        UniqueConstraint("driver_id", "idempotency_key"),
+        Index("ix_bookings_station_slot", "station_id", "slot_start"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    driver_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"))
+    # The charger holding the slot now (None while waiting for one to free up).
+    charger_id: Mapped[Optional[int]] = mapped_column(ForeignKey("chargers.id"))
+    # The charger assigned at booking time, and the one the driver named (if any).
+    booked_charger_id: Mapped[int] = mapped_column(ForeignKey("chargers.id"))
+    requested_charger_id: Mapped[Optional[int]] = mapped_column(ForeignKey("chargers.id"))
+    slot_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    slot_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="booked")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    held_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    delay_started_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    delay_seconds: Mapped[int] = mapped_column(default=0)
+    checked_in_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    session_id: Mapped[Optional[int]] = mapped_column(ForeignKey("charging_sessions.id"))
+    cancelled_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    no_show_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    disrupted_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    idempotency_key: Mapped[Optional[str]] = mapped_column(String(100))
+    request_fingerprint: Mapped[Optional[str]] = mapped_column(String(64))
+
+    station: Mapped[Station] = relationship(lazy="joined")
+    charger: Mapped[Optional[Charger]] = relationship(foreign_keys=[charger_id], lazy="joined")
+
+
+class ChargingSession(db.Model):
+    """A charger transaction (OCPP): start to stop, however it was closed."""
+
+    __tablename__ = "charging_sessions"
+    __table_args__ = (
+        UniqueConstraint("charger_id", "transaction_id"),
+        Index("ix_charging_sessions_started", "charger_id", "started_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"), index=True)
+    charger_id: Mapped[int] = mapped_column(ForeignKey("chargers.id"))
+    connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id"))
+    transaction_id: Mapped[int] = mapped_column(BigInteger)
+    id_tag: Mapped[Optional[str]] = mapped_column(String(64))
+    driver_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"), index=True)
+    reservation_id: Mapped[Optional[int]] = mapped_column()
+    started_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    start_meter_wh: Mapped[Optional[int]] = mapped_column(BigInteger)
+    stopped_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    stop_meter_wh: Mapped[Optional[int]] = mapped_column(BigInteger)
+    stop_reason: Mapped[Optional[str]] = mapped_column(String(32))
+    # stop | new_start | available | manager ; None while open
+    closed_by: Mapped[Optional[str]] = mapped_column(String(16))
+    # Set when the stop came without its start (start_* stay None until it arrives).
+    flags: Mapped[list] = mapped_column(JSON, default=list)
+
+    charger: Mapped[Charger] = relationship(lazy="joined")
+
+
+class MeterReading(db.Model):
+    __tablename__ = "meter_readings"
+    __table_args__ = (Index("ix_meter_readings_session_at", "session_id", "at"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("charging_sessions.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    energy_wh: Mapped[int] = mapped_column(BigInteger)
+    power_w: Mapped[Optional[int]] = mapped_column()
+    soc: Mapped[Optional[int]] = mapped_column()
+
+
+class ParkingStay(db.Model):
+    __tablename__ = "parking_stays"
+    __table_args__ = (Index("ix_parking_stays_station_plate", "station_id", "plate", "entry_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"))
+    plate: Mapped[str] = mapped_column(String(64))
+    entry_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    exit_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    entry_gate_id: Mapped[Optional[int]] = mapped_column(ForeignKey("gates.id"))
+    exit_gate_id: Mapped[Optional[int]] = mapped_column(ForeignKey("gates.id"))
+    # out_without_in | in_while_open | plate_fixed | anonymised
+    flags: Mapped[list] = mapped_column(JSON, default=list)
+    settled_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+class Receipt(db.Model):
+    """A receipt (charging session or parking stay); corrections point at what they correct."""
+
+    __tablename__ = "receipts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # charging | parking | correction
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"), index=True)
+    driver_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"), index=True)
+    session_id: Mapped[Optional[int]] = mapped_column(ForeignKey("charging_sessions.id"))
+    stay_id: Mapped[Optional[int]] = mapped_column(ForeignKey("parking_stays.id"))
+    tariff_version_id: Mapped[Optional[int]] = mapped_column(ForeignKey("tariff_versions.id"))
+    corrects_id: Mapped[Optional[int]] = mapped_column(ForeignKey("receipts.id"))
+    energy_wh: Mapped[int] = mapped_column(BigInteger, default=0)
+    energy_fen: Mapped[int] = mapped_column(default=0)
+    service_fen: Mapped[int] = mapped_column(default=0)
+    idle_fen: Mapped[int] = mapped_column(default=0)
+    parking_fen: Mapped[int] = mapped_column(default=0)
+    total_fen: Mapped[int] = mapped_column(default=0)
+    currency: Mapped[str] = mapped_column(String(3), default="CNY")
+    explanation: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[dict] = mapped_column(JSON, default=dict)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    superseded: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Notification(db.Model):
+    __tablename__ = "notifications"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    booking_id: Mapped[Optional[int]] = mapped_column(ForeignKey("bookings.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    read_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+class CommandOutbox(db.Model):
+    """Commands to chargers; the MQTT bridge alone sends them."""
+
+    __tablename__ = "command_outbox"
+    __table_args__ = (Index("ix_command_outbox_pending", "status", "created_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"))
+    charger_id: Mapped[int] = mapped_column(ForeignKey("chargers.id"))
+    name: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict] = mapped_column(JSON)
+    booking_id: Mapped[Optional[int]] = mapped_column(ForeignKey("bookings.id"))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|sent|answered|failed
+    attempts: Mapped[int] = mapped_column(default=0)
+    result: Mapped[Optional[str]] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    answered_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+class DeadLetter(db.Model):
+    __tablename__ = "dead_letters"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    topic: Mapped[str] = mapped_column(Text)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    station_code: Mapped[Optional[str]] = mapped_column(String(64), index=True)
+
+
+class AuditEntry(db.Model):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    user_id: Mapped[Optional[int]] = mapped_column(ForeignKey("users.id"))
+    station_id: Mapped[Optional[int]] = mapped_column(ForeignKey("stations.id"), index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[Optional[int]] = mapped_column()
+    reason: Mapped[str] = mapped_column(Text)
+    before: Mapped[Optional[dict]] = mapped_column(JSON)
+    after: Mapped[Optional[dict]] = mapped_column(JSON)

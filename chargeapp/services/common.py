@@ -1,0 +1,138 @@
+"""Small helpers every service shares: lookups, rule objects from the database,
+notifications, the command outbox and the audit log."""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from chargeapp.db import models as m
+from chargeapp.domain.booking import BookingRules, OpeningHours
+from chargeapp.domain.errors import NotFound
+from chargeapp.domain.intervals import Interval
+
+
+class StationNotFound(NotFound):
+    """No such station."""
+
+    code = "station_not_found"
+
+
+class ChargerNotFound(NotFound):
+    """No such charger at this station."""
+
+    code = "charger_not_found"
+
+
+def station_by_code(session: Session, code: str) -> m.Station:
+    """The station with this code, or StationNotFound."""
+    station = session.scalar(select(m.Station).where(m.Station.code == code))
+    if station is None:
+        raise StationNotFound(f"No station '{code}'.")
+    return station
+
+
+def charger_by_code(session: Session, station: m.Station, code: str) -> m.Charger:
+    """The charger ``code`` of the station, or ChargerNotFound."""
+    charger = session.scalar(
+        select(m.Charger).where(m.Charger.station_id == station.id, m.Charger.code == code)
+    )
+    if charger is None:
+        raise ChargerNotFound(f"No charger '{code}' at {station.code}.")
+    return charger
+
+
+def station_tz(station: m.Station) -> ZoneInfo:
+    return ZoneInfo(station.timezone)
+
+
+def rules_of(station: m.Station) -> m.StationRules:
+    """The station's rules row (defaults when none was stored yet)."""
+    return station.rules or m.StationRules(station_id=station.id, **_column_defaults(m.StationRules))
+
+
+def _column_defaults(model) -> dict:
+    out = {}
+    for col in model.__table__.columns:
+        if col.default is not None and not callable(col.default.arg):
+            out[col.key] = col.default.arg
+    out.pop("station_id", None)
+    return out
+
+
+def booking_rules(station: m.Station) -> BookingRules:
+    """The pure BookingRules of a station, from its stored rules."""
+    r = rules_of(station)
+    return BookingRules(
+        slot=timedelta(minutes=r.slot_minutes),
+        horizon=timedelta(minutes=r.booking_horizon_minutes),
+        hold_lead=timedelta(minutes=r.hold_lead_minutes),
+        checkin_before=timedelta(minutes=r.checkin_before_minutes),
+        checkin_grace=timedelta(minutes=r.checkin_grace_minutes),
+        no_show_limit=r.no_show_limit,
+        no_show_window=timedelta(days=r.no_show_window_days),
+        suspension=timedelta(days=r.suspension_days),
+        walkin_reserved_fast=r.walkin_reserved_fast,
+        fault_lookahead=timedelta(minutes=r.fault_lookahead_minutes),
+    )
+
+
+def opening_hours(station: m.Station) -> OpeningHours:
+    return OpeningHours(station.opens_at, station.closes_at)
+
+
+def maintenance_windows(session: Session, station: m.Station, start: datetime, end: datetime) -> list[Interval]:
+    """Maintenance windows of the station overlapping [start, end)."""
+    rows = session.scalars(
+        select(m.MaintenanceWindow).where(
+            m.MaintenanceWindow.station_id == station.id,
+            m.MaintenanceWindow.starts_at < end,
+            m.MaintenanceWindow.ends_at > start,
+        )
+    )
+    return [Interval(w.starts_at, w.ends_at) for w in rows]
+
+
+def notify(session: Session, user_id: int, kind: str, message: str, now: datetime,
+           booking: m.Booking | None = None, **data) -> m.Notification:
+    """Tell a driver something in the app (a row in their notification list)."""
+    n = m.Notification(user_id=user_id, kind=kind, message=message, created_at=now,
+                       booking_id=booking.id if booking is not None else None, data=data)
+    session.add(n)
+    return n
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def enqueue_command(session: Session, charger: m.Charger, name: str, payload: dict, now: datetime,
+                    booking: m.Booking | None = None) -> m.CommandOutbox:
+    """Put a command for a charger in the outbox; the MQTT bridge alone sends it."""
+    request_id = new_request_id()
+    cmd = m.CommandOutbox(
+        request_id=request_id, station_id=charger.station_id, charger_id=charger.id, name=name,
+        payload={**payload, "request_id": request_id}, created_at=now,
+        booking_id=booking.id if booking is not None else None,
+    )
+    session.add(cmd)
+    return cmd
+
+
+def audit(session: Session, now: datetime, user: m.User | None, action: str, target_type: str,
+          target_id: int | None, reason: str, before: dict | None = None, after: dict | None = None,
+          station_id: int | None = None) -> m.AuditEntry:
+    """Record who changed what and why."""
+    entry = m.AuditEntry(at=now, user_id=user.id if user else None, action=action,
+                         target_type=target_type, target_id=target_id, reason=reason,
+                         before=before, after=after, station_id=station_id)
+    session.add(entry)
+    return entry
+
+
+def local_hhmm(at: datetime, tz: ZoneInfo) -> str:
+    """``HH:MM`` in the station's time zone."""
+    return at.astimezone(tz).strftime("%H:%M")

@@ -1,0 +1,5 @@
+"""Registers every blueprint of the HTTP API."""
+
+
+def register(app, api) -> None:
+    pass
