@@ -1,0 +1,148 @@
+"""The device registry and accounts: stations with their chargers, zones, sensors
+and gates; drivers with id tags and plates; managers."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, time
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from chargeapp.db import models as m
+from chargeapp.domain.errors import Conflict
+
+
+class EmailTaken(Conflict):
+    """An account with that email already exists."""
+
+    code = "email_taken"
+
+
+@dataclass
+class ChargerSpec:
+    code: str
+    kind: str = "fast"
+    level: str = ""
+    max_power_kw: int = 120
+    connectors: int = 1
+
+
+@dataclass
+class ZoneSpec:
+    code: str
+    name: str
+    capacity: int
+    name_en: str | None = None
+
+
+@dataclass
+class SensorSpec:
+    code: str
+    zone_in: str
+    zone_out: str | None = None
+
+
+@dataclass
+class TariffSpec:
+    """Default prices: Shanghai-style bands, 1/10,000 CNY per kWh."""
+
+    effective_from: datetime
+    periods: list = field(default_factory=lambda: [
+        {"start": "00:00", "end": "06:00", "band": "valley"},
+        {"start": "06:00", "end": "08:00", "band": "flat"},
+        {"start": "08:00", "end": "11:00", "band": "peak"},
+        {"start": "11:00", "end": "18:00", "band": "flat"},
+        {"start": "18:00", "end": "21:00", "band": "peak"},
+        {"start": "21:00", "end": "22:00", "band": "flat"},
+        {"start": "22:00", "end": "00:00", "band": "valley"},
+    ])
+    peak_price: int = 10755
+    flat_price: int = 6655
+    valley_price: int = 3055
+    service_fee: int = 8000
+    idle_grace_minutes: int = 10
+    idle_fee_per_minute_fen: int = 50
+    idle_fee_cap_fen: int | None = 3000
+    parking_block_fen: int = 500
+    parking_daily_cap_fen: int | None = 6000
+
+
+@dataclass
+class StationSpec:
+    code: str
+    name: str
+    latitude: float
+    longitude: float
+    timezone: str = "Asia/Shanghai"
+    name_en: str | None = None
+    address: str = ""
+    district: str = ""
+    amenities: list = field(default_factory=list)
+    opens_at: time | None = None
+    closes_at: time | None = None
+    chargers: list[ChargerSpec] = field(default_factory=list)
+    zones: list[ZoneSpec] = field(default_factory=list)
+    sensors: list[SensorSpec] = field(default_factory=list)
+    gates: list[str] = field(default_factory=list)
+    rules: dict = field(default_factory=dict)
+    tariff: TariffSpec | None = None
+    is_demo: bool = False
+
+
+def build_station(session: Session, spec: StationSpec, now: datetime) -> m.Station:
+    """Create a station with everything in its spec (registry data, rules, first tariff)."""
+    station = m.Station(
+        code=spec.code, name=spec.name, name_en=spec.name_en, address=spec.address,
+        district=spec.district, latitude=spec.latitude, longitude=spec.longitude,
+        timezone=spec.timezone, amenities=list(spec.amenities), opens_at=spec.opens_at,
+        closes_at=spec.closes_at, is_demo=spec.is_demo,
+    )
+    session.add(station)
+    session.flush()
+    session.add(m.StationRules(station_id=station.id, **spec.rules))
+    for c in spec.chargers:
+        charger = m.Charger(station_id=station.id, code=c.code, kind=c.kind, level=c.level,
+                            max_power_kw=c.max_power_kw, mqtt_username=f"{spec.code}.{c.code}")
+        session.add(charger)
+        session.flush()
+        for n in range(1, c.connectors + 1):
+            session.add(m.Connector(charger_id=charger.id, number=n, status="Available"))
+    zones = {}
+    for z in spec.zones:
+        zone = m.Zone(station_id=station.id, code=z.code, name=z.name, name_en=z.name_en, capacity=z.capacity)
+        session.add(zone)
+        session.flush()
+        zones[z.code] = zone
+    for s in spec.sensors:
+        session.add(m.DoorSensor(
+            station_id=station.id, code=s.code, zone_in_id=zones[s.zone_in].id,
+            zone_out_id=zones[s.zone_out].id if s.zone_out else None,
+            mqtt_username=f"{spec.code}.{s.code}",
+        ))
+    for g in spec.gates:
+        session.add(m.Gate(station_id=station.id, code=g, name=g, mqtt_username=f"{spec.code}.{g}"))
+    tariff = spec.tariff or TariffSpec(effective_from=datetime(2020, 1, 1, tzinfo=now.tzinfo))
+    session.add(m.TariffVersion(station_id=station.id, created_at=now, **tariff.__dict__))
+    session.flush()
+    session.refresh(station)
+    return station
+
+
+def create_user(session: Session, *, email: str, password_hash: str, now: datetime, name: str = "",
+                role: str = "driver", id_tags: tuple[str, ...] = (), plates: tuple[str, ...] = (),
+                stations: tuple[m.Station, ...] = (), is_demo: bool = False) -> m.User:
+    """Create an account (driver, manager or admin) with its id tags, plates and stations."""
+    email = email.strip().lower()
+    if session.scalar(select(m.User.id).where(m.User.email == email)) is not None:
+        raise EmailTaken()
+    user = m.User(email=email, password_hash=password_hash, name=name, role=role,
+                  created_at=now, is_demo=is_demo)
+    user.stations = list(stations)
+    session.add(user)
+    session.flush()
+    for tag in id_tags:
+        session.add(m.IdTag(tag=tag, user_id=user.id))
+    for plate in plates:
+        session.add(m.PlateRegistration(user_id=user.id, plate=plate, valid_from=now))
+    session.flush()
+    return user
