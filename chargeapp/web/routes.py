@@ -2,4 +2,16 @@
 
 
 def register(app, api) -> None:
-    pass
+    from chargeapp.web.api import auth, bookings, me, stations
+
+    for module in (auth, stations, bookings, me):
+        api.register_blueprint(module.blp)
+
+    @app.get("/healthz")
+    def healthz():
+        from sqlalchemy import text
+
+        from chargeapp.db import db
+
+        db.session.execute(text("SELECT 1"))
+        return {"status": "ok"}

@@ -1,0 +1,111 @@
+"""A driver's bookings: book, list, see, cancel."""
+from __future__ import annotations
+
+from flask import request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from chargeapp.db import db
+from chargeapp.domain import booking as rules
+from chargeapp.domain.errors import InvalidRequest
+from chargeapp.services import booking as booking_service
+from chargeapp.services.common import booking_rules
+from chargeapp.web.fields import StationTime
+from chargeapp.web.security import clock, current_user, login_required
+
+blp = Blueprint("bookings", __name__, url_prefix="/api/v1/bookings", description="Fast-charge slot bookings")
+AUTH = [{"bearerAuth": []}]
+
+
+class BadIdempotencyKey(InvalidRequest):
+    """The Idempotency-Key header must be 1 to 100 printable characters."""
+
+    code = "bad_idempotency_key"
+
+
+class BookingRequest(Schema):
+    station = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    slot_start = fields.AwareDateTime(required=True, metadata={"description": "RFC 3339 with offset, on the :00/:30 grid"})
+    charger = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=64),
+                            metadata={"description": "a named fast charger; omit for any"})
+
+
+class BookingSchema(Schema):
+    id = fields.Integer()
+    station = fields.Function(lambda b: b.station.code)
+    station_name = fields.Function(lambda b: b.station.name)
+    charger = fields.Function(lambda b: b.charger.code if b.charger else None)
+    level = fields.Function(lambda b: b.charger.level if b.charger else None)
+    slot_start = StationTime()
+    slot_end = StationTime()
+    status = fields.String()
+    created_at = StationTime()
+    held_at = StationTime(allow_none=True)
+    checkin_opens_at = fields.Method("_opens")
+    checkin_deadline = fields.Method("_deadline")
+    delay_seconds = fields.Integer()
+    checked_in_at = StationTime(allow_none=True)
+    cancelled_at = StationTime(allow_none=True)
+    no_show_at = StationTime(allow_none=True)
+
+    def _window(self, b):
+        return rules.checkin_window(b.slot_start, booking_rules(b.station), b.held_at)
+
+    def _opens(self, b):
+        return StationTime()._serialize(self._window(b)[0], None, b)
+
+    def _deadline(self, b):
+        return StationTime()._serialize(self._window(b)[1], None, b)
+
+
+class ListArgs(Schema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
+
+
+@blp.route("")
+class Bookings(MethodView):
+    @blp.arguments(BookingRequest)
+    @blp.response(201, BookingSchema)
+    @blp.doc(security=AUTH, parameters=[{"in": "header", "name": "Idempotency-Key", "required": False,
+                                         "schema": {"type": "string", "maxLength": 100}}])
+    @login_required
+    def post(self, body):
+        """Book a slot; with an Idempotency-Key header a retry returns the first result."""
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not (0 < len(key) <= 100 and key.isprintable()):
+            raise BadIdempotencyKey()
+        booking, _ = booking_service.book_slot(
+            db.session, clock().now(), current_user().id, body["station"], body["slot_start"],
+            body["charger"], key)
+        return booking
+
+    @blp.arguments(ListArgs, location="query")
+    @blp.response(200, BookingSchema(many=True))
+    @blp.doc(security=AUTH)
+    @login_required
+    def get(self, args):
+        """My bookings, latest slot first."""
+        return booking_service.driver_bookings(db.session, current_user().id, args["limit"])
+
+
+@blp.route("/<int:booking_id>")
+class BookingView(MethodView):
+    @blp.response(200, BookingSchema)
+    @blp.doc(security=AUTH)
+    @login_required
+    def get(self, booking_id):
+        """One of my bookings (another driver's is a 404)."""
+        return booking_service.get_booking(db.session, booking_id, current_user().id)
+
+
+@blp.route("/<int:booking_id>/cancel")
+class CancelBooking(MethodView):
+    @blp.response(200, BookingSchema)
+    @blp.doc(security=AUTH)
+    @login_required
+    def post(self, booking_id):
+        """Cancel: free until the slot starts, a no-show after; cancelling twice is harmless."""
+        b = booking_service.cancel_booking(db.session, clock().now(), current_user().id, booking_id)
+        db.session.commit()
+        return b
