@@ -120,6 +120,12 @@ def test_sessions_of_two_drivers_add_up_when_they_do_not_overlap():
     assert settle_stay(at("14:00"), at("17:00"), [driver_a, driver_b], POLICY, SH).qualified
 
 
+def test_charging_late_in_the_stay_still_frees_the_first_120_minutes_from_entry():
+    # Gate in 14:00, charges 16:30-16:45, leaves 17:00: 14:00-16:00 free, blocks 16:00 and 16:30.
+    result = settle_stay(at("14:00"), at("17:00"), [iv(at("16:30"), 15)], POLICY, SH)
+    assert (result.qualified, result.free_until, result.blocks, result.fee_fen) == (True, at("16:00"), 2, 1000)
+
+
 def test_charging_time_of_a_stay_still_in_progress():
     assert charging_time_in_stay([iv(at("13:00"), 90)], at("14:00"), None) == timedelta(minutes=30)
 
