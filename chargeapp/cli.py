@@ -1,9 +1,108 @@
-"""The ``chargeapp`` command (a Flask CLI group)."""
+"""The ``chargeapp`` command: a Flask CLI group with the project's commands.
+
+``chargeapp db upgrade`` (Flask-Migrate), ``seed --demo``, ``create-manager``,
+``tick`` and ``report``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from datetime import date
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup
+
+from chargeapp.db import db
+
+
+def _now():
+    return current_app.extensions["chargeapp.clock"].now()
+
+
+def _hasher():
+    from chargeapp.services.auth import password_hasher
+
+    return password_hasher(*current_app.config["CHARGEAPP_ARGON2"])
+
+
+@click.command("seed")
+@click.option("--demo", is_flag=True, help="Create the demo stations and accounts (marked as demo data).")
+def seed_command(demo):
+    """Load data into the database."""
+    if not demo:
+        raise click.UsageError("Nothing to seed: pass --demo for the demo stations and accounts.")
+    from chargeapp.seed import DEMO_ADMIN, DEMO_DRIVER, DEMO_MANAGER, seed_demo
+
+    created = seed_demo(db.session, _now(), _hasher())
+    db.session.commit()
+    click.echo(f"stations created: {', '.join(created['stations']) or 'none (already there)'}")
+    for email, password in (DEMO_MANAGER, DEMO_ADMIN, DEMO_DRIVER):
+        click.echo(f"demo login: {email} / {password}")
+
+
+@click.command("create-manager")
+@click.option("--email", required=True)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@click.option("--station", "stations", multiple=True, help="Station code the manager runs (repeatable).")
+@click.option("--admin", is_flag=True, help="A network administrator who sees every station.")
+def create_manager_command(email, password, stations, admin):
+    """Create a station manager (or, with --admin, a network administrator)."""
+    from chargeapp.services.common import station_by_code
+    from chargeapp.services.registry import create_user
+
+    if len(password) < 8:
+        raise click.BadParameter("at least 8 characters", param_hint="--password")
+    st = tuple(station_by_code(db.session, code) for code in stations)
+    user = create_user(db.session, email=email, password_hash=_hasher().hash(password), now=_now(),
+                       role="admin" if admin else "manager", stations=st)
+    db.session.commit()
+    click.echo(f"created {user.role} {user.email} for {', '.join(stations) or 'all stations' if admin else ', '.join(stations)}")
+
+
+@click.command("tick")
+def tick_command():
+    """Run the periodic work once: holds, waiting bookings, no-shows, receipts."""
+    from chargeapp.services import periodic
+
+    counts = periodic.run_once(db.session, _now())
+    db.session.commit()
+    click.echo(json.dumps(counts, sort_keys=True))
+
+
+@click.command("report")
+@click.option("--station", required=True, help="Station code")
+@click.option("--start", "start", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First day (station time)")
+@click.option("--end", "end", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Last day, inclusive")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json")
+def report_command(station, start, end, fmt):
+    """Print the utilization report of a station for a date range (station time)."""
+    from chargeapp.services import reports
+    from chargeapp.services.common import station_by_code
+
+    st = station_by_code(db.session, station)
+    report = reports.utilization(db.session, st, start.date(), end.date())
+    if fmt == "csv":
+        sys.stdout.write(reports.to_csv(report["chargers"]).decode("utf-8-sig"))
+    else:
+        click.echo(json.dumps(report, default=str, ensure_ascii=False, indent=2))
 
 
 def register(app) -> None:
-    pass
+    for cmd in (seed_command, create_manager_command, tick_command, report_command):
+        app.cli.add_command(cmd)
 
 
+def _create_app():
+    from chargeapp.app import create_app
+
+    return create_app()
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_version_option=False, load_dotenv=False)
 def main():
-    pass
+    """chargeapp: charging-slot reservation and drivers' lounge occupancy."""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -69,6 +69,11 @@ def driver_suspended_until(session: Session, driver: m.User, now: datetime, stat
     return rules.suspended_until(no_show_times(session, driver.id), now, booking_rules(station))
 
 
+def late_hold(b: m.Booking) -> datetime | None:
+    """When a delayed booking was finally held (its grace runs from then), else None."""
+    return b.held_at if b.delay_started_at is not None else None
+
+
 def get_booking(session: Session, booking_id: int, driver_id: int | None = None) -> m.Booking:
     """A booking by id; another driver's booking is reported as not found."""
     b = session.get(m.Booking, booking_id)
@@ -281,7 +286,8 @@ def tick(session: Session, now: datetime) -> dict:
         .order_by(m.Booking.slot_start, m.Booking.id)
     ).all()
     for b in due:
-        if now >= rules.hold_due_at(b.slot_start, booking_rules(b.station)):
+        br = booking_rules(b.station)
+        if now >= rules.hold_due_at(b.slot_start, br) and not rules.no_show_due(b.slot_start, now, br):
             counts[_place_hold(session, now, b)] += 1
     for b in session.scalars(
         select(m.Booking).where(m.Booking.status == BookingStatus.WAITING.value)
@@ -292,8 +298,7 @@ def tick(session: Session, now: datetime) -> dict:
     for b in session.scalars(
         select(m.Booking).where(m.Booking.status.in_([BookingStatus.HELD.value, BookingStatus.BOOKED.value]))
     ).all():
-        br = booking_rules(b.station)
-        if rules.no_show_due(b.slot_start, now, br, b.held_at):
+        if rules.no_show_due(b.slot_start, now, booking_rules(b.station), late_hold(b)):
             _mark_no_show(session, now, b)
             counts["no_show"] += 1
     session.flush()
@@ -309,7 +314,7 @@ def _place_hold(session: Session, now: datetime, b: m.Booking) -> str:
     if plan.action == "wait":
         if b.status != BookingStatus.WAITING.value:
             b.status = BookingStatus.WAITING.value
-            b.charger_id = None
+            b.charger = None
             b.delay_started_at = now
             notify(session, b.driver_id, "delayed",
                    f"No fast charger is free yet for your {local_hhmm(b.slot_start, tz)} slot: "
@@ -319,12 +324,12 @@ def _place_hold(session: Session, now: datetime, b: m.Booking) -> str:
     charger = session.get(m.Charger, plan.charger_id)
     was_waiting = b.status == BookingStatus.WAITING.value
     moved = plan.charger_id != b.booked_charger_id
-    b.charger_id = plan.charger_id
+    b.charger = charger
     b.status = BookingStatus.HELD.value
     b.held_at = now
     if was_waiting:
         b.delay_seconds = max(0, int((now - b.slot_start).total_seconds()))
-    _, last = rules.checkin_window(b.slot_start, booking_rules(station), b.held_at)
+    _, last = rules.checkin_window(b.slot_start, booking_rules(station), late_hold(b))
     driver_tags = session.scalars(select(m.IdTag.tag).where(m.IdTag.user_id == b.driver_id)).all()
     enqueue_command(session, charger, "reserve_now", {
         "reservation_id": b.id, "connector": 1, "id_tag": driver_tags[0] if driver_tags else f"driver-{b.driver_id}",
@@ -372,7 +377,7 @@ def check_in_from_session(session: Session, now: datetime, cs: m.ChargingSession
         candidates_q = candidates_q.order_by((m.Booking.id == cs.reservation_id).desc())
     for b in session.scalars(candidates_q.order_by(m.Booking.slot_start)).all():
         br = booking_rules(b.station)
-        if not rules.counts_as_checkin(b.slot_start, cs.started_at, cs.stopped_at, br, b.held_at):
+        if not rules.counts_as_checkin(b.slot_start, cs.started_at, cs.stopped_at, br, late_hold(b)):
             continue
         _check_in(session, now, b, cs)
         return b
@@ -386,7 +391,7 @@ def _check_in(session: Session, now: datetime, b: m.Booking, cs: m.ChargingSessi
     target = cs.charger_id
     if target in _taken_ids(session, b.station_id, b.slot_start, exclude_booking=b.id):
         target = None  # another booking holds that charger for the slot; the session says where
-    b.charger_id = target
+    b.charger = session.get(m.Charger, target) if target is not None else None
     b.status = BookingStatus.CHECKED_IN.value
     b.checked_in_at = cs.started_at
     b.session_id = cs.id
@@ -420,13 +425,13 @@ def rehome_after_fault(session: Session, now: datetime, charger: m.Charger) -> l
     ).all()
     changed = []
     for b in affected:
-        if rules.no_show_due(b.slot_start, now, br, b.held_at):
+        if rules.no_show_due(b.slot_start, now, br, late_hold(b)):
             continue  # the next tick makes it a no-show
         if now >= rules.hold_due_at(b.slot_start, br):
             # The hold is due: as at hold time, a free charger now or wait for one.
             _release_hold(session, now, b)
             b.status = BookingStatus.BOOKED.value
-            b.charger_id = None
+            b.charger = None
             session.flush()
             _place_hold(session, now, b)
             changed.append(b)
@@ -436,14 +441,14 @@ def rehome_after_fault(session: Session, now: datetime, charger: m.Charger) -> l
             _taken_ids(session, station.id, b.slot_start, exclude_booking=b.id), br,
         )
         if plan.action == "move":
-            b.charger_id = plan.charger_id
             target = session.get(m.Charger, plan.charger_id)
+            b.charger = target
             notify(session, b.driver_id, "moved",
                    f"{charger.code} is out of service: your {local_hhmm(b.slot_start, tz)} slot moved to {target.code}.",
                    now, b)
         elif plan.action == "disrupted":
             b.status = BookingStatus.DISRUPTED.value
-            b.charger_id = None
+            b.charger = None
             b.disrupted_at = now
             notify(session, b.driver_id, "disrupted",
                    f"{charger.code} is out of service and no other fast charger is free for your "

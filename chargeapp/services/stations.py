@@ -9,7 +9,6 @@ from sqlalchemy.orm import Session
 from chargeapp.db import models as m
 from chargeapp.domain.geo import distance_m, wgs84_to_gcj02
 from chargeapp.services import booking as booking_service
-from chargeapp.services import lounge
 from chargeapp.services.common import station_tz
 
 
@@ -31,6 +30,8 @@ def summary(session: Session, station: m.Station, now: datetime, position: tuple
     """What a driver sees of a station in the finder."""
     fast = [c for c in station.chargers if c.kind == "fast"]
     slow = [c for c in station.chargers if c.kind == "slow"]
+    from chargeapp.services import lounge
+
     zones = lounge.zone_view(session, station, now)
     gcj = wgs84_to_gcj02(station.latitude, station.longitude)
     return {
@@ -76,5 +77,7 @@ def detail(session: Session, station: m.Station, now: datetime) -> dict:
         "status": c.connectors[0].status if c.connectors else "Unavailable",
         "connectors": [{"number": k.number, "status": k.status, "status_at": k.status_at} for k in c.connectors],
     } for c in station.chargers]
+    from chargeapp.services import lounge
+
     out["zones"] = lounge.zone_view(session, station, now)
     return out

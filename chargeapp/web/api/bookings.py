@@ -50,7 +50,7 @@ class BookingSchema(Schema):
     no_show_at = StationTime(allow_none=True)
 
     def _window(self, b):
-        return rules.checkin_window(b.slot_start, booking_rules(b.station), b.held_at)
+        return rules.checkin_window(b.slot_start, booking_rules(b.station), booking_service.late_hold(b))
 
     def _opens(self, b):
         return StationTime()._serialize(self._window(b)[0], None, b)
