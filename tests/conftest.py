@@ -41,6 +41,9 @@ def app(tmp_path, clock):
         "RATELIMIT_ENABLED": True,
         "RATELIMIT_STORAGE_URI": "memory://",
     })
+    from chargeapp.extensions import limiter
+
+    limiter.reset()  # rate-limit counters are per test
     with app.app_context():
         if db.engine.dialect.name == "postgresql":
             with db.engine.begin() as conn:

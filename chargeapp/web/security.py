@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from functools import wraps
 
-from flask import current_app, g, request
+from flask import current_app, request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from chargeapp.db import db
@@ -43,8 +43,10 @@ def clock():
 
 def current_user() -> m.User:
     """The user of the request's bearer token, or Unauthorized."""
-    if "user" in g:
-        return g.user
+    # Cached per request (not on ``g``: an app context can outlive one request).
+    cached = request.environ.get("chargeapp.user")
+    if cached is not None:
+        return cached
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         raise Unauthorized()
@@ -58,7 +60,7 @@ def current_user() -> m.User:
     # A changed password invalidates the old tokens.
     if user is None or user.password_hash[-8:] != data.get("h"):
         raise Unauthorized()
-    g.user = user
+    request.environ["chargeapp.user"] = user
     return user
 
 
