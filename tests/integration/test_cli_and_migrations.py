@@ -1,0 +1,59 @@
+"""The command line and the migration history."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from flask_migrate import upgrade
+from sqlalchemy import select
+
+from chargeapp.app import create_app
+from chargeapp.db import db
+from chargeapp.db import models as m
+
+pytestmark = pytest.mark.integration
+
+
+def test_db_upgrade_builds_the_schema_of_the_models_from_nothing(tmp_path, clock):
+    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path}/fresh.db", "CHARGEAPP_CLOCK": clock})
+    with app.app_context():
+        upgrade()
+        with db.engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), db.metadata)
+        assert diff == [], f"models and migrations disagree: {diff}"
+        db.engine.dispose()
+
+
+def test_seed_demo_is_idempotent_and_marks_demo_data(runner, session):
+    first = runner.invoke(args=["seed", "--demo"])
+    assert first.exit_code == 0, first.output
+    assert "demo login: driver@demo.chargeapp" in first.output
+    again = runner.invoke(args=["seed", "--demo"])
+    assert again.exit_code == 0 and "none (already there)" in again.output
+    stations = session.scalars(select(m.Station)).all()
+    assert {s.code for s in stations} == {"yangpu-liaoyuan", "yangpu-bus-depot", "hongkou-quyang"}
+    assert all(s.is_demo for s in stations)
+    liaoyuan = next(s for s in stations if s.code == "yangpu-liaoyuan")
+    assert [c.code for c in liaoyuan.chargers if c.kind == "fast"] == ["F1", "F2", "F3", "F4", "F5"]
+    assert sum(c.kind == "slow" for c in liaoyuan.chargers) == 28
+    assert {z.code for z in liaoyuan.zones} == {"hall", "tea", "upstairs"}
+
+
+def test_seed_without_demo_flag_is_a_usage_error(runner):
+    assert runner.invoke(args=["seed"]).exit_code == 2
+
+
+def test_create_manager_scoped_to_a_station(runner, session, station):
+    r = runner.invoke(args=["create-manager", "--email", "m@example.com", "--password", "long-enough",
+                            "--station", "s1"])
+    assert r.exit_code == 0, r.output
+    user = session.scalar(select(m.User).where(m.User.email == "m@example.com"))
+    assert user.role == "manager" and [s.code for s in user.stations] == ["s1"]
+
+
+def test_tick_prints_what_it_did(runner, station):
+    r = runner.invoke(args=["tick"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output.strip().splitlines()[-1])["no_show"] == 0
