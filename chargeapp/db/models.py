@@ -452,3 +452,38 @@ class AuditEntry(db.Model):
     reason: Mapped[str] = mapped_column(Text)
     before: Mapped[Optional[dict]] = mapped_column(JSON)
     after: Mapped[Optional[dict]] = mapped_column(JSON)
+
+
+class DeviceSequence(db.Model):
+    """Per device: the boot and highest seq applied, for duplicate and gap detection."""
+
+    __tablename__ = "device_sequences"
+    device: Mapped[str] = mapped_column(String(200), primary_key=True)  # "charger:station/F1"
+    boot: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    last_ts: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)  # device time of last_seq
+    missing: Mapped[int] = mapped_column(BigInteger, default=0)  # seqs skipped and not (yet) seen
+    gaps: Mapped[int] = mapped_column(BigInteger, default=0)  # gap events ever detected
+    skewed: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+class AppliedMessage(db.Model):
+    """One row per device message applied: (device, boot, seq) is applied at most once."""
+
+    __tablename__ = "applied_messages"
+    __table_args__ = (UniqueConstraint("device", "boot", "seq"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    device: Mapped[str] = mapped_column(String(200))
+    boot: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    applied_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Lease(db.Model):
+    """A named lease so that periodic work runs in one worker at a time."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
