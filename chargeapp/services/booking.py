@@ -468,3 +468,28 @@ def _fast_candidates_excluding(station: m.Station, broken_id: int) -> list[Charg
             k.status in ("Faulted", "Unavailable") for k in c.connectors)
         out.append(ChargerCandidate(c.id, c.code, c.kind == "fast", usable))
     return out
+
+
+def hold_refused(session: Session, now: datetime, booking_id: int, answer: str) -> m.Booking | None:
+    """A charger answered reserve_now with Occupied, Faulted, Rejected or Unavailable
+    (or never answered): hold the booking on another free charger, or make it wait."""
+    b = session.get(m.Booking, booking_id)
+    if b is None or b.status != BookingStatus.HELD.value or b.charger_id is None:
+        return b
+    refused = b.charger_id
+    station = b.station
+    claimed = _taken_ids(session, station.id, b.slot_start, exclude_booking=b.id) | {refused}
+    plan = rules.plan_hold(None, _chargers_now(station), claimed)
+    b.status = BookingStatus.BOOKED.value
+    b.charger = None
+    session.flush()
+    if plan.action == "wait":
+        b.status = BookingStatus.WAITING.value
+        b.delay_started_at = now
+        notify(session, b.driver_id, "delayed",
+               f"The held charger answered '{answer}'; we will hold the first fast charger that frees up.", now, b)
+    else:
+        b.charger = session.get(m.Charger, plan.charger_id)
+        _place_hold(session, now, b)
+    session.flush()
+    return b

@@ -266,3 +266,13 @@ def test_racing_threads_never_double_book(app, session, clock, station, named):
     assert results.count("ok") == (1 if named else 3) and results.count("full") == len(ids) - results.count("ok")
     rows = session.execute(select(m.Booking.charger_id).where(m.Booking.slot_start == SLOT)).all()
     assert len(rows) == len(set(rows))
+
+
+def test_charger_refusing_the_hold_moves_the_booking(session, clock, station, driver):
+    b = book(session, clock, driver, "F1")
+    clock.set(SLOT - timedelta(minutes=10))
+    svc.tick(session, clock.now())
+    svc.hold_refused(session, clock.now(), b.id, "Occupied")
+    assert b.status == "held" and b.charger.code == "F2"
+    names = [(c.name, c.charger_id) for c in session.scalars(select(m.CommandOutbox).order_by(m.CommandOutbox.id))]
+    assert [n for n, _ in names] == ["reserve_now", "reserve_now"]
