@@ -60,6 +60,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     )
     if overrides:
         app.config.update(overrides)
+    app.json.ensure_ascii = False  # Chinese names as text, not \u escapes
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         Path(app.config["SQLALCHEMY_DATABASE_URI"][len("sqlite:///"):]).parent.mkdir(
             parents=True, exist_ok=True
