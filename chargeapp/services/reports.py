@@ -1,0 +1,722 @@
+"""Managers' reports over a range of station-local dates: utilization, energy,
+sessions, bookings, waiting, idle time, availability, free parking and revenue
+per charger and per station; weekday x hour heat maps; daily trends; lounge
+occupancy by hour; CSV export.
+
+Reports read only recorded history (status_changes, charging_sessions,
+bookings, receipts, occupancy_changes), never meter_readings, and read no
+clock: the caller passes ``now`` to cut a range that reaches into the present.
+Every query is bounded by the range, so last month's report is the same
+tomorrow and costs the same next year. Functions take a session and never write.
+
+Decisions (docs/rules.md, "Reports"):
+
+- A range is two station-local dates, both inclusive: 1-30 November in
+  Shanghai is [31 Oct 16:00 UTC, 30 Nov 16:00 UTC). At most the station's
+  ``max_report_days`` (default 400) days; longer, or ending before it starts,
+  is refused (422).
+- In-service time = known time (from the range start, or from the first status
+  ever recorded if that is later) minus time Faulted or Unavailable. Occupied
+  share = Preparing..Finishing time / in-service time; charging share =
+  Charging time / in-service time. A charger's times are summed over its
+  connectors; station shares divide summed times (not a mean of shares).
+- Energy: a closed session's metered Wh (stop - start register; a decreasing
+  register counts 0) spread evenly over its duration; the part inside the
+  range counts, rounded cumulatively so the parts of one session always add up
+  to its total. Open sessions and sessions without both meter values add 0 Wh.
+- Sessions are counted, and their length averaged, in the range they start in
+  (the full length, even past the range end); open sessions are counted but
+  have no length yet.
+- Bookings count in the range their slot starts in, on the charger holding
+  them (or, with none, the charger assigned at booking). A cancellation after
+  the slot started is a no-show, as the booking rules say. Waiting time is the
+  mean recorded delay of the bookings that got a charger held.
+- Walk-ins: sessions started in the range on fast chargers that no booking
+  checked in with. Slow chargers are walk-in by design and are not counted.
+- Idle time: in each occupied run, the time after its last Charging interval;
+  a run already occupied at the range start with no Charging inside the range
+  counts its SuspendedEV/SuspendedEVSE/Finishing time.
+- Revenue and free-parking grants are booked on the day a receipt is issued.
+  A correction receipt holds the change (delta) of each component (see
+  services/receipts.py), so it is simply added on its own issue date and an
+  earlier range never changes; ``superseded`` is ignored. A parking receipt
+  grants free parking when its ``details["qualified"]`` is true; a recheck
+  correction that flips it (``details["recomputed"]["qualified"]``) adds +1 or -1.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from typing import Iterable, Iterator, NamedTuple, Sequence
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from chargeapp.db import models as m
+from chargeapp.domain import charger as ch
+from chargeapp.domain.charger import ConnectorStatus
+from chargeapp.domain.errors import InvalidRequest
+from chargeapp.domain.intervals import Interval
+from chargeapp.domain.tariff import round_half_up
+from chargeapp.services import lounge
+from chargeapp.services.common import rules_of, station_tz
+
+UTC = timezone.utc
+ZERO = timedelta()
+HOUR = timedelta(hours=1)
+US = timedelta(microseconds=1)
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+MEASURES = ("occupied", "charging")
+# States that follow charging within a session (used for a run carried into the range).
+_AFTER_CHARGING = frozenset({ConnectorStatus.SUSPENDED_EV, ConnectorStatus.SUSPENDED_EVSE, ConnectorStatus.FINISHING})
+_CHECKED_IN = "checked_in"
+
+
+class InvalidReportRange(InvalidRequest):
+    """A report covers station-local dates from ``start`` to ``end`` (inclusive); the end cannot be before the start."""
+
+    code = "invalid_report_range"
+
+
+class ReportRangeTooLong(InvalidReportRange):
+    """A report covers at most the station's ``max_report_days``."""
+
+    code = "report_range_too_long"
+
+
+class InvalidReportMeasure(InvalidRequest):
+    """A heat map shows the "occupied" or the "charging" share."""
+
+    code = "invalid_report_measure"
+
+
+# -- the range ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportRange:
+    """Station-local dates ``first``..``last`` (inclusive) as the UTC window [start, end), cut at ``now`` if given."""
+
+    first: date
+    last: date
+    tz: tzinfo
+    start: datetime
+    end: datetime
+
+    def days(self) -> list[tuple[date, datetime, datetime]]:
+        """Each local day with its UTC window clipped to the range; days wholly after ``end`` are left out."""
+        out = []
+        day = self.first
+        while day <= self.last:
+            lo = max(_local_midnight(day, self.tz), self.start)
+            hi = min(_local_midnight(day + timedelta(days=1), self.tz), self.end)
+            if lo < hi:
+                out.append((day, lo, hi))
+            day += timedelta(days=1)
+        return out
+
+
+def _local_midnight(day: date, tz: tzinfo) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
+
+
+def report_range(station: m.Station, start_date: date, end_date: date, now: datetime | None = None) -> ReportRange:
+    """The UTC window of local dates start_date..end_date (inclusive) in the station's tz, cut at ``now`` (aware) if given.
+
+    Raises InvalidReportRange (not dates, end before start) and ReportRangeTooLong
+    (more than the station's max_report_days).
+    """
+    for name, value in (("start", start_date), ("end", end_date)):
+        if not isinstance(value, date) or isinstance(value, datetime):
+            raise InvalidReportRange(f"The report {name} must be a date (YYYY-MM-DD).", **{name: str(value)})
+    if end_date < start_date:
+        raise InvalidReportRange(
+            f"The report ends ({end_date.isoformat()}) before it starts ({start_date.isoformat()}).",
+            start=start_date.isoformat(), end=end_date.isoformat(),
+        )
+    days = (end_date - start_date).days + 1
+    limit = rules_of(station).max_report_days
+    if days > limit:
+        raise ReportRangeTooLong(
+            f"A report covers at most {limit} days; {start_date.isoformat()} to {end_date.isoformat()} is {days}.",
+            days=days, max_days=limit,
+        )
+    tz = station_tz(station)
+    start = _local_midnight(start_date, tz)
+    end = _local_midnight(end_date + timedelta(days=1), tz)
+    if now is not None:
+        end = min(end, max(start, ch.utc(now)))
+    return ReportRange(start_date, end_date, tz, start, end)
+
+
+# -- reading the history (every query bounded by the range) ------------------------------
+
+
+def _connectors(station: m.Station) -> list[tuple[m.Charger, m.Connector]]:
+    return [(c, k) for c in station.chargers for k in c.connectors]
+
+
+def _status_history(session: Session, connector_id: int, start: datetime, end: datetime) -> list[ch.StatusChange]:
+    """The change in effect at ``start`` and the changes inside [start, end), in arrival order (both on the (connector_id, at) index)."""
+    before = session.execute(
+        select(m.StatusChange.at, m.StatusChange.status)
+        .where(m.StatusChange.connector_id == connector_id, m.StatusChange.at < start)
+        .order_by(m.StatusChange.at.desc(), m.StatusChange.id.desc())
+        .limit(1)
+    ).first()
+    inside = session.execute(
+        select(m.StatusChange.at, m.StatusChange.status)
+        .where(m.StatusChange.connector_id == connector_id, m.StatusChange.at >= start, m.StatusChange.at < end)
+        .order_by(m.StatusChange.at, m.StatusChange.id)
+    ).all()
+    rows = ([before] if before is not None else []) + list(inside)
+    return [ch.StatusChange(at, status) for at, status in rows]
+
+
+_Intervals = list[tuple[ConnectorStatus, Interval]]
+
+
+def _intervals(session: Session, station: m.Station, rng: ReportRange) -> dict[int, list[_Intervals]]:
+    """Per charger id, each connector's status intervals inside the range."""
+    out: dict[int, list] = {c.id: [] for c in station.chargers}
+    for charger, connector in _connectors(station):
+        if rng.start < rng.end:
+            history = _status_history(session, connector.id, rng.start, rng.end)
+            out[charger.id].append(ch.status_intervals(history, rng.start, rng.end))
+        else:
+            out[charger.id].append([])
+    return out
+
+
+class _SessionRow(NamedTuple):
+    id: int
+    charger_id: int
+    started_at: datetime
+    stopped_at: datetime | None
+    start_meter_wh: int | None
+    stop_meter_wh: int | None
+
+
+def _sessions(session: Session, station: m.Station, rng: ReportRange) -> list[_SessionRow]:
+    """Sessions with a start that overlap the range (a zero-length one at the range start included)."""
+    cs = m.ChargingSession
+    rows = session.execute(
+        select(cs.id, cs.charger_id, cs.started_at, cs.stopped_at, cs.start_meter_wh, cs.stop_meter_wh)
+        .where(
+            cs.station_id == station.id, cs.started_at.is_not(None), cs.started_at < rng.end,
+            or_(cs.stopped_at.is_(None), cs.stopped_at >= rng.start),
+        )
+        .order_by(cs.started_at, cs.id)
+    )
+    return [_SessionRow(*r) for r in rows]
+
+
+def _metered_wh(s: _SessionRow) -> int | None:
+    """Wh of a closed session with both meter values (a decreasing register counts 0); None otherwise."""
+    if s.stopped_at is None or s.start_meter_wh is None or s.stop_meter_wh is None:
+        return None
+    return max(0, s.stop_meter_wh - s.start_meter_wh)
+
+
+def _delivered_by(s: _SessionRow, wh: int, t: datetime) -> int:
+    """Wh of the session delivered before ``t``, spread evenly over its duration, rounded half-up."""
+    if t <= s.started_at:
+        return 0
+    if t >= s.stopped_at:
+        return wh
+    return round_half_up(wh * ((t - s.started_at) // US), (s.stopped_at - s.started_at) // US)
+
+
+def _wh_between(s: _SessionRow, start: datetime, end: datetime) -> int:
+    """The session's Wh apportioned to [start, end); the parts of adjacent windows add up to the session's total."""
+    wh = _metered_wh(s)
+    if wh is None:
+        return 0
+    return _delivered_by(s, wh, end) - _delivered_by(s, wh, start)
+
+
+class _BookingRow(NamedTuple):
+    charger_id: int
+    status: str
+    held: bool
+    delay_seconds: int
+
+
+def _bookings(session: Session, station: m.Station, rng: ReportRange) -> list[_BookingRow]:
+    """Bookings whose slot starts in the range (the (station_id, slot_start) index)."""
+    b = m.Booking
+    rows = session.execute(
+        select(func.coalesce(b.charger_id, b.booked_charger_id), b.status, b.held_at, b.delay_seconds)
+        .where(b.station_id == station.id, b.slot_start >= rng.start, b.slot_start < rng.end)
+    )
+    return [_BookingRow(cid, status, held_at is not None, delay or 0) for cid, status, held_at, delay in rows]
+
+
+def _booked_session_ids(session: Session, station: m.Station, rng: ReportRange) -> set[int]:
+    """Ids of the sessions started in the range that a booking checked in with."""
+    cs = m.ChargingSession
+    return set(session.scalars(
+        select(m.Booking.session_id)
+        .join(cs, cs.id == m.Booking.session_id)
+        .where(cs.station_id == station.id, cs.started_at >= rng.start, cs.started_at < rng.end)
+    ))
+
+
+_MONEY = ("energy_fen", "service_fen", "idle_fen", "parking_fen", "total_fen")
+
+
+@dataclass
+class _Money:
+    energy_fen: int = 0
+    service_fen: int = 0
+    idle_fen: int = 0
+    parking_fen: int = 0
+    total_fen: int = 0
+    free_parking_grants: int = 0
+
+    def add(self, other: "_Money") -> None:
+        for k in (*_MONEY, "free_parking_grants"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+
+def _qualified(details) -> bool | None:
+    """Whether a parking receipt's details grant free parking (a recheck correction's recomputed ones); None if they do not say."""
+    if not isinstance(details, dict):
+        return None
+    if "qualified" in details:
+        return details["qualified"] is True
+    recomputed = details.get("recomputed")
+    if isinstance(recomputed, dict) and "qualified" in recomputed:
+        return recomputed["qualified"] is True
+    return None
+
+
+def _qualified_before(session: Session, receipt_id: int | None) -> bool:
+    """The free-parking grant standing at receipt ``receipt_id``: the latest of its chain that says (walks corrects_id back)."""
+    while receipt_id is not None:
+        details, receipt_id_before = session.execute(
+            select(m.Receipt.details, m.Receipt.corrects_id).where(m.Receipt.id == receipt_id)
+        ).one()
+        said = _qualified(details)
+        if said is not None:
+            return said
+        receipt_id = receipt_id_before
+    return False
+
+
+def _receipts(session: Session, station: m.Station, rng: ReportRange) -> list[tuple[int | None, _Money]]:
+    """(charger id or None, amounts) of each receipt issued in the range; a correction's amounts are its deltas.
+
+    Free-parking grants: +1 for a parking receipt that qualified; a correction that
+    changes the grant adds +1 or -1 (only corrections of the range walk their chain).
+    """
+    r, cs = m.Receipt, m.ChargingSession
+    rows = session.execute(
+        select(cs.charger_id, r.kind, r.stay_id, r.corrects_id, r.details, *(getattr(r, k) for k in _MONEY))
+        .outerjoin(cs, cs.id == r.session_id)
+        .where(r.station_id == station.id, r.issued_at >= rng.start, r.issued_at < rng.end)
+    )
+    out = []
+    for charger_id, kind, stay_id, corrects_id, details, *amounts in rows:
+        money = _Money(*(a or 0 for a in amounts))
+        if kind == "parking":
+            money.free_parking_grants = int(bool(_qualified(details)))
+        elif kind == "correction" and stay_id is not None:
+            now_qualified = _qualified(details)
+            if now_qualified is not None:
+                money.free_parking_grants = int(now_qualified) - int(_qualified_before(session, corrects_id))
+        out.append((charger_id, money))
+    return out
+
+
+# -- time in states ---------------------------------------------------------------------
+
+
+@dataclass
+class _Time:
+    """Time of one or more connectors in a window, by kind of state."""
+
+    known: timedelta = ZERO
+    faulted: timedelta = ZERO
+    unavailable: timedelta = ZERO
+    occupied: timedelta = ZERO
+    charging: timedelta = ZERO
+    idle: timedelta = ZERO
+
+    @property
+    def in_service(self) -> timedelta:
+        return self.known - self.faulted - self.unavailable
+
+    def count(self, status: ConnectorStatus, duration: timedelta) -> None:
+        self.known += duration
+        if status == ConnectorStatus.FAULTED:
+            self.faulted += duration
+        elif status == ConnectorStatus.UNAVAILABLE:
+            self.unavailable += duration
+        if status in ch.OCCUPIED_STATUSES:
+            self.occupied += duration
+        if status == ConnectorStatus.CHARGING:
+            self.charging += duration
+
+    def add(self, other: "_Time") -> None:
+        for k in ("known", "faulted", "unavailable", "occupied", "charging", "idle"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+
+    def share(self, measure: str) -> float | None:
+        part = self.occupied if measure == "occupied" else self.charging
+        return _ratio(part, self.in_service)
+
+
+def _ratio(part: timedelta, whole: timedelta) -> float | None:
+    return round(part / whole, 4) if whole > ZERO else None
+
+
+def _minutes(delta: timedelta) -> float:
+    return round(delta.total_seconds() / 60, 2)
+
+
+def _idle_time(intervals: _Intervals, window_start: datetime) -> timedelta:
+    """Idle time of one connector: per occupied run, the time after its last Charging interval (see module doc)."""
+    total, run = ZERO, []
+    for status, iv in intervals:
+        if status in ch.OCCUPIED_STATUSES and (not run or run[-1][1].end == iv.start):
+            run.append((status, iv))
+            continue
+        total += _run_idle(run, window_start)
+        run = [(status, iv)] if status in ch.OCCUPIED_STATUSES else []
+    return total + _run_idle(run, window_start)
+
+
+def _run_idle(run: _Intervals, window_start: datetime) -> timedelta:
+    if not run:
+        return ZERO
+    charging_ends = [iv.end for status, iv in run if status == ConnectorStatus.CHARGING]
+    if charging_ends:
+        return run[-1][1].end - charging_ends[-1]
+    if run[0][1].start == window_start:  # plugged in before the range: it may have charged then
+        return sum((iv.duration for status, iv in run if status in _AFTER_CHARGING), ZERO)
+    return ZERO
+
+
+def _connector_time(intervals: _Intervals, window_start: datetime) -> _Time:
+    t = _Time()
+    for status, iv in intervals:
+        t.count(status, iv.duration)
+    t.idle = _idle_time(intervals, window_start)
+    return t
+
+
+# -- utilization ------------------------------------------------------------------------
+
+
+@dataclass
+class _Figures:
+    """Everything a utilization row says, for one charger or the station."""
+
+    time: _Time = field(default_factory=_Time)
+    energy_wh: int = 0
+    sessions: int = 0
+    lengths: list[timedelta] = field(default_factory=list)
+    bookings: int = 0
+    cancellations: int = 0
+    no_shows: int = 0
+    disrupted: int = 0
+    waits: list[int] = field(default_factory=list)
+    walk_ins: int | None = 0
+    money: _Money = field(default_factory=_Money)
+    connectors: int = 0
+
+
+def utilization(session: Session, station: m.Station, start_date: date, end_date: date,
+                now: datetime | None = None) -> dict:
+    """Utilization per charger and for the station over local dates start_date..end_date (inclusive, station tz).
+
+    Durations in minutes (2 decimals), shares 0..1 (4 decimals; None without
+    in-service time), energy in Wh, money in fen. ``now`` (aware) cuts a range
+    reaching into the present. Raises InvalidReportRange, ReportRangeTooLong.
+    """
+    rng = report_range(station, start_date, end_date, now)
+    chargers = list(station.chargers)
+    per = {c.id: _Figures(walk_ins=0 if c.kind == "fast" else None, connectors=len(c.connectors)) for c in chargers}
+    total = _Figures()
+
+    for charger_id, connectors in _intervals(session, station, rng).items():
+        for intervals in connectors:
+            per[charger_id].time.add(_connector_time(intervals, rng.start))
+
+    booked = _booked_session_ids(session, station, rng)
+    for s in _sessions(session, station, rng):
+        f = per.get(s.charger_id)
+        if f is None:
+            continue
+        f.energy_wh += _wh_between(s, rng.start, rng.end)
+        if rng.start <= s.started_at < rng.end:
+            f.sessions += 1
+            if s.stopped_at is not None:
+                f.lengths.append(s.stopped_at - s.started_at)
+            if f.walk_ins is not None and s.id not in booked:
+                f.walk_ins += 1
+
+    for b in _bookings(session, station, rng):
+        for f in (per[b.charger_id], total) if b.charger_id in per else (total,):
+            f.bookings += 1
+            f.cancellations += b.status == "cancelled"
+            f.no_shows += b.status == "no_show"
+            f.disrupted += b.status == "disrupted"
+            if b.held:
+                f.waits.append(b.delay_seconds)
+
+    for charger_id, money in _receipts(session, station, rng):
+        if charger_id in per:
+            per[charger_id].money.add(money)
+        total.money.add(money)
+
+    for f in per.values():
+        total.time.add(f.time)
+        total.energy_wh += f.energy_wh
+        total.sessions += f.sessions
+        total.lengths += f.lengths
+        total.connectors += f.connectors
+        if f.walk_ins is not None:
+            total.walk_ins += f.walk_ins
+
+    tz = rng.tz
+    return {
+        "station": station.code,
+        "station_name": station.name,
+        "timezone": station.timezone,
+        "start": rng.first,
+        "end": rng.last,
+        "from": rng.start.astimezone(tz),
+        "until": rng.end.astimezone(tz),
+        "chargers": [_row(per[c.id], "charger", c, rng) for c in chargers],
+        "total": _row(total, "station", None, rng),
+    }
+
+
+def _row(f: _Figures, scope: str, charger: m.Charger | None, rng: ReportRange) -> dict:
+    t = f.time
+    unknown = (rng.end - rng.start) * f.connectors - t.known
+    lengths = [d.total_seconds() / 60 for d in f.lengths]
+    station_only = scope == "station"
+    return {
+        "scope": scope,
+        "charger": charger.code if charger else None,
+        "kind": charger.kind if charger else None,
+        "level": charger.level if charger else None,
+        "in_service_min": _minutes(t.in_service),
+        "occupied_min": _minutes(t.occupied),
+        "charging_min": _minutes(t.charging),
+        "occupied_share": t.share("occupied"),
+        "charging_share": t.share("charging"),
+        "idle_min": _minutes(t.idle),
+        "faulted_min": _minutes(t.faulted),
+        "unavailable_min": _minutes(t.unavailable),
+        "unknown_min": _minutes(unknown),
+        "energy_wh": f.energy_wh,
+        "sessions": f.sessions,
+        "mean_session_min": round(statistics.fmean(lengths), 2) if lengths else None,
+        "median_session_min": round(statistics.median(lengths), 2) if lengths else None,
+        "bookings": f.bookings,
+        "cancellations": f.cancellations,
+        "no_shows": f.no_shows,
+        "disrupted": f.disrupted,
+        "walk_ins": f.walk_ins,
+        "delayed_bookings": sum(1 for w in f.waits if w > 0),
+        "mean_wait_min": round(statistics.fmean(f.waits) / 60, 2) if f.waits else None,
+        "free_parking_grants": f.money.free_parking_grants if station_only else None,
+        "energy_fen": f.money.energy_fen,
+        "service_fen": f.money.service_fen,
+        "idle_fen": f.money.idle_fen,
+        "parking_fen": f.money.parking_fen if station_only else None,
+        "total_fen": f.money.total_fen,
+    }
+
+
+# -- heat map and daily trend -------------------------------------------------------------
+
+
+def _local_pieces(iv: Interval, tz: tzinfo, unit: str) -> Iterator[tuple[datetime, timedelta]]:
+    """The interval cut at local hour (``unit="hour"``) or local midnight boundaries: (local start, length) per piece."""
+    t = iv.start
+    while t < iv.end:
+        local = t.astimezone(tz)
+        if unit == "hour":
+            nxt = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC) + HOUR
+        else:
+            nxt = _local_midnight(local.date() + timedelta(days=1), tz)
+        e = min(nxt, iv.end)
+        yield local, e - t
+        t = e
+
+
+def heatmap(session: Session, station: m.Station, start_date: date, end_date: date,
+            measure: str = "occupied", now: datetime | None = None) -> dict:
+    """The station's occupied (or charging) share of in-service time by local weekday (Mon..Sun) x hour (0..23).
+
+    ``matrix[weekday][hour]`` is 0..1 (4 decimals), None for a cell with no
+    in-service time in the range. Raises InvalidReportRange, ReportRangeTooLong,
+    InvalidReportMeasure.
+    """
+    if measure not in MEASURES:
+        raise InvalidReportMeasure(f"Unknown heat map measure {measure!r}; use one of {', '.join(MEASURES)}.")
+    rng = report_range(station, start_date, end_date, now)
+    cells = [[_Time() for _ in range(24)] for _ in range(7)]
+    for connectors in _intervals(session, station, rng).values():
+        for intervals in connectors:
+            for status, iv in intervals:
+                for local, length in _local_pieces(iv, rng.tz, "hour"):
+                    cells[local.weekday()][local.hour].count(status, length)
+    return {
+        "station": station.code,
+        "timezone": station.timezone,
+        "start": rng.first,
+        "end": rng.last,
+        "measure": measure,
+        "weekdays": list(WEEKDAYS),
+        "hours": list(range(24)),
+        "matrix": [[cell.share(measure) for cell in row] for row in cells],
+    }
+
+
+def heatmap_rows(report: dict) -> list[dict]:
+    """A heat map as table rows: one per weekday, columns "00".."23" (for CSV)."""
+    return [
+        {"weekday": day, **{f"{h:02d}": value for h, value in zip(report["hours"], row)}}
+        for day, row in zip(report["weekdays"], report["matrix"])
+    ]
+
+
+def daily_trend(session: Session, station: m.Station, start_date: date, end_date: date,
+                now: datetime | None = None) -> list[dict]:
+    """Per local day of the range: energy (Wh, apportioned), sessions started, in-service minutes, occupied and charging share.
+
+    Days wholly after ``now`` are left out. Raises InvalidReportRange, ReportRangeTooLong.
+    """
+    rng = report_range(station, start_date, end_date, now)
+    days = rng.days()
+    times = {day: _Time() for day, _, _ in days}
+    for connectors in _intervals(session, station, rng).values():
+        for intervals in connectors:
+            for status, iv in intervals:
+                for local, length in _local_pieces(iv, rng.tz, "day"):
+                    times[local.date()].count(status, length)
+    windows = {day: (lo, hi) for day, lo, hi in days}
+    energy = {day: 0 for day in windows}
+    sessions = {day: 0 for day in windows}
+    for s in _sessions(session, station, rng):
+        if rng.start <= s.started_at < rng.end:
+            sessions[s.started_at.astimezone(rng.tz).date()] += 1
+        if _metered_wh(s) is None:
+            continue
+        day = max(s.started_at, rng.start).astimezone(rng.tz).date()
+        last = min(s.stopped_at, rng.end).astimezone(rng.tz).date()
+        while day <= last:  # only the days the session touches
+            if day in windows:
+                energy[day] += _wh_between(s, *windows[day])
+            day += timedelta(days=1)
+    return [
+        {
+            "date": day,
+            "energy_wh": energy[day],
+            "sessions": sessions[day],
+            "in_service_min": _minutes(times[day].in_service),
+            "occupied_share": times[day].share("occupied"),
+            "charging_share": times[day].share("charging"),
+        }
+        for day, _, _ in days
+    ]
+
+
+# -- lounge -------------------------------------------------------------------------------
+
+
+def lounge_by_hour(session: Session, station: m.Station, start_date: date, end_date: date,
+                   now: datetime | None = None) -> list[dict]:
+    """Per zone and local hour of day (0..23): peak head count over the range, the day it was first reached, and the time-weighted average (2 decimals).
+
+    Hours with no time in the range (all after ``now``) have peak and average None.
+    Raises InvalidReportRange, ReportRangeTooLong.
+    """
+    rng = report_range(station, start_date, end_date, now)
+    rows = []
+    for zone in station.zones:
+        peak: list[int | None] = [None] * 24
+        peak_on: list[date | None] = [None] * 24
+        weighted = [0.0] * 24
+        covered = [ZERO] * 24
+        if rng.start < rng.end:
+            for h in lounge.hourly_occupancy(session, zone, rng.start, rng.end, rng.tz):
+                local = h.hour.astimezone(rng.tz)
+                length = min(local + HOUR, rng.end) - max(local, rng.start)
+                if length <= ZERO:
+                    continue
+                i = local.hour
+                if peak[i] is None or h.peak > peak[i]:
+                    peak[i], peak_on[i] = h.peak, local.date()
+                weighted[i] += h.average * length.total_seconds()
+                covered[i] += length
+        for i in range(24):
+            rows.append({
+                "zone": zone.code,
+                "zone_name": zone.name,
+                "capacity": zone.capacity,
+                "hour": i,
+                "peak": peak[i],
+                "peak_on": peak_on[i],
+                "average": round(weighted[i] / covered[i].total_seconds(), 2) if covered[i] else None,
+            })
+    return rows
+
+
+# -- CSV ----------------------------------------------------------------------------------
+
+# A cell starting with one of these is a formula to Excel and WPS (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def to_csv(rows: Sequence[dict], columns: Sequence[str] | None = None, tz: tzinfo | None = None) -> bytes:
+    """Rows as CSV bytes for Excel and WPS: UTF-8 with a BOM, CRLF line ends, a header of the keys (first-seen order, or ``columns``).
+
+    Datetimes are RFC 3339 in ``tz`` (the station's; their own offset when None),
+    dates ISO, None empty, booleans true/false. Text that Excel would run as a
+    formula (=, +, -, @) gets a leading apostrophe.
+    """
+    header = list(columns) if columns is not None else _keys(rows)
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([_cell(row.get(k), tz) for k in header])
+    return ("\ufeff" + buf.getvalue()).encode("utf-8")
+
+
+def _keys(rows: Iterable[dict]) -> list[str]:
+    seen: dict[str, None] = {}
+    for row in rows:
+        for k in row:
+            seen.setdefault(k, None)
+    return list(seen)
+
+
+def _cell(value, tz: tzinfo | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return (value.astimezone(tz) if tz is not None else value).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, (int, float)):
+        return str(value)
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def utilization_rows(report: dict) -> list[dict]:
+    """The utilization report as one table: a row per charger, then the station row (for CSV)."""
+    return [*report["chargers"], report["total"]]
