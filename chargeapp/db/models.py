@@ -324,6 +324,7 @@ class ChargingSession(db.Model):
     __table_args__ = (
         UniqueConstraint("charger_id", "transaction_id"),
         Index("ix_charging_sessions_started", "charger_id", "started_at"),
+        Index("ix_charging_sessions_station_stopped", "station_id", "stopped_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"), index=True)
@@ -376,6 +377,7 @@ class Receipt(db.Model):
     """A receipt (charging session or parking stay); corrections point at what they correct."""
 
     __tablename__ = "receipts"
+    __table_args__ = (Index("ix_receipts_station_issued", "station_id", "issued_at"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))  # charging | parking | correction
     station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"), index=True)

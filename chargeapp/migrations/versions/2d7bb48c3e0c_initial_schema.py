@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: c689e580a0ef
+Revision ID: 2d7bb48c3e0c
 Revises: 
-Create Date: 2026-11-22 22:12:48.467216
+Create Date: 2026-11-22 22:18:45.965463
 
 """
 from alembic import op
@@ -12,7 +12,7 @@ import chargeapp.db  # noqa: F401  (UTCDateTime)
 
 
 # revision identifiers, used by Alembic.
-revision = 'c689e580a0ef'
+revision = '2d7bb48c3e0c'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -330,6 +330,7 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_charging_sessions_driver_id'), ['driver_id'], unique=False)
         batch_op.create_index('ix_charging_sessions_started', ['charger_id', 'started_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_charging_sessions_station_id'), ['station_id'], unique=False)
+        batch_op.create_index('ix_charging_sessions_station_stopped', ['station_id', 'stopped_at'], unique=False)
 
     op.create_table('occupancy_changes',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
@@ -441,6 +442,7 @@ def upgrade():
     with op.batch_alter_table('receipts', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_receipts_driver_id'), ['driver_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_receipts_station_id'), ['station_id'], unique=False)
+        batch_op.create_index('ix_receipts_station_issued', ['station_id', 'issued_at'], unique=False)
 
     op.create_table('command_outbox',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -495,6 +497,7 @@ def downgrade():
 
     op.drop_table('command_outbox')
     with op.batch_alter_table('receipts', schema=None) as batch_op:
+        batch_op.drop_index('ix_receipts_station_issued')
         batch_op.drop_index(batch_op.f('ix_receipts_station_id'))
         batch_op.drop_index(batch_op.f('ix_receipts_driver_id'))
 
@@ -519,6 +522,7 @@ def downgrade():
 
     op.drop_table('occupancy_changes')
     with op.batch_alter_table('charging_sessions', schema=None) as batch_op:
+        batch_op.drop_index('ix_charging_sessions_station_stopped')
         batch_op.drop_index(batch_op.f('ix_charging_sessions_station_id'))
         batch_op.drop_index('ix_charging_sessions_started')
         batch_op.drop_index(batch_op.f('ix_charging_sessions_driver_id'))
