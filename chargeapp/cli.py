@@ -16,6 +16,18 @@ from flask.cli import FlaskGroup
 from chargeapp.db import db
 
 
+class _DomainErrorsAsMessages(click.Command):
+    """A command whose rule violations print as one line (exit 1), not a traceback."""
+
+    def invoke(self, ctx):
+        from chargeapp.domain.errors import DomainError
+
+        try:
+            return super().invoke(ctx)
+        except DomainError as err:
+            raise click.ClickException(err.message) from None
+
+
 def _now():
     return current_app.extensions["chargeapp.clock"].now()
 
@@ -26,7 +38,7 @@ def _hasher():
     return password_hasher(*current_app.config["CHARGEAPP_ARGON2"])
 
 
-@click.command("seed")
+@click.command("seed", cls=_DomainErrorsAsMessages)
 @click.option("--demo", is_flag=True, help="Create the demo stations and accounts (marked as demo data).")
 def seed_command(demo):
     """Load data into the database."""
@@ -41,7 +53,7 @@ def seed_command(demo):
         click.echo(f"demo login: {email} / {password}")
 
 
-@click.command("create-manager")
+@click.command("create-manager", cls=_DomainErrorsAsMessages)
 @click.option("--email", required=True)
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
 @click.option("--station", "stations", multiple=True, help="Station code the manager runs (repeatable).")
@@ -60,7 +72,7 @@ def create_manager_command(email, password, stations, admin):
     click.echo(f"created {user.role} {user.email} for {', '.join(stations) or 'all stations' if admin else ', '.join(stations)}")
 
 
-@click.command("tick")
+@click.command("tick", cls=_DomainErrorsAsMessages)
 def tick_command():
     """Run the periodic work once: holds, waiting bookings, no-shows, receipts."""
     from chargeapp.services import periodic
@@ -70,7 +82,7 @@ def tick_command():
     click.echo(json.dumps(counts, sort_keys=True))
 
 
-@click.command("report")
+@click.command("report", cls=_DomainErrorsAsMessages)
 @click.option("--station", required=True, help="Station code")
 @click.option("--start", "start", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First day (station time)")
 @click.option("--end", "end", required=True, type=click.DateTime(["%Y-%m-%d"]), help="Last day, inclusive")
@@ -78,12 +90,13 @@ def tick_command():
 def report_command(station, start, end, fmt):
     """Print the utilization report of a station for a date range (station time)."""
     from chargeapp.services import reports
-    from chargeapp.services.common import station_by_code
+    from chargeapp.services.common import station_by_code, station_tz
 
     st = station_by_code(db.session, station)
-    report = reports.utilization(db.session, st, start.date(), end.date())
+    report = reports.utilization(db.session, st, start.date(), end.date(), now=_now())
     if fmt == "csv":
-        sys.stdout.write(reports.to_csv(report["chargers"]).decode("utf-8-sig"))
+        csv_bytes = reports.to_csv(reports.utilization_rows(report), tz=station_tz(st))
+        sys.stdout.buffer.write(csv_bytes) if hasattr(sys.stdout, "buffer") else sys.stdout.write(csv_bytes.decode("utf-8-sig"))
     else:
         click.echo(json.dumps(report, default=str, ensure_ascii=False, indent=2))
 

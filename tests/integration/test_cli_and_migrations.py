@@ -57,3 +57,18 @@ def test_tick_prints_what_it_did(runner, station):
     r = runner.invoke(args=["tick"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output.strip().splitlines()[-1])["no_show"] == 0
+
+
+def test_report_command_prints_json_and_csv(runner, station):
+    r = runner.invoke(args=["report", "--station", "s1", "--start", "2026-11-01", "--end", "2026-11-21"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["station"] == "s1"
+    r = runner.invoke(args=["report", "--station", "s1", "--start", "2026-11-01", "--end", "2026-11-21",
+                            "--format", "csv"])
+    assert r.exit_code == 0, r.output
+    assert "F1" in r.output and "scope" in r.output
+
+
+def test_report_command_refuses_a_range_that_is_too_long(runner, station):
+    r = runner.invoke(args=["report", "--station", "s1", "--start", "2020-01-01", "--end", "2026-11-21"])
+    assert r.exit_code == 1 and "400 days" in r.output and "Traceback" not in r.output
