@@ -1,0 +1,859 @@
+"""Receipts: charging sessions and parking stays priced by the pure rules, corrections
+after late telemetry, managers' waivers and corrections, and the driver's views.
+
+Money is integer fen, energy integer Wh, instants aware UTC; receipt text is English
+with station-local HH:MM. Functions take a session and ``now``, flush, never commit.
+
+A receipt, once written, is never changed except for ``superseded``: a changed figure
+is a new ``correction`` receipt whose component columns hold the *delta* and which
+points (``corrects_id``) at the receipt it supersedes, always the latest of its chain
+(original -> correction 1 -> correction 2 ...). The standing figures of a chain are
+the original plus every delta; exactly one receipt of a chain is not superseded.
+Decisions and worked examples: docs/rules.md, "Receipts".
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields, replace
+from datetime import date, datetime, timedelta, tzinfo
+from fractions import Fraction
+
+from sqlalchemy import exists, or_, select
+from sqlalchemy.orm import Session
+
+from chargeapp.db import models as m
+from chargeapp.domain.charger import ConnectorStatus, StatusChange, charging_intervals
+from chargeapp.domain.errors import Conflict, DomainError, Forbidden, InvalidRequest, NotFound
+from chargeapp.domain.intervals import Interval
+from chargeapp.domain.parking import (
+    ParkingPolicy, ParkingSettlement, charging_time_in_stay, format_duration, format_money,
+    free_parking_until,
+)
+from chargeapp.domain.parking import settle_stay as settle_parking
+from chargeapp.domain.tariff import (
+    Band, EnergyCharge, IdleFee, MeterSample, Tariff, idle_fee, price_energy, round_fraction_half_up,
+)
+from chargeapp.services.common import audit, notify, rules_of, station_tz
+from chargeapp.services.gates import InvalidPlate, normalise_plate
+from chargeapp.services.tariffs import tariff_for
+
+log = logging.getLogger(__name__)
+
+ORIGINAL_KINDS = ("charging", "parking")
+CHARGING_COMPONENTS = ("energy_fen", "service_fen", "idle_fen")
+PARKING_COMPONENTS = ("parking_fen",)
+COMPONENT_LABELS = {
+    "energy_fen": "energy", "service_fen": "service fee", "idle_fen": "idle fee", "parking_fen": "parking",
+}
+# Late telemetry is looked for this long after a receipt is issued (settle_due).
+RECHECK_WINDOW = timedelta(hours=24)
+# A fast charger's receipt waits this long after the stop for the connector to report
+# Available; then it is issued without an idle fee, and a later Available corrects it.
+IDLE_WAIT_LIMIT = timedelta(hours=2)
+
+
+class ReceiptNotFound(NotFound):
+    """No such receipt."""
+
+    code = "receipt_not_found"
+
+
+class ReasonRequired(InvalidRequest):
+    """A manager's change to a receipt needs a reason."""
+
+    code = "reason_required"
+
+
+class InvalidFeeComponent(InvalidRequest):
+    """Fee components are energy, service, idle (charging receipts) and parking (parking receipts)."""
+
+    code = "invalid_fee_component"
+
+
+class InvalidFeeAmount(InvalidRequest):
+    """A corrected fee is a non-negative integer of fen."""
+
+    code = "invalid_fee_amount"
+
+
+class NothingToCorrect(Conflict):
+    """The receipt already shows those figures."""
+
+    code = "nothing_to_correct"
+
+
+class NotStationManager(Forbidden):
+    """Only a manager of the receipt's station, or an administrator, may change it."""
+
+    code = "not_station_manager"
+
+
+# -- figures -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The numbers of a receipt: Wh and the four fee components in fen (the total is their sum)."""
+
+    energy_wh: int = 0
+    energy_fen: int = 0
+    service_fen: int = 0
+    idle_fen: int = 0
+    parking_fen: int = 0
+
+    @property
+    def total_fen(self) -> int:
+        return self.energy_fen + self.service_fen + self.idle_fen + self.parking_fen
+
+    @classmethod
+    def of(cls, receipt: m.Receipt) -> "Figures":
+        return cls(**{f.name: getattr(receipt, f.name) or 0 for f in fields(cls)})
+
+    def plus(self, other: "Figures") -> "Figures":
+        return Figures(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    def minus(self, other: "Figures") -> "Figures":
+        return Figures(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)})
+
+    def as_dict(self) -> dict:
+        """The figures with their total: the receipt's columns, and what details/audit entries record."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self)}, "total_fen": self.total_fen}
+
+
+@dataclass(frozen=True)
+class Priced:
+    """A receipt's content computed from the recorded history (nothing written yet)."""
+
+    figures: Figures
+    tariff_version_id: int
+    currency: str
+    explanation: str
+    details: dict
+    driver_id: int | None
+
+
+# -- formatting ------------------------------------------------------------------------------
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at is not None else None
+
+
+def _local(at: datetime, tz: tzinfo, reference_day: date) -> str:
+    """HH:MM in the station tz, with the date when it is not ``reference_day``."""
+    local = at.astimezone(tz)
+    text = local.strftime("%H:%M")
+    return text if local.date() == reference_day else f"{text} on {local.date().isoformat()}"
+
+
+def _kwh(wh: int | Fraction) -> str:
+    """Wh as "20.000 kWh" (a fraction of a Wh rounded half-up; for reading only)."""
+    wh = round_fraction_half_up(Fraction(wh)) if not isinstance(wh, int) else wh
+    sign = "-" if wh < 0 else ""
+    whole, rest = divmod(abs(wh), 1000)
+    return f"{sign}{whole}.{rest:03d} kWh"
+
+
+def _per_kwh(price: int, currency: str) -> str:
+    """1/10,000 CNY per kWh as "1.0755 CNY/kWh"."""
+    return f"{price // 10_000}.{price % 10_000:04d} {currency}/kWh"
+
+
+def _wh_number(wh: Fraction) -> int | float:
+    """Wh for the details: an integer when whole, else rounded to 0.001 Wh (display only, never priced)."""
+    if wh.denominator == 1:
+        return int(wh)
+    return round_fraction_half_up(wh * 1000) / 1000
+
+
+def _signed_money(fen: int, currency: str) -> str:
+    return ("+" if fen > 0 else "") + format_money(fen, currency)
+
+
+# -- status history --------------------------------------------------------------------------
+
+
+def _history(session: Session, connector_id: int, start: datetime, end: datetime) -> list[StatusChange]:
+    """The connector's changes deciding its states in [start, end): the one in effect at start, then those inside."""
+    carried = session.scalar(
+        select(m.StatusChange)
+        .where(m.StatusChange.connector_id == connector_id, m.StatusChange.at <= start)
+        .order_by(m.StatusChange.at.desc(), m.StatusChange.id.desc())
+        .limit(1)
+    )
+    inside = session.scalars(
+        select(m.StatusChange)
+        .where(m.StatusChange.connector_id == connector_id, m.StatusChange.at > start, m.StatusChange.at < end)
+        .order_by(m.StatusChange.at, m.StatusChange.id)
+    )
+    rows = ([carried] if carried is not None else []) + list(inside)
+    return [StatusChange(r.at, r.status) for r in rows]
+
+
+def _lock(session: Session, model, row_id: int) -> None:
+    """Lock the row (PostgreSQL) so two workers cannot issue the same receipt twice; a no-op on SQLite."""
+    session.execute(select(model.id).where(model.id == row_id).with_for_update())
+
+
+# -- charging receipts -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Idle:
+    status: str  # billed | slow_charger | no_charging | not_reported
+    fee: IdleFee | None = None
+    charging_end: datetime | None = None
+    free_at: datetime | None = None
+
+    @property
+    def fee_fen(self) -> int:
+        return self.fee.fee_fen if self.fee is not None else 0
+
+
+def _meter_samples(session: Session, cs: m.ChargingSession) -> list[MeterSample]:
+    """Start and stop registers plus the readings taken between them (readings outside the session are ignored)."""
+    samples = []
+    if cs.start_meter_wh is not None:
+        samples.append(MeterSample(cs.started_at, cs.start_meter_wh))
+    readings = session.scalars(
+        select(m.MeterReading)
+        .where(m.MeterReading.session_id == cs.id, m.MeterReading.at >= cs.started_at,
+               m.MeterReading.at <= cs.stopped_at)
+        .order_by(m.MeterReading.at, m.MeterReading.id)
+    )
+    samples.extend(MeterSample(r.at, r.energy_wh) for r in readings)
+    if cs.stop_meter_wh is not None:
+        samples.append(MeterSample(cs.stopped_at, cs.stop_meter_wh))
+    return samples
+
+
+def _connector_free_at(session: Session, cs: m.ChargingSession, since: datetime) -> datetime | None:
+    """When the vehicle left: the first Available at or after ``since``, or the next session's start if earlier."""
+    available = session.scalar(
+        select(m.StatusChange.at)
+        .where(m.StatusChange.connector_id == cs.connector_id,
+               m.StatusChange.status == ConnectorStatus.AVAILABLE.value, m.StatusChange.at >= since)
+        .order_by(m.StatusChange.at).limit(1)
+    )
+    next_start = session.scalar(
+        select(m.ChargingSession.started_at)
+        .where(m.ChargingSession.connector_id == cs.connector_id, m.ChargingSession.id != cs.id,
+               m.ChargingSession.started_at > cs.started_at, m.ChargingSession.started_at >= since)
+        .order_by(m.ChargingSession.started_at).limit(1)
+    )
+    candidates = [t for t in (available, next_start) if t is not None]
+    return min(candidates) if candidates else None
+
+
+def _idle(session: Session, now: datetime, cs: m.ChargingSession, charger: m.Charger, tariff: Tariff) -> _Idle | None:
+    """The idle outcome of a closed session, or None while the receipt must wait for the connector's Available."""
+    if charger.kind != "fast":
+        return _Idle("slow_charger")
+    end = max(cs.stopped_at, cs.started_at)
+    charging = charging_intervals(_history(session, cs.connector_id, cs.started_at, end), cs.started_at, end)
+    if not charging:
+        return _Idle("no_charging")
+    charging_end = charging[-1].end
+    free_at = _connector_free_at(session, cs, charging_end)
+    if free_at is None:
+        if now - cs.stopped_at < IDLE_WAIT_LIMIT:
+            return None
+        return _Idle("not_reported", charging_end=charging_end)
+    return _Idle("billed", idle_fee(charging_end, free_at, tariff), charging_end, free_at)
+
+
+def _idle_text(idle: _Idle, tariff: Tariff, tz: tzinfo, day: date) -> str:
+    cur = tariff.currency
+    if idle.status == "slow_charger":
+        return "No idle fee on slow chargers."
+    if idle.status == "no_charging":
+        return "No Charging time recorded: no idle fee."
+    if idle.status == "not_reported":
+        return (f"Charging ended at {_local(idle.charging_end, tz, day)}; the connector has not reported "
+                "Available yet: no idle fee charged.")
+    fee = idle.fee
+    text = (f"Idle {format_duration(fee.idle)} from {_local(idle.charging_end, tz, day)} until "
+            f"{_local(idle.free_at, tz, day)} ({format_duration(tariff.idle_grace)} free): ")
+    if fee.billed_minutes == 0:
+        return text + "no idle fee."
+    text += (f"{fee.billed_minutes} min at {format_money(tariff.idle_fee_per_minute_fen, cur)}/min"
+             f" = {format_money(fee.billed_minutes * tariff.idle_fee_per_minute_fen, cur)}")
+    if fee.capped:
+        text += f", capped at {format_money(fee.fee_fen, cur)}"
+    return text + "."
+
+
+def _charging_explanation(cs: m.ChargingSession, charger: m.Charger, tariff: Tariff, tz: tzinfo,
+                          energy: EnergyCharge, idle: _Idle, figures: Figures) -> str:
+    cur = tariff.currency
+    day = cs.started_at.astimezone(tz).date()
+    parts = [f"Charger {charger.code} from {_local(cs.started_at, tz, day)} to {_local(cs.stopped_at, tz, day)}: "
+             f"{_kwh(energy.energy_wh)}."]
+    bands = [f"{_kwh(wh)} {band} at {_per_kwh(tariff.price_of(band), cur)}"
+             for band, wh in energy.wh_by_band.items() if wh]
+    parts.append(f"Energy: {', '.join(bands) or _kwh(0)}: {format_money(energy.energy_fen, cur)}.")
+    parts.append(f"Service: {_kwh(energy.energy_wh)} at {_per_kwh(tariff.service_fee, cur)}: "
+                 f"{format_money(energy.service_fen, cur)}.")
+    parts.append(_idle_text(idle, tariff, tz, day))
+    parts.append(f"Total {format_money(figures.total_fen, cur)}.")
+    return " ".join(parts)
+
+
+def _idle_details(idle: _Idle) -> dict:
+    fee = idle.fee
+    idle_seconds = int(fee.idle.total_seconds()) if fee else 0
+    return {
+        "status": idle.status,
+        "charging_ended_at": _iso(idle.charging_end),
+        "connector_free_at": _iso(idle.free_at),
+        "idle_seconds": idle_seconds,
+        "idle_minutes": idle_seconds // 60,
+        "billed_minutes": fee.billed_minutes if fee else 0,
+        "capped": fee.capped if fee else False,
+    }
+
+
+def _price_session(session: Session, now: datetime, cs: m.ChargingSession) -> Priced | None:
+    """A closed session priced by the version in effect at its start; None if it cannot be priced yet."""
+    if cs.started_at is None or cs.stopped_at is None:
+        return None  # open, or its start never arrived (flagged stop_without_start): wait
+    station = session.get(m.Station, cs.station_id)
+    charger = session.get(m.Charger, cs.charger_id)
+    connector = session.get(m.Connector, cs.connector_id)
+    tz = station_tz(station)
+    version, tariff = tariff_for(session, station, cs.started_at)
+    idle = _idle(session, now, cs, charger, tariff)
+    if idle is None:
+        return None
+    samples = _meter_samples(session, cs)
+    energy = price_energy(samples, tariff, tz)
+    figures = Figures(energy_wh=energy.energy_wh, energy_fen=energy.energy_fen,
+                      service_fen=energy.service_fen, idle_fen=idle.fee_fen)
+    details = {
+        "charger": charger.code,
+        "connector": connector.number if connector else None,
+        "transaction_id": cs.transaction_id,
+        "started_at": _iso(cs.started_at),
+        "stopped_at": _iso(cs.stopped_at),
+        "closed_by": cs.closed_by,
+        "tariff_effective_from": _iso(version.effective_from),
+        "meter_samples": len(samples),
+        "wh_by_band": {band.value: _wh_number(energy.wh_by_band[band]) for band in Band},
+        "prices": {"peak": version.peak_price, "flat": version.flat_price, "valley": version.valley_price,
+                   "service_fee": version.service_fee},
+        "idle": _idle_details(idle),
+    }
+    return Priced(figures, version.id, tariff.currency,
+                  _charging_explanation(cs, charger, tariff, tz, energy, idle, figures), details, cs.driver_id)
+
+
+def _original(session: Session, *, session_id: int | None = None, stay_id: int | None = None) -> m.Receipt | None:
+    q = select(m.Receipt).order_by(m.Receipt.id).limit(1)
+    if session_id is not None:
+        q = q.where(m.Receipt.kind == "charging", m.Receipt.session_id == session_id)
+    else:
+        q = q.where(m.Receipt.kind == "parking", m.Receipt.stay_id == stay_id)
+    return session.scalar(q)
+
+
+def _write_original(session: Session, now: datetime, kind: str, station_id: int, priced: Priced,
+                    session_id: int | None = None, stay_id: int | None = None) -> m.Receipt:
+    receipt = m.Receipt(
+        kind=kind, station_id=station_id, driver_id=priced.driver_id, session_id=session_id, stay_id=stay_id,
+        tariff_version_id=priced.tariff_version_id, currency=priced.currency, explanation=priced.explanation,
+        details=priced.details, issued_at=now, superseded=False, **priced.figures.as_dict(),
+    )
+    session.add(receipt)
+    session.flush()
+    return receipt
+
+
+def issue_charging_receipt(session: Session, now: datetime, charging_session: m.ChargingSession) -> m.Receipt | None:
+    """The session's charging receipt (fen; bands by station-local time), issued once: a second call returns the first.
+
+    None while the session is open or its start is missing, or, on a fast charger, while
+    the connector has not reported Available since charging ended (at most IDLE_WAIT_LIMIT
+    after the stop). Raises TariffMissing if no tariff was in effect at the start.
+    """
+    cs = charging_session
+    _lock(session, m.ChargingSession, cs.id)
+    existing = _original(session, session_id=cs.id)
+    if existing is not None:
+        return existing
+    priced = _price_session(session, now, cs)
+    if priced is None:
+        return None
+    return _write_original(session, now, "charging", cs.station_id, priced, session_id=cs.id)
+
+
+# -- parking receipts ------------------------------------------------------------------------
+
+
+def _registrations_during(session: Session, plate: str, start: datetime, end: datetime) -> list[m.PlateRegistration]:
+    """Registrations of the (normalised) plate whose [valid_from, valid_to) overlaps [start, end)."""
+    return list(session.scalars(
+        select(m.PlateRegistration)
+        .where(m.PlateRegistration.plate == plate, m.PlateRegistration.valid_from < end,
+               or_(m.PlateRegistration.valid_to.is_(None), m.PlateRegistration.valid_to > start))
+        .order_by(m.PlateRegistration.id)
+    ))
+
+
+@dataclass(frozen=True)
+class _StayCharging:
+    intervals: list[Interval]
+    driver_ids: list[int]
+    session_ids: list[int]
+    payer_id: int | None
+
+
+def _payer(registrations: list[m.PlateRegistration]) -> int | None:
+    """Who pays: the driver of the registration ending last (open ones first), then starting last."""
+    if not registrations:
+        return None
+    far = datetime.max.replace(tzinfo=registrations[0].valid_from.tzinfo)
+    return max(registrations, key=lambda r: (r.valid_to or far, r.valid_from, r.id)).user_id
+
+
+def _stay_charging(session: Session, stay: m.ParkingStay, end: datetime) -> _StayCharging:
+    """Charging-state intervals in [entry, end) of the plate's drivers, each while the plate was registered to them."""
+    entry = stay.entry_at
+    registrations = _registrations_during(session, stay.plate, entry, end)
+    by_driver: dict[int, list[m.PlateRegistration]] = {}
+    for reg in registrations:
+        by_driver.setdefault(reg.user_id, []).append(reg)
+    intervals: list[Interval] = []
+    counted: set[int] = set()
+    if by_driver:
+        sessions = session.scalars(
+            select(m.ChargingSession)
+            .where(m.ChargingSession.driver_id.in_(by_driver), m.ChargingSession.station_id == stay.station_id,
+                   m.ChargingSession.started_at.is_not(None), m.ChargingSession.started_at < end,
+                   or_(m.ChargingSession.stopped_at.is_(None), m.ChargingSession.stopped_at > entry))
+            .order_by(m.ChargingSession.started_at, m.ChargingSession.id)
+        )
+        for cs in sessions:
+            for reg in by_driver[cs.driver_id]:
+                start = max(cs.started_at, entry, reg.valid_from)
+                stop = min(t for t in (cs.stopped_at, end, reg.valid_to) if t is not None)
+                if start >= stop:
+                    continue
+                found = charging_intervals(_history(session, cs.connector_id, start, stop), start, stop)
+                if found:
+                    counted.add(cs.id)
+                intervals.extend(found)
+    return _StayCharging(intervals, sorted(by_driver), sorted(counted), _payer(registrations))
+
+
+def _policy(station: m.Station, tariff: Tariff) -> ParkingPolicy:
+    rules = rules_of(station)
+    return ParkingPolicy.from_tariff(
+        tariff,
+        qualify_charging=timedelta(minutes=rules.free_parking_qualify_minutes),
+        free_period=timedelta(minutes=rules.free_parking_minutes),
+        block=timedelta(minutes=rules.parking_block_minutes),
+    )
+
+
+def _price_stay(session: Session, stay: m.ParkingStay, exit: datetime) -> tuple[Priced, ParkingSettlement]:
+    """The stay [entry, exit) priced by the version in effect at entry and the station's rules."""
+    station = session.get(m.Station, stay.station_id)
+    tz = station_tz(station)
+    version, tariff = tariff_for(session, station, stay.entry_at)
+    policy = _policy(station, tariff)
+    charging = _stay_charging(session, stay, exit)
+    settlement = settle_parking(stay.entry_at, exit, charging.intervals, policy, tz)
+    details = {
+        "plate": stay.plate,
+        "entry_at": _iso(stay.entry_at),
+        "exit_at": _iso(exit),
+        "charging_seconds": int(settlement.charging_time.total_seconds()),
+        "qualify_seconds": int(policy.qualify_charging.total_seconds()),
+        "qualified": settlement.qualified,
+        "free_until": _iso(settlement.free_until),
+        "blocks": settlement.blocks,
+        "block_minutes": int(policy.block.total_seconds() // 60),
+        "block_fen": policy.block_fen,
+        "daily_cap_fen": policy.daily_cap_fen,
+        "days": [{"day": d.day.isoformat(), "blocks": d.blocks, "fen": d.fen, "capped": d.capped}
+                 for d in settlement.days],
+        "drivers": charging.driver_ids,
+        "sessions": charging.session_ids,
+        "tariff_effective_from": _iso(version.effective_from),
+    }
+    priced = Priced(Figures(parking_fen=settlement.fee_fen), version.id, tariff.currency,
+                    settlement.explanation, details, charging.payer_id)
+    return priced, settlement
+
+
+def settle_stay(session: Session, now: datetime, stay: m.ParkingStay) -> m.Receipt | None:
+    """The stay's parking receipt (fen), issued once, at least receipt_settle_minutes after gate out.
+
+    None while the stay is open or settling, and for a stay without an entry
+    (``out_without_in``: a manager must fix it). Sets ``stay.settled_at``.
+    A second call returns the first receipt.
+    """
+    _lock(session, m.ParkingStay, stay.id)
+    existing = _original(session, stay_id=stay.id)
+    if existing is not None:
+        return existing
+    if stay.entry_at is None or stay.exit_at is None:
+        return None
+    station = session.get(m.Station, stay.station_id)
+    if now - stay.exit_at < timedelta(minutes=rules_of(station).receipt_settle_minutes):
+        return None
+    priced, _ = _price_stay(session, stay, stay.exit_at)
+    receipt = _write_original(session, now, "parking", stay.station_id, priced, stay_id=stay.id)
+    stay.settled_at = now
+    session.flush()
+    return receipt
+
+
+# -- corrections -------------------------------------------------------------------------------
+
+
+def _chain(session: Session, receipt: m.Receipt) -> list[m.Receipt]:
+    """The receipt's chain, original first, each later one correcting the one before.
+
+    The original's row is locked first (PostgreSQL), so two workers cannot both
+    correct the same latest receipt.
+    """
+    root = receipt
+    while root.corrects_id is not None:
+        root = session.get(m.Receipt, root.corrects_id)
+    _lock(session, m.Receipt, root.id)
+    chain = [root]
+    while True:
+        nxt = session.scalar(
+            select(m.Receipt).where(m.Receipt.corrects_id == chain[-1].id).order_by(m.Receipt.id).limit(1)
+        )
+        if nxt is None:
+            return chain
+        chain.append(nxt)
+
+
+def _standing(chain: list[m.Receipt]) -> Figures:
+    total = Figures()
+    for receipt in chain:
+        total = total.plus(Figures.of(receipt))
+    return total
+
+
+def _pinned(chain: list[m.Receipt]) -> set[str]:
+    """Components a manager set (waived or corrected): later rechecks leave them as set."""
+    out: set[str] = set()
+    for receipt in chain[1:]:
+        details = receipt.details or {}
+        if details.get("source") == "manager":
+            out.update(details.get("pinned", []))
+    return out
+
+
+def _changes_text(before: Figures, after: Figures, currency: str) -> str:
+    parts = []
+    if before.energy_wh != after.energy_wh:
+        parts.append(f"energy {_kwh(before.energy_wh)} -> {_kwh(after.energy_wh)}")
+    for name, label in COMPONENT_LABELS.items():
+        a, b = getattr(before, name), getattr(after, name)
+        if a != b:
+            parts.append(f"{label} {format_money(a, currency)} -> {format_money(b, currency)} "
+                         f"({_signed_money(b - a, currency)})")
+    parts.append(f"total {format_money(before.total_fen, currency)} -> {format_money(after.total_fen, currency)}")
+    return "; ".join(parts)
+
+
+def _write_correction(session: Session, now: datetime, chain: list[m.Receipt], after: Figures,
+                      explanation: str, details: dict, tariff_version_id: int | None) -> m.Receipt:
+    root, latest = chain[0], chain[-1]
+    before = _standing(chain)
+    delta = after.minus(before)
+    correction = m.Receipt(
+        kind="correction", corrects_id=latest.id, station_id=root.station_id, driver_id=root.driver_id,
+        session_id=root.session_id, stay_id=root.stay_id, tariff_version_id=tariff_version_id,
+        currency=root.currency, explanation=explanation, issued_at=now, superseded=False,
+        details={**details, "original_id": root.id, "before": before.as_dict(), "after": after.as_dict(),
+                 "delta": delta.as_dict()},
+        **delta.as_dict(),
+    )
+    session.add(correction)
+    latest.superseded = True
+    session.flush()
+    if root.driver_id is not None:
+        notify(session, root.driver_id, "receipt_corrected",
+               f"Receipt #{root.id} was corrected: {_changes_text(before, after, root.currency)}.", now,
+               receipt_id=correction.id, original_id=root.id)
+    return correction
+
+
+def _reprice(session: Session, now: datetime, root: m.Receipt) -> Priced | None:
+    if root.kind == "charging":
+        cs = session.get(m.ChargingSession, root.session_id)
+        return _price_session(session, now, cs) if cs is not None else None
+    stay = session.get(m.ParkingStay, root.stay_id)
+    if stay is None or stay.entry_at is None or stay.exit_at is None:
+        return None  # the stay was reopened or lost its entry (gate messages reordered): wait for it
+    return _price_stay(session, stay, stay.exit_at)[0]
+
+
+def recheck(session: Session, now: datetime, receipt: m.Receipt) -> m.Receipt | None:
+    """Reprice a receipt's session or stay from the history recorded now; a correction receipt if the figures changed.
+
+    Compares with the chain's standing figures; components a manager set are
+    kept as set. The correction corrects the chain's latest receipt, which becomes
+    superseded; nothing else is modified. Returns None when nothing changed or
+    the session/stay cannot be priced now.
+    """
+    chain = _chain(session, receipt)
+    root = chain[0]
+    priced = _reprice(session, now, root)
+    if priced is None:
+        return None
+    before = _standing(chain)
+    pinned = _pinned(chain)
+    after = replace(priced.figures, **{name: getattr(before, name) for name in pinned})
+    if after == before:
+        return None
+    kept = [COMPONENT_LABELS[n] for n in sorted(pinned) if getattr(priced.figures, n) != getattr(before, n)]
+    text = f"Correction of receipt #{root.id} after late telemetry: {_changes_text(before, after, priced.currency)}."
+    if kept:
+        text += f" Kept as set by a manager: {', '.join(kept)}."
+    text += f" Now: {priced.explanation}"
+    details = {"source": "recheck", "recomputed": priced.details, "recomputed_figures": priced.figures.as_dict()}
+    return _write_correction(session, now, chain, after, text, details, priced.tariff_version_id)
+
+
+# -- manager corrections --------------------------------------------------------------------
+
+
+def _component(name: str, kind: str) -> str:
+    column = name if name.endswith("_fen") else f"{name}_fen"
+    allowed = CHARGING_COMPONENTS if kind == "charging" else PARKING_COMPONENTS
+    if column not in allowed:
+        raise InvalidFeeComponent(
+            f"A {kind} receipt has the components {', '.join(c[:-4] for c in allowed)}; not {name!r}.",
+            component=str(name),
+        )
+    return column
+
+
+def _reason(reason) -> str:
+    if not isinstance(reason, str) or not reason.strip():
+        raise ReasonRequired()
+    return reason.strip()
+
+
+def _managed_chain(session: Session, user: m.User, receipt_id: int) -> list[m.Receipt]:
+    receipt = session.get(m.Receipt, receipt_id)
+    if receipt is None:
+        raise ReceiptNotFound(f"No receipt {receipt_id}.")
+    allowed = user is not None and (
+        user.role == "admin"
+        or (user.role == "manager" and any(s.id == receipt.station_id for s in user.stations))
+    )
+    if not allowed:
+        raise NotStationManager()
+    return _chain(session, receipt)
+
+
+def _manager_correction(session: Session, now: datetime, user: m.User, chain: list[m.Receipt], after: Figures,
+                        pinned: list[str], reason: str, action: str) -> m.Receipt:
+    root = chain[0]
+    before = _standing(chain)
+    if after == before:
+        raise NothingToCorrect()
+    verb = "waived" if action == "waive_fee" else "corrected"
+    text = (f"Correction of receipt #{root.id}: {', '.join(COMPONENT_LABELS[p] for p in pinned)} {verb} by the "
+            f"station manager: {_changes_text(before, after, root.currency)}. Reason: {reason}")
+    details = {"source": "manager", "action": action, "pinned": pinned, "user_id": user.id, "reason": reason}
+    latest = chain[-1]
+    correction = _write_correction(session, now, chain, after, text, details, latest.tariff_version_id)
+    audit(session, now, user, f"receipt.{action}", "receipt", root.id, reason,
+          before={**before.as_dict(), "receipt_id": latest.id},
+          after={**after.as_dict(), "receipt_id": correction.id}, station_id=root.station_id)
+    session.flush()
+    return correction
+
+
+def waive_fee(session: Session, now: datetime, user: m.User, receipt_id: int, reason: str,
+              component: str | None = None) -> m.Receipt:
+    """Zero one component ("energy", "service", "idle", "parking"; all when None) by a correction receipt; audited.
+
+    Raises ReasonRequired, ReceiptNotFound, NotStationManager, InvalidFeeComponent, NothingToCorrect (already zero).
+    """
+    reason = _reason(reason)
+    chain = _managed_chain(session, user, receipt_id)
+    kind = chain[0].kind
+    names = list(CHARGING_COMPONENTS if kind == "charging" else PARKING_COMPONENTS)
+    if component is not None:
+        names = [_component(component, kind)]
+    after = replace(_standing(chain), **{n: 0 for n in names})
+    return _manager_correction(session, now, user, chain, after, names, reason, "waive_fee")
+
+
+def correct_fee(session: Session, now: datetime, user: m.User, receipt_id: int, reason: str,
+                **component_fen: int) -> m.Receipt:
+    """Set components to new amounts, fen (``idle_fen=300`` or ``idle=300``), by a correction receipt; audited.
+
+    Raises ReasonRequired, ReceiptNotFound, NotStationManager, InvalidFeeComponent,
+    InvalidFeeAmount (not a non-negative integer), NothingToCorrect.
+    """
+    reason = _reason(reason)
+    chain = _managed_chain(session, user, receipt_id)
+    kind = chain[0].kind
+    if not component_fen:
+        raise InvalidFeeComponent("Say which component to correct, e.g. idle_fen=300.")
+    values: dict[str, int] = {}
+    for name, fen in component_fen.items():
+        column = _component(name, kind)
+        if not isinstance(fen, int) or isinstance(fen, bool) or fen < 0:
+            raise InvalidFeeAmount(f"{name} must be a non-negative integer of fen, got {fen!r}.", component=name)
+        values[column] = fen
+    after = replace(_standing(chain), **values)
+    return _manager_correction(session, now, user, chain, after, sorted(values), reason, "correct_fee")
+
+
+# -- the periodic work ---------------------------------------------------------------------------
+
+
+def settle_due(session: Session, now: datetime) -> dict:
+    """Recheck receipts issued in the last 24 h, issue charging receipts of closed sessions, settle stays due; counts.
+
+    An item that fails on a rule (a station without a tariff, a stay exiting before
+    its entry) is logged, counted in ``errors`` and retried next time.
+    """
+    counts = {"rechecked": 0, "corrections": 0, "charging_receipts": 0, "charging_waiting": 0,
+              "parking_receipts": 0, "parking_waiting": 0, "stays_without_entry": 0, "errors": 0}
+
+    recent = list(session.scalars(
+        select(m.Receipt).where(m.Receipt.kind.in_(ORIGINAL_KINDS), m.Receipt.issued_at >= now - RECHECK_WINDOW)
+        .order_by(m.Receipt.id)
+    ))
+    for receipt in recent:
+        try:
+            correction = recheck(session, now, receipt)
+        except DomainError:
+            log.warning("recheck of receipt %s failed", receipt.id, exc_info=True)
+            counts["errors"] += 1
+            continue
+        counts["rechecked"] += 1
+        counts["corrections"] += correction is not None
+
+    has_charging = exists().where(m.Receipt.session_id == m.ChargingSession.id, m.Receipt.kind == "charging")
+    closed = list(session.scalars(
+        select(m.ChargingSession)
+        .where(m.ChargingSession.started_at.is_not(None), m.ChargingSession.stopped_at.is_not(None),
+               m.ChargingSession.stopped_at <= now, ~has_charging)
+        .order_by(m.ChargingSession.stopped_at, m.ChargingSession.id)
+    ))
+    for cs in closed:
+        try:
+            receipt = issue_charging_receipt(session, now, cs)
+        except DomainError:
+            log.warning("charging receipt of session %s failed", cs.id, exc_info=True)
+            counts["errors"] += 1
+            continue
+        counts["charging_receipts" if receipt is not None else "charging_waiting"] += 1
+
+    has_parking = exists().where(m.Receipt.stay_id == m.ParkingStay.id, m.Receipt.kind == "parking")
+    exited = list(session.scalars(
+        select(m.ParkingStay)
+        .where(m.ParkingStay.exit_at.is_not(None), m.ParkingStay.exit_at <= now, ~has_parking)
+        .order_by(m.ParkingStay.exit_at, m.ParkingStay.id)
+    ))
+    for stay in exited:
+        if stay.entry_at is None:
+            counts["stays_without_entry"] += 1
+            continue
+        try:
+            receipt = settle_stay(session, now, stay)
+        except DomainError:
+            log.warning("parking receipt of stay %s failed", stay.id, exc_info=True)
+            counts["errors"] += 1
+            continue
+        counts["parking_receipts" if receipt is not None else "parking_waiting"] += 1
+    return counts
+
+
+# -- the driver's views ---------------------------------------------------------------------------
+
+
+def driver_receipts(session: Session, driver_id: int, limit: int = 50) -> list[m.Receipt]:
+    """The driver's receipts and their corrections, newest first (a correction's figures are deltas)."""
+    return list(session.scalars(
+        select(m.Receipt).where(m.Receipt.driver_id == driver_id)
+        .order_by(m.Receipt.issued_at.desc(), m.Receipt.id.desc()).limit(limit)
+    ))
+
+
+def _driver_plates(session: Session, driver_id: int) -> dict[str, list[m.PlateRegistration]]:
+    out: dict[str, list[m.PlateRegistration]] = {}
+    for reg in session.scalars(select(m.PlateRegistration).where(m.PlateRegistration.user_id == driver_id)):
+        try:
+            out.setdefault(normalise_plate(reg.plate), []).append(reg)
+        except InvalidPlate:
+            continue
+    return out
+
+
+def parking_status(session: Session, now: datetime, driver_id: int) -> list[dict]:
+    """Each open stay of the driver's plates: entry, charging so far, qualified, free until, fee (fen) if they left now.
+
+    A stay counts when a plate registration of the driver overlaps [entry, now].
+    Stays whose out was missed (flagged ``in_while_open``) are not shown. Instants
+    are aware UTC; ``explanation`` uses station-local HH:MM.
+    """
+    plates = _driver_plates(session, driver_id)
+    if not plates:
+        return []
+    stays = session.scalars(
+        select(m.ParkingStay)
+        .where(m.ParkingStay.plate.in_(plates), m.ParkingStay.entry_at.is_not(None),
+               m.ParkingStay.exit_at.is_(None))
+        .order_by(m.ParkingStay.entry_at.desc(), m.ParkingStay.id.desc())
+    )
+    out = []
+    for stay in stays:
+        if "in_while_open" in (stay.flags or []):
+            continue
+        end = max(now, stay.entry_at)
+        if not any(r.valid_from <= end and (r.valid_to is None or r.valid_to > stay.entry_at)
+                   for r in plates[stay.plate]):
+            continue
+        out.append(_stay_status(session, stay, end))
+    return out
+
+
+def _stay_status(session: Session, stay: m.ParkingStay, end: datetime) -> dict:
+    station = session.get(m.Station, stay.station_id)
+    tz = station_tz(station)
+    _, tariff = tariff_for(session, station, stay.entry_at)
+    policy = _policy(station, tariff)
+    charging = _stay_charging(session, stay, end)
+    charged = charging_time_in_stay(charging.intervals, stay.entry_at, end)
+    free_until = free_parking_until(stay.entry_at, charged, policy)
+    if_left_now = settle_parking(stay.entry_at, end, charging.intervals, policy, tz)
+    still_needed = max(policy.qualify_charging - charged, timedelta())
+    day = end.astimezone(tz).date()
+    if free_until is not None:
+        text = (f"Charged {format_duration(charged)} ({format_duration(policy.qualify_charging)} needed): "
+                f"parking free until {_local(free_until, tz, day)}.")
+    else:
+        text = (f"Charged {format_duration(charged)} so far ({format_duration(policy.qualify_charging)} needed): "
+                f"charge {format_duration(still_needed)} more for free parking until "
+                f"{_local(stay.entry_at + policy.free_period, tz, day)}.")
+    text += f" Leaving now costs {format_money(if_left_now.fee_fen, tariff.currency)}."
+    return {
+        "stay_id": stay.id,
+        "station_id": station.id,
+        "station_code": station.code,
+        "plate": stay.plate,
+        "entry_at": stay.entry_at,
+        "charging_seconds": int(charged.total_seconds()),
+        "qualify_seconds": int(policy.qualify_charging.total_seconds()),
+        "still_needed_seconds": int(still_needed.total_seconds()),
+        "qualified": free_until is not None,
+        "free_until": free_until,
+        "fee_fen_if_left_now": if_left_now.fee_fen,
+        "currency": tariff.currency,
+        "explanation": text,
+    }
