@@ -345,6 +345,7 @@ class ChargingSession(db.Model):
     flags: Mapped[list] = mapped_column(JSON, default=list)
 
     charger: Mapped[Charger] = relationship(lazy="joined")
+    station: Mapped[Station] = relationship(lazy="joined", viewonly=True)
 
 
 class MeterReading(db.Model):
@@ -377,7 +378,15 @@ class Receipt(db.Model):
     """A receipt (charging session or parking stay); corrections point at what they correct."""
 
     __tablename__ = "receipts"
-    __table_args__ = (Index("ix_receipts_station_issued", "station_id", "issued_at"),)
+    __table_args__ = (
+        Index("ix_receipts_station_issued", "station_id", "issued_at"),
+        # One original receipt per session and per stay; later changes are corrections.
+        Index("uq_receipts_charging_session", "session_id", unique=True,
+              sqlite_where=text("kind = 'charging'"), postgresql_where=text("kind = 'charging'")),
+        Index("uq_receipts_parking_stay", "stay_id", unique=True,
+              sqlite_where=text("kind = 'parking'"), postgresql_where=text("kind = 'parking'")),
+        Index("ix_receipts_corrects", "corrects_id"),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))  # charging | parking | correction
     station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"), index=True)
@@ -397,6 +406,8 @@ class Receipt(db.Model):
     details: Mapped[dict] = mapped_column(JSON, default=dict)
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
     superseded: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    station: Mapped[Station] = relationship(lazy="joined", viewonly=True)
 
 
 class Notification(db.Model):

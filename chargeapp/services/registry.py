@@ -142,7 +142,9 @@ def create_user(session: Session, *, email: str, password_hash: str, now: dateti
     session.flush()
     for tag in id_tags:
         session.add(m.IdTag(tag=tag, user_id=user.id))
+    from chargeapp.services.gates import normalise_plate
+
     for plate in plates:
-        session.add(m.PlateRegistration(user_id=user.id, plate=plate, valid_from=now))
+        session.add(m.PlateRegistration(user_id=user.id, plate=normalise_plate(plate), valid_from=now))
     session.flush()
     return user

@@ -2,9 +2,9 @@
 
 
 def register(app, api) -> None:
-    from chargeapp.web.api import auth, bookings, me, reports, stations
+    from chargeapp.web.api import auth, bookings, manage, me, reports, stations
 
-    for module in (auth, stations, bookings, me, reports):
+    for module in (auth, stations, bookings, me, manage, reports):
         api.register_blueprint(module.blp)
 
     @app.get("/healthz")

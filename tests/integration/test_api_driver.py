@@ -164,3 +164,38 @@ def test_production_settings_meet_owasp_argon2_minimum():
 
     s = Settings()
     assert s.argon2_memory_kib >= 19456 and s.argon2_time_cost >= 2
+
+
+def test_my_sessions_receipts_and_parking_status_through_the_api(client, session, clock, station):
+    """A driver charges 20 min at F1 while parked: sessions, receipt and 'free until' show up."""
+    from datetime import datetime, timezone
+
+    from chargeapp.services import charging, gates, receipts
+
+    h = register(client, plate="沪A88888")
+    tag = client.get("/api/v1/auth/me", headers=h).json["id_tags"][0]
+    t = lambda hh, mm: datetime(2026, 11, 22, hh, mm, tzinfo=timezone.utc)  # noqa: E731 (UTC; +8 local)
+    gates.record_gate_passage(session, station_code="s1", gate_code="G-in", plate="沪A88888", direction="in",
+                              at=t(6, 0), now=t(6, 0))
+    charging.record_transaction(session, station_code="s1", charger_code="F1", event="start", connector=1,
+                                transaction_id=1, id_tag=tag, meter_wh=1000, at=t(6, 5), now=t(6, 5))
+    charging.record_status(session, station_code="s1", charger_code="F1", connector=1, status="Charging",
+                           at=t(6, 5), now=t(6, 5))
+    charging.record_status(session, station_code="s1", charger_code="F1", connector=1, status="Finishing",
+                           at=t(6, 25), now=t(6, 25))
+    charging.record_transaction(session, station_code="s1", charger_code="F1", event="stop", connector=1,
+                                transaction_id=1, id_tag=tag, meter_wh=21000, at=t(6, 26), now=t(6, 26))
+    charging.record_status(session, station_code="s1", charger_code="F1", connector=1, status="Available",
+                           at=t(6, 27), now=t(6, 27))
+    session.commit()
+    clock.set(t(6, 40))
+    park = client.get("/api/v1/me/parking", headers=h).json
+    assert park[0]["qualified"] and park[0]["free_until"] == "2026-11-22T16:00:00+08:00"
+    assert park[0]["fee_fen_if_left_now"] == 0
+    sessions = client.get("/api/v1/me/sessions", headers=h).json
+    assert sessions[0]["charger"] == "F1" and sessions[0]["energy_wh"] == 20000
+    receipts.settle_due(session, clock.now())
+    session.commit()
+    rec = client.get("/api/v1/me/receipts", headers=h).json
+    assert rec[0]["kind"] == "charging" and rec[0]["energy_wh"] == 20000 and rec[0]["total_fen"] > 0
+    assert rec[0]["issued_at"].endswith("+08:00")

@@ -210,7 +210,8 @@ def test_revenue_by_component_with_corrections_booked_on_their_own_day(session, 
     second = stay(session, station, local(10, 15), local(10, 17, 50))
     unqualified = receipt(session, station, local(10, 18), kind="parking", stay=second, details={"qualified": False},
                           parking_fen=1000)
-    receipt(session, station, local(9, 23, 59), cs, energy_fen=1)  # the day before, in Shanghai time
+    earlier = charging_session(session, station, "F1", local(9, 23), local(9, 23, 30), wh=100)
+    receipt(session, station, local(9, 23, 59), earlier, energy_fen=1)  # the day before, in Shanghai time
     # The next day: the manager waives the idle fee, and late telemetry qualifies the second stay.
     # A correction holds the change of each component.
     receipt(session, station, local(11, 9), cs, kind="correction", corrects=original, idle_fen=-300,

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 2d7bb48c3e0c
+Revision ID: e9983c97ded1
 Revises: 
-Create Date: 2026-11-22 22:18:45.965463
+Create Date: 2026-11-22 22:22:03.893314
 
 """
 from alembic import op
@@ -12,7 +12,7 @@ import chargeapp.db  # noqa: F401  (UTCDateTime)
 
 
 # revision identifiers, used by Alembic.
-revision = '2d7bb48c3e0c'
+revision = 'e9983c97ded1'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -440,9 +440,12 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_receipts'))
     )
     with op.batch_alter_table('receipts', schema=None) as batch_op:
+        batch_op.create_index('ix_receipts_corrects', ['corrects_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_receipts_driver_id'), ['driver_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_receipts_station_id'), ['station_id'], unique=False)
         batch_op.create_index('ix_receipts_station_issued', ['station_id', 'issued_at'], unique=False)
+        batch_op.create_index('uq_receipts_charging_session', ['session_id'], unique=True, sqlite_where=sa.text("kind = 'charging'"), postgresql_where=sa.text("kind = 'charging'"))
+        batch_op.create_index('uq_receipts_parking_stay', ['stay_id'], unique=True, sqlite_where=sa.text("kind = 'parking'"), postgresql_where=sa.text("kind = 'parking'"))
 
     op.create_table('command_outbox',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -497,9 +500,12 @@ def downgrade():
 
     op.drop_table('command_outbox')
     with op.batch_alter_table('receipts', schema=None) as batch_op:
+        batch_op.drop_index('uq_receipts_parking_stay', sqlite_where=sa.text("kind = 'parking'"), postgresql_where=sa.text("kind = 'parking'"))
+        batch_op.drop_index('uq_receipts_charging_session', sqlite_where=sa.text("kind = 'charging'"), postgresql_where=sa.text("kind = 'charging'"))
         batch_op.drop_index('ix_receipts_station_issued')
         batch_op.drop_index(batch_op.f('ix_receipts_station_id'))
         batch_op.drop_index(batch_op.f('ix_receipts_driver_id'))
+        batch_op.drop_index('ix_receipts_corrects')
 
     op.drop_table('receipts')
     with op.batch_alter_table('meter_readings', schema=None) as batch_op:
