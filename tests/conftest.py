@@ -1,13 +1,17 @@
-"""Fixtures: an app on a fresh database per test (SQLite file by default; set
-CHARGEAPP_TEST_DATABASE_URL to a PostgreSQL database to run the same tests there),
-a fixed clock, a session, and a demo-like station."""
+"""Fixtures: an app on a fresh database per test, a fixed clock, a session, and a
+demo-like station.
+
+Every test that uses the ``app`` fixture runs on a SQLite file and, when
+CHARGEAPP_TEST_POSTGRES_URL names a PostgreSQL server database, on PostgreSQL
+too (one database per xdist worker, created on demand, emptied per test).
+"""
 from __future__ import annotations
 
 import os
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, make_url, text
 
 from chargeapp.app import create_app
 from chargeapp.clock import FixedClock
@@ -20,9 +24,29 @@ UTC = timezone.utc
 T0 = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
 
 
-def _database_url(tmp_path) -> str:
-    pg = os.environ.get("CHARGEAPP_TEST_DATABASE_URL")
-    return pg or f"sqlite:///{tmp_path}/test.db"
+POSTGRES_URL = os.environ.get("CHARGEAPP_TEST_POSTGRES_URL")
+BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+
+
+@pytest.fixture(scope="session")
+def postgres_database(request) -> str:
+    """A PostgreSQL database of this xdist worker's own (created if missing)."""
+    worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
+    url = make_url(POSTGRES_URL)
+    name = f"{url.database}_{worker}"
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar() is None:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/test.db"
+    return request.getfixturevalue("postgres_database")
 
 
 @pytest.fixture
@@ -31,10 +55,10 @@ def clock():
 
 
 @pytest.fixture
-def app(tmp_path, clock):
+def app(database_url, clock):
     app = create_app({
         "TESTING": True,
-        "SQLALCHEMY_DATABASE_URI": _database_url(tmp_path),
+        "SQLALCHEMY_DATABASE_URI": database_url,
         "CHARGEAPP_CLOCK": clock,
         # Cheap hashes in tests only; production uses the OWASP parameters (see config).
         "CHARGEAPP_ARGON2": (1, 1024, 1),
