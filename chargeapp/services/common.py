@@ -45,6 +45,11 @@ def charger_by_code(session: Session, station: m.Station, code: str) -> m.Charge
     return charger
 
 
+def may_manage(user: m.User, station_id: int) -> bool:
+    """Managers are scoped to their stations; an administrator sees all; a driver none."""
+    return user.role == "admin" or (user.role == "manager" and any(s.id == station_id for s in user.stations))
+
+
 def station_tz(station: m.Station) -> ZoneInfo:
     return ZoneInfo(station.timezone)
 

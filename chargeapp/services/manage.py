@@ -41,7 +41,8 @@ from chargeapp.domain.errors import Conflict, InvalidRequest, NotFound
 from chargeapp.services import booking as booking_service
 from chargeapp.services import charging, gates, lounge, receipts, tariffs
 from chargeapp.services.common import (
-    StationNotFound, audit, charger_by_code, enqueue_command, local_hhmm, notify, rules_of, station_tz,
+    StationNotFound, audit, charger_by_code, enqueue_command, local_hhmm, may_manage, notify, rules_of,
+    station_tz,
 )
 
 # An open session this long is listed as stuck (a per-station rule later).
@@ -115,11 +116,6 @@ class ReasonRequired(InvalidRequest):
 
 
 # -- scope ----------------------------------------------------------------------------
-
-
-def may_manage(user: m.User, station_id: int) -> bool:
-    """Managers are scoped to their stations; an administrator sees all; a driver none."""
-    return user.role == "admin" or (user.role == "manager" and any(s.id == station_id for s in user.stations))
 
 
 def managed_station(session: Session, user: m.User, code: str) -> m.Station:

@@ -33,7 +33,7 @@ from chargeapp.domain.parking import settle_stay as settle_parking
 from chargeapp.domain.tariff import (
     Band, EnergyCharge, IdleFee, MeterSample, Tariff, idle_fee, price_energy, round_fraction_half_up,
 )
-from chargeapp.services.common import audit, notify, rules_of, station_tz
+from chargeapp.services.common import audit, may_manage, notify, rules_of, station_tz
 from chargeapp.services.gates import InvalidPlate, normalise_plate
 from chargeapp.services.tariffs import tariff_for
 
@@ -646,11 +646,7 @@ def _managed_chain(session: Session, user: m.User, receipt_id: int) -> list[m.Re
     receipt = session.get(m.Receipt, receipt_id)
     if receipt is None:
         raise ReceiptNotFound(f"No receipt {receipt_id}.")
-    allowed = user is not None and (
-        user.role == "admin"
-        or (user.role == "manager" and any(s.id == receipt.station_id for s in user.stations))
-    )
-    if not allowed:
+    if user is None or not may_manage(user, receipt.station_id):
         raise NotStationManager()
     return _chain(session, receipt)
 

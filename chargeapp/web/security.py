@@ -79,8 +79,3 @@ def manager_required(fn):
             raise ManagerOnly()
         return fn(*args, **kwargs)
     return wrapper
-
-
-def can_manage(user: m.User, station: m.Station) -> bool:
-    """Managers are scoped to their stations; an administrator sees all."""
-    return user.role == "admin" or (user.role == "manager" and any(s.id == station.id for s in user.stations))

@@ -1,11 +1,9 @@
 """The driver API over HTTP: auth, finder, slots, bookings, ownership, bad input."""
 from __future__ import annotations
 
-from datetime import timedelta
 
 import pytest
 
-from tests.conftest import T0
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,9 @@ from marshmallow import Schema, fields, validate
 from chargeapp.db import db
 from chargeapp.db import models as m
 from chargeapp.services import reports
-from chargeapp.services.common import StationNotFound, station_by_code, station_tz
-from chargeapp.web.security import can_manage, clock, current_user, manager_required
+from chargeapp.services.common import station_tz
+from chargeapp.services import manage
+from chargeapp.web.security import clock, current_user, manager_required
 
 blp = Blueprint("reports", __name__, url_prefix="/api/v1/manage/stations/<code>/reports",
                 description="Managers' reports over station-local date ranges")
@@ -120,10 +121,7 @@ class LoungeSchema(_RangeSchema):
 
 def managed_station(code: str) -> m.Station:
     """The station if the current user manages it; another manager's station is not found (not revealed)."""
-    station = station_by_code(db.session, code)
-    if not can_manage(current_user(), station):
-        raise StationNotFound(f"No station '{code}'.")
-    return station
+    return manage.managed_station(db.session, current_user(), code)
 
 
 def _header(station: m.Station, args: dict) -> dict:
