@@ -1,0 +1,465 @@
+"""Apply one received MQTT message to the database: parse, check the registry, apply once, or dead-letter.
+
+``apply_message`` needs no broker: tests fire ``Received`` records straight in.
+It never raises for bad input; only a database failure (``OperationalError``)
+leaves it, so the worker can roll the batch back and retry it unacknowledged.
+It flushes but does not commit.
+
+Decisions (docs/bridge.md):
+
+- Order of checks: topic (``bad_topic``), then who may publish it (a command
+  topic is ``forbidden_topic``: the bridge alone publishes commands), then the
+  registry (``unknown_device``), then the payload.
+- A service refusing a parsed message is bad input too: a ``NotFound`` (unknown
+  connector, charger, sensor, gate) is ``unknown_device``, any other
+  ``DomainError`` is ``bad_shape``; the detail carries the error code. Such a
+  message still counts as received in the device's sequence (no false gap) and
+  a redelivery of it is a duplicate. An unexpected exception in a service is
+  dead-lettered as ``apply_failed`` (logged with its traceback) so one poison
+  message cannot stall the stream; its payload stays in the dead-letter store.
+- Each message applies inside a SAVEPOINT, so a failure undoes that message
+  only. (device, boot, seq) is inserted into ``applied_messages`` first; the
+  unique constraint makes a redelivery a duplicate with no effect.
+- Skew: ``previous_ts`` is the device ts of the highest applied seq of the same
+  boot when this message comes after it; a late (lower seq) message has no
+  known predecessor ts and is checked against the receive time only. A skewed
+  message does not move ``last_ts``, so one bad clock reading does not make its
+  correct successors look skewed.
+- Gaps: ``telemetry.seq_gap`` counts the seqs a message jumps over. A late
+  message fills one back only when it was counted missing (the first message
+  ever seen of a device starts its count, as in ``seq_gap``).
+- ``status/0`` (the charger as a whole, OCPP connector 0) is recorded in the
+  sequence and ignored: the services keep status per connector.
+- zigbee2mqtt contact sensors: the registry has no mapping of friendly names to
+  stations yet, so they are dead-lettered ``unknown_device``.
+- A zero-length payload on a retained topic (retained value cleared) is ignored.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from sqlalchemy import exists, insert, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from chargeapp import telemetry as t
+from chargeapp.db import models as m
+from chargeapp.domain.errors import DomainError, NotFound
+from chargeapp.services import booking, charging, gates, lounge
+from chargeapp.services.common import enqueue_command
+from mqtt_bridge.client import Received
+
+log = logging.getLogger("mqtt_bridge.handler")
+
+APPLIED, DUPLICATE, DEAD_LETTER, IGNORED = "applied", "duplicate", "dead_letter", "ignored"
+APPLY_FAILED = "apply_failed"  # an unexpected exception in a service (a bug), not a contract reason
+DEAD_LETTER_REASONS = tuple(sorted(t.REASONS)) + (APPLY_FAILED,)
+STORED_PAYLOAD_LIMIT = 16 * 1024  # a too_large payload is kept truncated, never whole
+REFUSED_RESERVATION = ("Faulted", "Occupied", "Rejected", "Unavailable")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one message did: status applied | duplicate | dead_letter | ignored, with what the metrics and logs need."""
+
+    status: str
+    topic: str
+    kind: str | None = None
+    reason: str | None = None  # dead letters: one of DEAD_LETTER_REASONS; ignored: why
+    detail: str = ""
+    loggable_detail: bool = True  # False when the detail may quote personal data (plates, id tags)
+    station: str | None = None
+    device: str | None = None
+    retained: bool = False
+    gap: int = 0  # messages this one found missing before it
+    filled: bool = False  # this late message filled a counted gap
+    skewed: bool = False
+    lag_seconds: float | None = None  # now - effective ts (device time, or receive time when skewed)
+    unknown_fields: tuple[str, ...] = ()
+    command: str | None = None  # command results: the command answered
+    result: str | None = None  # command results: the answer; "unmatched" when no outbox row fits
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass
+class RegistrySnapshot:
+    """Which devices the registry knows, by (station code, device code), and each station's skew tolerance."""
+
+    stations: dict[str, timedelta] = field(default_factory=dict)
+    chargers: dict[tuple[str, str], int] = field(default_factory=dict)
+    sensors: set[tuple[str, str]] = field(default_factory=set)
+    gates: set[tuple[str, str]] = field(default_factory=set)
+    loaded_at: float = 0.0
+
+    def knows(self, device: t.DeviceRef) -> bool:
+        key = (device.station, device.device_id)
+        if device.kind is t.DeviceKind.CHARGER:
+            return key in self.chargers
+        if device.kind is t.DeviceKind.DOOR_SENSOR:
+            return key in self.sensors
+        if device.kind is t.DeviceKind.GATE:
+            return key in self.gates
+        return False  # zigbee2mqtt: no registry mapping yet
+
+
+def load_registry(session: Session) -> RegistrySnapshot:
+    """The device registry in four queries (a few hundred rows per station at most)."""
+    snap = RegistrySnapshot(loaded_at=time.monotonic())
+    for code, skew in session.execute(
+        select(m.Station.code, m.StationRules.skew_tolerance_seconds).outerjoin(m.StationRules)
+    ):
+        snap.stations[code] = timedelta(seconds=skew) if skew is not None else t.DEFAULT_SKEW_TOLERANCE
+    for station, code, charger_id in session.execute(
+        select(m.Station.code, m.Charger.code, m.Charger.id).join(m.Station, m.Charger.station_id == m.Station.id)
+    ):
+        snap.chargers[(station, code)] = charger_id
+    for station, code in session.execute(
+        select(m.Station.code, m.DoorSensor.code).join(m.Station, m.DoorSensor.station_id == m.Station.id)
+    ):
+        snap.sensors.add((station, code))
+    for station, code in session.execute(
+        select(m.Station.code, m.Gate.code).join(m.Station, m.Gate.station_id == m.Station.id)
+    ):
+        snap.gates.add((station, code))
+    return snap
+
+
+class RegistryCache:
+    """The registry, reloaded when older than ``max_age`` seconds, or once per batch when a device is not in it."""
+
+    def __init__(self, max_age: float = 30.0):
+        self.max_age = max_age
+        self._snapshot: RegistrySnapshot | None = None
+        self.loads = 0
+
+    def snapshot(self, session: Session) -> RegistrySnapshot:
+        if self._snapshot is None or time.monotonic() - self._snapshot.loaded_at > self.max_age:
+            self.reload(session)
+        return self._snapshot  # type: ignore[return-value]
+
+    def reload(self, session: Session) -> RegistrySnapshot:
+        self._snapshot = load_registry(session)
+        self.loads += 1
+        return self._snapshot
+
+
+class ApplyContext:
+    """State shared by the messages of one batch: the registry cache and the keys applied so far."""
+
+    def __init__(self, registry: RegistryCache | None = None):
+        self.registry = registry or RegistryCache()
+        self._reloaded = False
+        self.applied: set[tuple[str, int, int]] = set()
+
+    def knows(self, session: Session, device: t.DeviceRef) -> bool:
+        if self.registry.snapshot(session).knows(device):
+            return True
+        if self._reloaded:
+            return False
+        self._reloaded = True  # a device added since the last load: look again, once per batch
+        return self.registry.reload(session).knows(device)
+
+    def skew_tolerance(self, session: Session, station: str | None) -> timedelta:
+        return self.registry.snapshot(session).stations.get(station, t.DEFAULT_SKEW_TOLERANCE)
+
+    def charger_id(self, session: Session, station: str, charger: str) -> int | None:
+        return self.registry.snapshot(session).chargers.get((station, charger))
+
+
+def device_key(device: t.DeviceRef) -> str:
+    """The key of a device in device_sequences / applied_messages: ``charger:station/F1``."""
+    return f"{device.kind.value}:{device.station}/{device.device_id}"
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+class _AlreadyApplied(Exception):
+    pass
+
+
+def apply_message(session: Session, received: Received, now: datetime, *, context: ApplyContext | None = None) -> Outcome:
+    """Apply one message (flushes, no commit) and say what it did; bad input becomes a DeadLetter row, never an exception.
+
+    ``now`` is the service clock's time (aware); ``received.received_at`` is the
+    receive time used for skew checks. Raises only ``OperationalError`` (the
+    database is unavailable: the caller rolls back and retries).
+    """
+    ctx = context or ApplyContext()
+    try:
+        ref = t.parse_topic(received.topic)
+    except t.BadMessage as exc:
+        return dead_letter(session, received, exc.reason, exc.detail)
+    if ref.kind is t.TopicKind.COMMAND:
+        return dead_letter(session, received, "forbidden_topic",
+                           "command topics are published by the bridge alone", ref=ref)
+    if ref.kind is t.TopicKind.ZIGBEE:
+        return dead_letter(session, received, "unknown_device",
+                           f"zigbee2mqtt device {ref.device_id[:64]!r} is not mapped to a station door in the registry", ref=ref)
+    if not ctx.knows(session, ref.device):
+        what = ref.device_kind.value.replace("_", " ")
+        detail = (f"no station {ref.station!r}" if ref.station not in ctx.registry.snapshot(session).stations
+                  else f"no {what} {ref.device_id!r} at station {ref.station!r}")
+        return dead_letter(session, received, "unknown_device", detail, ref=ref)
+    try:
+        message = t.parse_message(received.topic, received.payload, received.received_at,
+                                  skew_tolerance=ctx.skew_tolerance(session, ref.station))
+    except t.BadMessage as exc:
+        detail = f"{exc.detail} (field {exc.field!r})" if exc.field else exc.detail
+        return dead_letter(session, received, exc.reason, detail, ref=ref)
+
+    if isinstance(message, t.RetainedCleared):
+        return Outcome(IGNORED, received.topic, ref.kind.value, reason="retained_cleared", station=ref.station,
+                       device=device_key(ref.device), retained=received.retain)
+    if isinstance(message, t.OnlineMessage):
+        return _apply_state(session, received, ref, now, lambda: _set_online(session, message, now))
+    return _apply_device_message(session, received, ref, message, now, ctx)
+
+
+def _apply_state(session, received, ref, now, apply) -> Outcome:
+    """A message without ts/boot/seq (online flags): state, so applying it again is harmless."""
+    try:
+        with session.begin_nested():
+            apply()
+    except OperationalError:
+        raise
+    except DomainError as exc:
+        return _refused(session, received, ref, exc)
+    except Exception as exc:  # a bug in a service: keep the stream moving, keep the payload
+        log.exception("applying %s failed", received.topic)
+        return dead_letter(session, received, APPLY_FAILED, f"{type(exc).__name__}: {str(exc)[:200]}", ref=ref,
+                           loggable=False)
+    return Outcome(APPLIED, received.topic, ref.kind.value, station=ref.station, device=device_key(ref.device),
+                   retained=received.retain)
+
+
+def _set_online(session: Session, msg: t.OnlineMessage, now: datetime) -> None:
+    if msg.device_kind is t.DeviceKind.CHARGER:
+        charging.set_charger_online(session, station_code=msg.station, charger_code=msg.device_id,
+                                    online=msg.online, now=now)
+    elif msg.device_kind is t.DeviceKind.DOOR_SENSOR:
+        # An offline sensor makes its zones' counts uncertain (lounge.zone_view reads DoorSensor.online).
+        lounge.set_sensor_online(session, station_code=msg.station, sensor_code=msg.device_id,
+                                 online=msg.online, now=now)
+    else:
+        gates.set_gate_online(session, station_code=msg.station, gate_code=msg.device_id, online=msg.online, now=now)
+
+
+# --------------------------------------------------------------------------- device messages
+
+
+def _apply_device_message(session: Session, received: Received, ref: t.TopicRef, msg: t.DeviceMessage,
+                          now: datetime, ctx: ApplyContext) -> Outcome:
+    key = device_key(msg.device)
+    ident = (key, msg.boot, msg.seq)
+    base = dict(topic=received.topic, kind=ref.kind.value, station=msg.station, device=key, retained=received.retain,
+                unknown_fields=msg.unknown_fields)
+    if ident in ctx.applied:
+        return Outcome(DUPLICATE, **base)
+
+    seq_row = session.get(m.DeviceSequence, key)
+    previous_ts = None
+    if seq_row is not None and seq_row.boot == msg.boot and msg.seq > seq_row.last_seq:
+        previous_ts = seq_row.last_ts
+    skewed = t.is_skewed(msg.device_ts, received.received_at,
+                         skew_tolerance=ctx.skew_tolerance(session, msg.station), previous_ts=previous_ts)
+    if skewed != msg.skewed:
+        msg = replace(msg, skewed=skewed)
+
+    try:
+        with session.begin_nested():
+            _claim(session, ident, now)
+            gap, filled = _advance_sequence(session, seq_row, key, msg, now)
+            ignored = _route(session, msg, now, ctx)
+    except _AlreadyApplied:
+        ctx.applied.add(ident)
+        return Outcome(DUPLICATE, **base)
+    except OperationalError:
+        raise
+    except DomainError as exc:
+        _record_sequence_only(session, ident, key, msg, now)
+        ctx.applied.add(ident)
+        return _refused(session, received, ref, exc)
+    except Exception as exc:
+        log.exception("applying %s failed", received.topic)
+        _record_sequence_only(session, ident, key, msg, now)
+        ctx.applied.add(ident)
+        return dead_letter(session, received, APPLY_FAILED, f"{type(exc).__name__}: {str(exc)[:200]}", ref=ref,
+                           loggable=False)
+    ctx.applied.add(ident)
+    lag = (now - msg.effective_ts).total_seconds()
+    outcome = Outcome(APPLIED, gap=gap, filled=filled, skewed=skewed, lag_seconds=lag, **base)
+    if isinstance(ignored, tuple):  # a command result: (command, answer)
+        return replace(outcome, command=ignored[0], result=ignored[1])
+    if ignored:
+        return replace(outcome, status=IGNORED, reason=ignored)
+    return outcome
+
+
+def _claim(session: Session, ident: tuple[str, int, int], now: datetime) -> None:
+    """Insert (device, boot, seq) into applied_messages; the unique constraint turns a redelivery into _AlreadyApplied."""
+    device, boot, seq = ident
+    try:
+        session.execute(insert(m.AppliedMessage).values(device=device, boot=boot, seq=seq, applied_at=now))
+    except IntegrityError:
+        raise _AlreadyApplied() from None
+
+
+def _record_sequence_only(session: Session, ident, key: str, msg: t.DeviceMessage, now: datetime) -> None:
+    """A refused message still arrived: keep its place in the device's sequence (no false gap, redelivery is a duplicate)."""
+    try:
+        with session.begin_nested():
+            _claim(session, ident, now)
+            _advance_sequence(session, session.get(m.DeviceSequence, key), key, msg, now)
+    except _AlreadyApplied:
+        pass
+
+
+def _advance_sequence(session: Session, row: m.DeviceSequence | None, key: str, msg: t.DeviceMessage,
+                      now: datetime) -> tuple[int, bool]:
+    """Update the device's boot/seq/ts, gap and skew counts for this (new) message; returns (gap found, gap filled)."""
+    good_ts = None if msg.skewed else msg.device_ts
+    if row is None:
+        session.add(m.DeviceSequence(device=key, boot=msg.boot, last_seq=msg.seq, last_ts=good_ts, missing=0,
+                                     gaps=0, skewed=int(msg.skewed), updated_at=now))
+        session.flush()
+        return 0, False
+    gap, filled = 0, False
+    if msg.boot > row.boot or (msg.boot == row.boot and msg.seq > row.last_seq):
+        gap = t.seq_gap((row.boot, row.last_seq), msg.boot, msg.seq)
+        if msg.boot != row.boot:
+            row.boot, row.last_ts = msg.boot, None
+        row.last_seq = msg.seq
+        if good_ts is not None:
+            row.last_ts = good_ts
+        if gap:
+            row.missing = (row.missing or 0) + gap
+            row.gaps = (row.gaps or 0) + 1
+    elif msg.boot == row.boot and (row.missing or 0) > 0 and _was_counted_missing(session, key, msg.boot, msg.seq):
+        row.missing -= 1
+        filled = True
+    if msg.skewed:
+        row.skewed = (row.skewed or 0) + 1
+    row.updated_at = now
+    session.flush()
+    return gap, filled
+
+
+def _was_counted_missing(session: Session, key: str, boot: int, seq: int) -> bool:
+    """Whether a late seq of the current boot was counted as missing: it lies after the first message seen of the
+    boot, or the boot began after an earlier one (then seq_gap counted from 1)."""
+    first = session.execute(
+        select(m.AppliedMessage.id, m.AppliedMessage.seq)
+        .where(m.AppliedMessage.device == key, m.AppliedMessage.boot == boot)
+        .order_by(m.AppliedMessage.id).limit(1)
+    ).first()
+    if first is None:
+        return False
+    if seq > first.seq:
+        return True
+    return bool(session.scalar(select(exists().where(m.AppliedMessage.device == key, m.AppliedMessage.id < first.id))))
+
+
+def _route(session: Session, msg: t.DeviceMessage, now: datetime, ctx: ApplyContext):
+    """Call the service for one device message; returns None, a reason it was ignored, or (command, answer)."""
+    at = msg.effective_ts
+    if isinstance(msg, t.StatusMessage):
+        if msg.connector == 0:
+            return "charger_status"
+        charging.record_status(
+            session, station_code=msg.station, charger_code=msg.device_id, connector=msg.connector,
+            status=msg.status, error_code=msg.error_code, at=at, received_at=msg.received_at,
+            device_ts=msg.device_ts, skewed=msg.skewed, now=now)
+    elif isinstance(msg, t.TransactionEvent):
+        charging.record_transaction(
+            session, station_code=msg.station, charger_code=msg.device_id, event=msg.event,
+            connector=msg.connector, transaction_id=msg.transaction_id, id_tag=msg.id_tag, meter_wh=msg.meter_wh,
+            at=at, reservation_id=msg.reservation_id, reason=msg.stop_reason, now=now)
+    elif isinstance(msg, t.MeterSample):
+        charging.record_meter(
+            session, station_code=msg.station, charger_code=msg.device_id, connector=msg.connector,
+            transaction_id=msg.transaction_id, energy_wh=msg.energy_wh, power_w=round(msg.power_w),
+            soc=None if msg.soc is None else round(msg.soc), at=at, now=now)
+    elif isinstance(msg, t.DoorCount):
+        lounge.record_door_count(
+            session, station_code=msg.station, sensor_code=msg.device_id, boot=msg.boot, seq=msg.seq,
+            in_total=msg.in_total, out_total=msg.out_total, at=at, now=now)
+    elif isinstance(msg, t.GatePassage):
+        gates.record_gate_passage(session, station_code=msg.station, gate_code=msg.device_id, plate=msg.plate,
+                                  direction=msg.direction, at=at, now=now)
+    elif isinstance(msg, t.CommandResult):
+        return msg.command, apply_command_result(session, msg, now, ctx.charger_id(session, msg.station, msg.device_id))
+    return None
+
+
+# --------------------------------------------------------------------------- command results
+
+
+def apply_command_result(session: Session, msg: t.CommandResult, now: datetime, charger_id: int | None) -> str:
+    """Record a charger's answer in the outbox row of its request_id; returns the answer, or "unmatched".
+
+    The first answer wins (a redelivered or repeated answer changes nothing). A
+    reserve_now refused (Occupied, Faulted, Rejected, Unavailable) while its
+    booking still holds that charger moves the booking (booking.hold_refused). An
+    Accepted reserve_now arriving after the bridge gave up on it (status failed,
+    booking already moved) is recorded and the stray reservation cancelled.
+    """
+    cmd = session.scalar(select(m.CommandOutbox).where(m.CommandOutbox.request_id == msg.request_id))
+    if cmd is None or cmd.charger_id != charger_id or cmd.name != msg.command:
+        return "unmatched"
+    if cmd.result is not None:
+        return msg.status
+    gave_up = cmd.status == "failed"
+    cmd.result = msg.status
+    cmd.answered_at = now
+    if not gave_up:
+        cmd.status = "answered"
+    session.flush()
+    if cmd.name == "reserve_now" and cmd.booking_id is not None:
+        b = session.get(m.Booking, cmd.booking_id)
+        holds_it = b is not None and b.status == "held" and b.charger_id == cmd.charger_id
+        if msg.status in REFUSED_RESERVATION and holds_it and not gave_up:
+            booking.hold_refused(session, now, cmd.booking_id, msg.status)
+        elif msg.status == "Accepted" and gave_up and not holds_it:
+            charger = session.get(m.Charger, cmd.charger_id)
+            enqueue_command(session, charger, "cancel_reservation",
+                            {"reservation_id": cmd.payload.get("reservation_id", cmd.booking_id)}, now, b)
+    return msg.status
+
+
+# --------------------------------------------------------------------------- dead letters
+
+
+def _station_of(topic: str) -> str | None:
+    parts = topic.split("/")
+    if len(parts) > 2 and parts[0] == t.STATION_ROOT and t.is_valid_id(parts[1]):
+        return parts[1]
+    return None
+
+
+def _refused(session: Session, received: Received, ref: t.TopicRef, exc: DomainError) -> Outcome:
+    reason = "unknown_device" if isinstance(exc, NotFound) else "bad_shape"
+    # Service messages may quote a plate or an id tag: the code is logged, the message only stored.
+    return dead_letter(session, received, reason, f"{exc.code}: {exc.message}", ref=ref, loggable=False,
+                       log_detail=exc.code)
+
+
+def dead_letter(session: Session, received: Received, reason: str, detail: str, *, ref: t.TopicRef | None = None,
+                loggable: bool = True, log_detail: str | None = None) -> Outcome:
+    """Store a message that is never applied (topic, payload bytes, reason, detail, station code) and say so."""
+    station = ref.station if ref is not None else _station_of(received.topic)
+    payload = bytes(received.payload)
+    if len(payload) > STORED_PAYLOAD_LIMIT:
+        detail = f"{detail} [payload truncated to {STORED_PAYLOAD_LIMIT} of {len(payload)} bytes]"
+        payload = payload[:STORED_PAYLOAD_LIMIT]
+    session.add(m.DeadLetter(received_at=received.received_at, topic=received.topic[:1000], payload=payload,
+                             reason=reason, detail=detail[:2000], station_code=station))
+    return Outcome(DEAD_LETTER, received.topic, ref.kind.value if ref is not None else None, reason=reason,
+                   detail=detail if loggable else (log_detail or ""), loggable_detail=loggable,
+                   station=station, device=device_key(ref.device) if ref is not None else None,
+                   retained=received.retain)
