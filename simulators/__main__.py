@@ -1,0 +1,4 @@
+"""``python -m simulators``: the same as ``chargeapp simulate``."""
+from simulators.cli import main
+
+main()
