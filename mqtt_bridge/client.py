@@ -285,7 +285,9 @@ class BridgeClient:
         log.info("connected to %s (MQTT %s, session %s)", self.settings.url, self.protocol,
                  "resumed" if flags.session_present else "new")
         if self.protocol == "5":
-            topics = [(t, SubscribeOptions(qos=telemetry.QOS)) for t in self.subscriptions]
+            # Retained messages only for a new subscription: a resumed session does not replay every retained status.
+            topics = [(t, SubscribeOptions(qos=telemetry.QOS, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB))
+                      for t in self.subscriptions]
         else:
             topics = [(t, telemetry.QOS) for t in self.subscriptions]
         if topics:

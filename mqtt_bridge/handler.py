@@ -43,7 +43,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import exists, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from chargeapp import telemetry as t
 from chargeapp.db import models as m
@@ -149,12 +149,40 @@ class RegistryCache:
 
 
 class ApplyContext:
-    """State shared by the messages of one batch: the registry cache and the keys applied so far."""
+    """State shared by the messages of one batch: the registry cache, the keys applied so far, and pinned rows.
+
+    Pinning: the session's identity map holds rows weakly, so a charger or a device
+    sequence loaded for one message is gone by the next one and loaded again. The
+    context keeps the rows of each station touched in the batch (chargers with their
+    connectors, sensors, gates) and the device sequences, so the services' lookups by
+    primary key are answered from memory until the batch commits.
+    """
 
     def __init__(self, registry: RegistryCache | None = None):
         self.registry = registry or RegistryCache()
         self._reloaded = False
         self.applied: set[tuple[str, int, int]] = set()
+        self._pinned: dict[str | None, list] = {}
+        self.sequences: dict[str, m.DeviceSequence | None] = {}
+
+    def pin_station(self, session: Session, station: str | None) -> None:
+        """Load the station's devices once per batch and keep them in the identity map."""
+        if station in self._pinned:
+            return
+        rows: list = list(session.scalars(select(m.Station).where(m.Station.code == station)))
+        if rows:
+            sid = rows[0].id
+            rows += session.scalars(select(m.Charger).where(m.Charger.station_id == sid)
+                                    .options(selectinload(m.Charger.connectors))).all()
+            rows += session.scalars(select(m.DoorSensor).where(m.DoorSensor.station_id == sid)).all()
+            rows += session.scalars(select(m.Gate).where(m.Gate.station_id == sid)).all()
+        self._pinned[station] = rows
+
+    def sequence(self, session: Session, key: str) -> m.DeviceSequence | None:
+        """The device's sequence row, locked until the batch commits (PostgreSQL: workers sharing a device serialise)."""
+        if key not in self.sequences or self.sequences[key] is None:
+            self.sequences[key] = session.get(m.DeviceSequence, key, with_for_update=True)
+        return self.sequences[key]
 
     def knows(self, session: Session, device: t.DeviceRef) -> bool:
         if self.registry.snapshot(session).knows(device):
@@ -262,35 +290,43 @@ def _apply_device_message(session: Session, received: Received, ref: t.TopicRef,
     if ident in ctx.applied:
         return Outcome(DUPLICATE, **base)
 
-    seq_row = session.get(m.DeviceSequence, key)
-    previous_ts = None
-    if seq_row is not None and seq_row.boot == msg.boot and msg.seq > seq_row.last_seq:
-        previous_ts = seq_row.last_ts
-    skewed = t.is_skewed(msg.device_ts, received.received_at,
-                         skew_tolerance=ctx.skew_tolerance(session, msg.station), previous_ts=previous_ts)
-    if skewed != msg.skewed:
-        msg = replace(msg, skewed=skewed)
-
-    try:
-        with session.begin_nested():
-            _claim(session, ident, now)
-            gap, filled = _advance_sequence(session, seq_row, key, msg, now)
-            ignored = _route(session, msg, now, ctx)
-    except _AlreadyApplied:
-        ctx.applied.add(ident)
-        return Outcome(DUPLICATE, **base)
-    except OperationalError:
-        raise
-    except DomainError as exc:
-        _record_sequence_only(session, ident, key, msg, now)
-        ctx.applied.add(ident)
-        return _refused(session, received, ref, exc)
-    except Exception as exc:
-        log.exception("applying %s failed", received.topic)
-        _record_sequence_only(session, ident, key, msg, now)
-        ctx.applied.add(ident)
-        return dead_letter(session, received, APPLY_FAILED, f"{type(exc).__name__}: {str(exc)[:200]}", ref=ref,
-                           loggable=False)
+    ctx.pin_station(session, msg.station)
+    for attempt in (1, 2):
+        seq_row = ctx.sequence(session, key)
+        previous_ts = None
+        if seq_row is not None and seq_row.boot == msg.boot and msg.seq > seq_row.last_seq:
+            previous_ts = seq_row.last_ts
+        skewed = t.is_skewed(msg.device_ts, received.received_at,
+                             skew_tolerance=ctx.skew_tolerance(session, msg.station), previous_ts=previous_ts)
+        if skewed != msg.skewed:
+            msg = replace(msg, skewed=skewed)
+        try:
+            with session.begin_nested():
+                _claim(session, ident, now)
+                gap, filled, ctx.sequences[key] = _advance_sequence(session, seq_row, key, msg, now)
+                ignored = _route(session, msg, now, ctx)
+            break
+        except _AlreadyApplied:
+            ctx.applied.add(ident)
+            return Outcome(DUPLICATE, **base)
+        except OperationalError:
+            raise
+        except DomainError as exc:
+            ctx.sequences.pop(key, None)
+            _record_sequence_only(session, ident, key, msg, now)
+            ctx.applied.add(ident)
+            return _refused(session, received, ref, exc)
+        except Exception as exc:
+            ctx.sequences.pop(key, None)
+            if isinstance(exc, IntegrityError) and attempt == 1:
+                # Another worker inserted this device's first sequence row (or a row a service creates)
+                # meanwhile: read again and apply once more; a second failure is a real error.
+                continue
+            log.exception("applying %s failed", received.topic)
+            _record_sequence_only(session, ident, key, msg, now)
+            ctx.applied.add(ident)
+            return dead_letter(session, received, APPLY_FAILED, f"{type(exc).__name__}: {str(exc)[:200]}", ref=ref,
+                               loggable=False)
     ctx.applied.add(ident)
     lag = (now - msg.effective_ts).total_seconds()
     outcome = Outcome(APPLIED, gap=gap, filled=filled, skewed=skewed, lag_seconds=lag, **base)
@@ -301,11 +337,14 @@ def _apply_device_message(session: Session, received: Received, ref: t.TopicRef,
     return outcome
 
 
+_INSERT_APPLIED = insert(m.AppliedMessage.__table__)
+
+
 def _claim(session: Session, ident: tuple[str, int, int], now: datetime) -> None:
     """Insert (device, boot, seq) into applied_messages; the unique constraint turns a redelivery into _AlreadyApplied."""
     device, boot, seq = ident
     try:
-        session.execute(insert(m.AppliedMessage).values(device=device, boot=boot, seq=seq, applied_at=now))
+        session.connection().execute(_INSERT_APPLIED, {"device": device, "boot": boot, "seq": seq, "applied_at": now})
     except IntegrityError:
         raise _AlreadyApplied() from None
 
@@ -321,14 +360,14 @@ def _record_sequence_only(session: Session, ident, key: str, msg: t.DeviceMessag
 
 
 def _advance_sequence(session: Session, row: m.DeviceSequence | None, key: str, msg: t.DeviceMessage,
-                      now: datetime) -> tuple[int, bool]:
-    """Update the device's boot/seq/ts, gap and skew counts for this (new) message; returns (gap found, gap filled)."""
+                      now: datetime) -> tuple[int, bool, m.DeviceSequence]:
+    """Update the device's boot/seq/ts, gap and skew counts for this (new) message; returns (gap found, gap filled, row)."""
     good_ts = None if msg.skewed else msg.device_ts
     if row is None:
-        session.add(m.DeviceSequence(device=key, boot=msg.boot, last_seq=msg.seq, last_ts=good_ts, missing=0,
-                                     gaps=0, skewed=int(msg.skewed), updated_at=now))
-        session.flush()
-        return 0, False
+        row = m.DeviceSequence(device=key, boot=msg.boot, last_seq=msg.seq, last_ts=good_ts, missing=0,
+                               gaps=0, skewed=int(msg.skewed), updated_at=now)
+        session.add(row)
+        return 0, False, row
     gap, filled = 0, False
     if msg.boot > row.boot or (msg.boot == row.boot and msg.seq > row.last_seq):
         gap = t.seq_gap((row.boot, row.last_seq), msg.boot, msg.seq)
@@ -346,8 +385,7 @@ def _advance_sequence(session: Session, row: m.DeviceSequence | None, key: str, 
     if msg.skewed:
         row.skewed = (row.skewed or 0) + 1
     row.updated_at = now
-    session.flush()
-    return gap, filled
+    return gap, filled, row
 
 
 def _was_counted_missing(session: Session, key: str, boot: int, seq: int) -> bool:
