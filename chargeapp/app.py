@@ -6,6 +6,7 @@ from pathlib import Path
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from werkzeug.routing import IntegerConverter
 
 from chargeapp.clock import clock_from_config
 from chargeapp.config import Settings
@@ -38,9 +39,17 @@ def _sqlite_begin_immediate(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class BoundedIntConverter(IntegerConverter):
+    """``<int:...>`` in every route: 0 .. 2**63-1, so a huge id in a URL is a 404, not a database overflow."""
+
+    def __init__(self, map, fixed_digits=0, min=0, max=2**63 - 1, signed=False):  # noqa: A002 (werkzeug's names)
+        super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
+
+
 def create_app(overrides: dict | None = None) -> Flask:
     """Build the Flask app from the environment's settings, then ``overrides`` (tests)."""
     app = Flask(__name__)
+    app.url_map.converters["int"] = BoundedIntConverter
     app.config.update(Settings.from_env().flask_config())
     app.config.update(
         API_TITLE="chargeapp",

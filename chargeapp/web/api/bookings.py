@@ -65,11 +65,12 @@ class ListArgs(Schema):
 
 @blp.route("")
 class Bookings(MethodView):
+    decorators = [login_required]  # 401 before any body is read
+
     @blp.arguments(BookingRequest)
     @blp.response(201, BookingSchema)
     @blp.doc(security=AUTH, parameters=[{"in": "header", "name": "Idempotency-Key", "required": False,
                                          "schema": {"type": "string", "maxLength": 100}}])
-    @login_required
     def post(self, body):
         """Book a slot; with an Idempotency-Key header a retry returns the first result."""
         key = request.headers.get("Idempotency-Key")
@@ -83,7 +84,6 @@ class Bookings(MethodView):
     @blp.arguments(ListArgs, location="query")
     @blp.response(200, BookingSchema(many=True))
     @blp.doc(security=AUTH)
-    @login_required
     def get(self, args):
         """My bookings, latest slot first."""
         return booking_service.driver_bookings(db.session, current_user().id, args["limit"])
@@ -91,9 +91,10 @@ class Bookings(MethodView):
 
 @blp.route("/<int:booking_id>")
 class BookingView(MethodView):
+    decorators = [login_required]  # 401 before any body is read
+
     @blp.response(200, BookingSchema)
     @blp.doc(security=AUTH)
-    @login_required
     def get(self, booking_id):
         """One of my bookings (another driver's is a 404)."""
         return booking_service.get_booking(db.session, booking_id, current_user().id)
@@ -101,9 +102,10 @@ class BookingView(MethodView):
 
 @blp.route("/<int:booking_id>/cancel")
 class CancelBooking(MethodView):
+    decorators = [login_required]  # 401 before any body is read
+
     @blp.response(200, BookingSchema)
     @blp.doc(security=AUTH)
-    @login_required
     def post(self, booking_id):
         """Cancel: free until the slot starts, a no-show after; cancelling twice is harmless."""
         b = booking_service.cancel_booking(db.session, clock().now(), current_user().id, booking_id)

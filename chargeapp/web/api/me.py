@@ -30,10 +30,11 @@ class NotificationSchema(Schema):
 
 @blp.route("/notifications")
 class Notifications(MethodView):
+    decorators = [login_required]  # 401 before any body is read
+
     @blp.arguments(PageArgs, location="query")
     @blp.response(200, NotificationSchema(many=True))
     @blp.doc(security=AUTH)
-    @login_required
     def get(self, args):
         """My notifications, newest first: held, moved, delayed, disrupted, no-show, suspension."""
         return db.session.scalars(
@@ -97,10 +98,11 @@ class ParkingStatusSchema(Schema):
 
 @blp.route("/sessions")
 class Sessions(MethodView):
+    decorators = [login_required]  # 401 before any body is read
+
     @blp.arguments(PageArgs, location="query")
     @blp.response(200, SessionSchema(many=True))
     @blp.doc(security=AUTH)
-    @login_required
     def get(self, args):
         """My charging sessions, newest first."""
         from chargeapp.services import charging
@@ -110,10 +112,11 @@ class Sessions(MethodView):
 
 @blp.route("/receipts")
 class Receipts(MethodView):
+    decorators = [login_required]  # 401 before any body is read
+
     @blp.arguments(PageArgs, location="query")
     @blp.response(200, ReceiptSchema(many=True))
     @blp.doc(security=AUTH)
-    @login_required
     def get(self, args):
         """My receipts and their corrections (a correction's figures are deltas), newest first."""
         from chargeapp.services import receipts
@@ -123,9 +126,10 @@ class Receipts(MethodView):
 
 @blp.route("/parking")
 class Parking(MethodView):
+    decorators = [login_required]  # 401 before any body is read
+
     @blp.response(200, ParkingStatusSchema(many=True))
     @blp.doc(security=AUTH)
-    @login_required
     def get(self):
         """My open parking stays: charged so far, free until when, and the fee if I left now."""
         from chargeapp.services import receipts

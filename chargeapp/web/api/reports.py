@@ -139,11 +139,12 @@ def _csv(station: m.Station, name: str, args: dict, rows: list[dict], columns=No
 
 @blp.route("/utilization")
 class Utilization(MethodView):
+    decorators = [manager_required]  # 401/403 before the query is read
+
     @blp.arguments(RangeArgs, location="query")
     @blp.response(200, UtilizationSchema)
     @blp.alt_response(200, schema=CSV_FILE, content_type="text/csv", description=CSV_HELP, success=True)
     @blp.doc(security=AUTH)
-    @manager_required
     def get(self, args, code):
         """Utilization, energy, sessions, bookings, idle time, availability and revenue per charger and station."""
         station = managed_station(code)
@@ -156,11 +157,12 @@ class Utilization(MethodView):
 
 @blp.route("/heatmap")
 class Heatmap(MethodView):
+    decorators = [manager_required]  # 401/403 before the query is read
+
     @blp.arguments(HeatmapArgs, location="query")
     @blp.response(200, HeatmapSchema)
     @blp.alt_response(200, schema=CSV_FILE, content_type="text/csv", description=CSV_HELP, success=True)
     @blp.doc(security=AUTH)
-    @manager_required
     def get(self, args, code):
         """Occupied (or charging) share of in-service time by station-local weekday x hour."""
         station = managed_station(code)
@@ -173,11 +175,12 @@ class Heatmap(MethodView):
 
 @blp.route("/trend")
 class Trend(MethodView):
+    decorators = [manager_required]  # 401/403 before the query is read
+
     @blp.arguments(RangeArgs, location="query")
     @blp.response(200, TrendSchema)
     @blp.alt_response(200, schema=CSV_FILE, content_type="text/csv", description=CSV_HELP, success=True)
     @blp.doc(security=AUTH)
-    @manager_required
     def get(self, args, code):
         """Per station-local day: energy, sessions, in-service time, occupied and charging share."""
         station = managed_station(code)
@@ -189,11 +192,12 @@ class Trend(MethodView):
 
 @blp.route("/lounge")
 class Lounge(MethodView):
+    decorators = [manager_required]  # 401/403 before the query is read
+
     @blp.arguments(RangeArgs, location="query")
     @blp.response(200, LoungeSchema)
     @blp.alt_response(200, schema=CSV_FILE, content_type="text/csv", description=CSV_HELP, success=True)
     @blp.doc(security=AUTH)
-    @manager_required
     def get(self, args, code):
         """Lounge occupancy per zone by station-local hour of day: peak and time-weighted average."""
         station = managed_station(code)
