@@ -209,6 +209,7 @@ class BridgeClient:
         self._lock = threading.Lock()
         self._connection = 0
         self._connected = threading.Event()
+        self._subscribed = threading.Event()
         self._stopping = threading.Event()
         self._client: mqtt.Client | None = None
         self._starter: threading.Thread | None = None
@@ -226,6 +227,10 @@ class BridgeClient:
     def wait_connected(self, timeout: float | None = None) -> bool:
         """True once connected (and subscribed requests sent) within ``timeout`` seconds."""
         return self._connected.wait(timeout)
+
+    def wait_subscribed(self, timeout: float | None = None) -> bool:
+        """True once the broker has answered the subscriptions of the current connection within ``timeout`` seconds."""
+        return self._subscribed.wait(timeout)
 
     @property
     def connected(self) -> bool:
@@ -295,15 +300,18 @@ class BridgeClient:
         self._connected.set()
 
     def _handle_subscribe(self, client, userdata, mid, reason_code_list, properties) -> None:
-        for topic, rc in zip(self.subscriptions, reason_code_list):
-            if rc.is_failure:
-                self.subscribe_failures.append(topic)
-                log.error("broker refused the subscription %s: %s", topic, rc)
+        failed = [topic for topic, rc in zip(self.subscriptions, reason_code_list) if rc.is_failure]
+        for topic in failed:
+            log.error("broker refused the subscription %s", topic)
+        self.subscribe_failures = failed
+        log.info("subscribed to %d topic filters at QoS 1", len(self.subscriptions) - len(failed))
+        self._subscribed.set()
 
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         with self._lock:
             self._connection += 1  # acks of messages from the lost connection are dropped from now on
             self._connected.clear()
+            self._subscribed.clear()
         if not self._stopping.is_set():
             log.warning("disconnected from %s (%s); reconnecting", self.settings.url, reason_code)
 

@@ -1,0 +1,26 @@
+"""Brokers for the bridge's end-to-end tests: a private Mosquitto and the embedded amqtt, loopback only."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mqtt_bridge.measure import MOSQUITTO, Mosquitto, free_port
+from tests.bridge.support import EmbeddedAmqtt
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    """Mosquitto on a free 127.0.0.1 port (anonymous, no persistence); stopped at teardown."""
+    if not Path(MOSQUITTO).exists():
+        pytest.skip("mosquitto is not installed (Debian: apt-get install mosquitto)")
+    broker = Mosquitto(tmp_path / "mosquitto").start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def amqtt_broker():
+    broker = EmbeddedAmqtt(free_port()).start()
+    yield broker
+    broker.stop()
