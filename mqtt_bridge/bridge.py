@@ -8,7 +8,13 @@ import threading
 from dataclasses import dataclass, field
 
 from chargeapp import telemetry
-from mqtt_bridge.client import BridgeClient, Clock, Received, default_client_id, parse_mqtt_url
+from mqtt_bridge.client import (
+    BridgeClient,
+    Clock,
+    Received,
+    default_client_id,
+    parse_mqtt_url,
+)
 from mqtt_bridge.metrics import BridgeMetrics, MetricsServer, monotonic_age
 from mqtt_bridge.worker import Worker, WorkerOptions
 

@@ -231,7 +231,13 @@ class BareSubscriber:
 def _station_database(workdir: Path, chargers: int, sensors: int, gates: int):
     from chargeapp.app import create_app
     from chargeapp.db import db
-    from chargeapp.services.registry import ChargerSpec, SensorSpec, StationSpec, ZoneSpec, build_station
+    from chargeapp.services.registry import (
+        ChargerSpec,
+        SensorSpec,
+        StationSpec,
+        ZoneSpec,
+        build_station,
+    )
 
     url = f"sqlite:///{workdir}/measure.db"
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "CHARGEAPP_MQTT_URL": None})

@@ -12,9 +12,22 @@ import time
 from typing import Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    make_wsgi_app,
+)
 
-from mqtt_bridge.handler import APPLIED, DEAD_LETTER, DEAD_LETTER_REASONS, DUPLICATE, IGNORED, Outcome
+from mqtt_bridge.handler import (
+    APPLIED,
+    DEAD_LETTER,
+    DEAD_LETTER_REASONS,
+    DUPLICATE,
+    IGNORED,
+    Outcome,
+)
 
 log = logging.getLogger("mqtt_bridge.metrics")
 

@@ -30,12 +30,24 @@ from sqlalchemy.exc import OperationalError
 
 from chargeapp.db import db
 from mqtt_bridge.client import Clock, Received
-from mqtt_bridge.handler import APPLY_FAILED, DEAD_LETTER, ApplyContext, Outcome, RegistryCache, apply_message, dead_letter
+from mqtt_bridge.handler import (
+    APPLY_FAILED,
+    DEAD_LETTER,
+    ApplyContext,
+    Outcome,
+    RegistryCache,
+    apply_message,
+    dead_letter,
+)
 from mqtt_bridge.lease import PERIODIC_LEASE, release_lease, run_periodic
 from mqtt_bridge.metrics import BridgeMetrics
 from mqtt_bridge.outbox import OutboxSender, OutboxSettings
 
 log = logging.getLogger("mqtt_bridge.worker")
+
+# Under the demo's accelerated clock, housekeeping runs at least this often in service-clock seconds.
+SIMULATED_PERIODIC_SECONDS = 15.0
+SIMULATED_OUTBOX_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -258,11 +270,11 @@ class Worker:
         self.metrics.connected.set(1 if self.connected() else 0)
         self.metrics.queue_depth.set(self.queue.qsize())
         if self.outbox is not None and o.outbox_seconds > 0 and now_wall >= self._next_outbox:
-            self._next_outbox = now_wall + o.outbox_seconds
+            self._next_outbox = now_wall + self._interval(o.outbox_seconds, SIMULATED_OUTBOX_SECONDS, 0.05)
             if self.connected():
                 self._in_transaction("outbox", lambda s, now: self.outbox.run_once(s, now))
         if o.periodic_seconds > 0 and now_wall >= self._next_periodic:
-            self._next_periodic = now_wall + o.periodic_seconds
+            self._next_periodic = now_wall + self._interval(o.periodic_seconds, SIMULATED_PERIODIC_SECONDS, 0.25)
             result = self._in_transaction("periodic", lambda s, now: run_periodic(s, now, self.worker_id,
                                                                                   self._lease_ttl()))
             if result is not False:
@@ -271,6 +283,20 @@ class Worker:
                     log.info("periodic work: %s", ", ".join(f"{k} {v}" for k, v in sorted(result.items()) if v))
             else:
                 self.metrics.periodic_runs.labels("error").inc()
+
+    def _interval(self, wall_seconds: float, simulated_seconds: float, floor: float) -> float:
+        """Real seconds between two runs: the option, shortened under an accelerated clock so that at most
+        ``simulated_seconds`` of service time pass between runs (a hold due at 14:50 is not placed at 15:10)."""
+        speed = self._speed()
+        if speed <= 1:
+            return wall_seconds
+        return max(min(floor, wall_seconds), min(wall_seconds, simulated_seconds / speed))
+
+    def _speed(self) -> float:
+        try:
+            return float(getattr(self.clock, "speed", 1.0) or 1.0)
+        except (TypeError, ValueError):
+            return 1.0
 
     def _in_transaction(self, what: str, work):
         session = db.session
@@ -285,8 +311,8 @@ class Worker:
 
     def _lease_ttl(self) -> timedelta:
         # The lease runs on the service clock, which the demo accelerates: scale it so it outlives the interval.
-        speed = float(getattr(self.clock, "speed", 1.0) or 1.0)
-        return timedelta(seconds=max(self.options.periodic_seconds, 1.0) * 3 * max(speed, 1.0))
+        interval = self._interval(self.options.periodic_seconds, SIMULATED_PERIODIC_SECONDS, 0.25)
+        return timedelta(seconds=max(interval, 1.0) * 3 * max(self._speed(), 1.0))
 
     def _release_lease(self) -> None:
         if self.options.periodic_seconds <= 0:

@@ -228,3 +228,22 @@ def test_a_bridge_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(a
     ins = sum(1 for topic, payload in messages if t.parse_topic(topic).kind is t.TopicKind.GATE_PASSAGE
               and b'"in"' in payload)
     assert session.scalar(select(func.count()).select_from(m.ParkingStay)) == ins
+
+
+def test_the_bridge_reconnects_and_resubscribes_after_the_broker_restarts(app, session, station, mosquitto):
+    f1 = charger("F1")
+    bridge = run_in_thread(app, mosquitto.url, "e2e-reconnect", periodic_seconds=0)
+    try:
+        publish_all(mosquitto.port, [t.format_message(f1.status("Preparing", ts=T0 - timedelta(minutes=2)))])
+        wait_for(lambda: handled(bridge) >= 1, 10, "the first message")
+        mosquitto.stop()  # persistence is off: the restarted broker has forgotten the bridge's session
+        wait_for(lambda: not bridge.client.connected, 10, "the bridge to notice")
+        assert not bridge.health()["ok"]
+        mosquitto.start()
+        assert bridge.client.wait_subscribed(10), "the bridge did not resubscribe"
+        publish_all(mosquitto.port, [t.format_message(f1.status("Charging", ts=T0 - timedelta(minutes=1)))])
+        wait_for(lambda: handled(bridge) >= 2, 10, "the message after the restart")
+        assert bridge.health()["ok"]
+    finally:
+        bridge.stop()
+    assert session.scalar(select(m.Connector.status).join(m.Charger).where(m.Charger.code == "F1")) == "Charging"

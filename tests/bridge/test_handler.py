@@ -11,7 +11,14 @@ from chargeapp import telemetry as t
 from chargeapp.db import models as m
 from chargeapp.services import booking, lounge
 from mqtt_bridge.handler import (
-    APPLIED, DEAD_LETTER, DUPLICATE, IGNORED, ApplyContext, RegistryCache, apply_message, device_key,
+    APPLIED,
+    DEAD_LETTER,
+    DUPLICATE,
+    IGNORED,
+    ApplyContext,
+    RegistryCache,
+    apply_message,
+    device_key,
 )
 from tests.bridge.wire import charger, gate, raw, rx, sensor
 from tests.conftest import T0

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
 from chargeapp import telemetry as t
@@ -334,3 +334,14 @@ def test_the_broker_url_carries_credentials_tls_and_session_options():
 def test_the_cli_refuses_a_bad_broker_url(app):
     result = CliRunner().invoke(bridge_command, ["--mqtt-url", "http://nowhere", "--metrics-port", "0"])
     assert result.exit_code == 2 and "mqtt://" in result.output
+
+
+def test_an_accelerated_clock_shortens_the_housekeeping_intervals(app):
+    from chargeapp.clock import AcceleratedClock
+
+    fast = Worker(app, clock=AcceleratedClock(T0, speed=60), ack=lambda r: True)
+    assert fast._interval(5.0, 15.0, 0.25) == 0.25  # 15 simulated seconds
+    assert fast._interval(0.5, 1.0, 0.05) == 0.05
+    assert fast._lease_ttl() == timedelta(seconds=180)  # three real seconds of a 60x clock
+    real = Worker(app, clock=AcceleratedClock(T0, speed=1), ack=lambda r: True)
+    assert real._interval(5.0, 15.0, 0.25) == 5.0
