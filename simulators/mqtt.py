@@ -44,9 +44,12 @@ class BrokerSettings:
     """Where the broker is and how to speak to it, from a URL like ``mqtt://host:1883?protocol=3.1.1``.
 
     Schemes: ``mqtt``/``tcp`` (default port 1883) and ``mqtts``/``ssl`` (TLS, 8883).
-    Query: ``protocol`` = ``3.1.1`` (default for devices) or ``5``; ``ca`` = CA file;
-    ``tls_insecure=1`` skips the host-name check. A user and password in the URL
-    are the service's, not the devices': devices log in as ``station.device``.
+    Query, as in ``CHARGEAPP_MQTT_URL``: ``protocol`` = ``3.1.1``, ``5`` or ``auto``
+    (devices speak 3.1.1 unless told 5: every broker has it); ``ca`` = CA file,
+    ``cert``/``key`` = client certificate; ``insecure=1`` skips the host-name check.
+    The bridge's own keys (``client_id``, ``keepalive``, ``session_expiry``) are
+    ignored. A user and password in the URL are the service's, not the devices':
+    devices log in as ``station.device``.
     """
 
     host: str
@@ -54,6 +57,8 @@ class BrokerSettings:
     tls: bool = False
     protocol: str = "3.1.1"
     ca_certs: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
     tls_insecure: bool = False
 
     @classmethod
@@ -65,15 +70,16 @@ class BrokerSettings:
         tls = scheme in ("mqtts", "ssl", "tls")
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         protocol = query.get("protocol", "3.1.1").lower().removeprefix("mqttv").removeprefix("v")
-        protocol = {"311": "3.1.1", "3.1.1": "3.1.1", "5": "5", "5.0": "5", "50": "5"}.get(protocol)
+        protocol = {"311": "3.1.1", "3": "3.1.1", "3.1.1": "3.1.1", "auto": "3.1.1",
+                    "5": "5", "5.0": "5", "50": "5"}.get(protocol)
         if protocol is None:
-            raise ValueError("protocol must be 3.1.1 or 5")
+            raise ValueError("protocol must be 3.1.1, 5 or auto")
         if not parts.hostname:
             raise ValueError(f"no host in broker URL {url!r}")
         return cls(
             host=unquote(parts.hostname), port=parts.port or (8883 if tls else 1883), tls=tls, protocol=protocol,
-            ca_certs=query.get("ca") or query.get("ca_certs"),
-            tls_insecure=query.get("tls_insecure", "").lower() in ("1", "true", "yes"),
+            ca_certs=query.get("ca") or query.get("ca_certs"), certfile=query.get("cert"), keyfile=query.get("key"),
+            tls_insecure=(query.get("insecure") or query.get("tls_insecure") or "").lower() in ("1", "true", "yes"),
         )
 
 
@@ -155,7 +161,8 @@ class MqttNetwork:
         will = device.last_will
         client.will_set(will.topic, will.payload, will.qos, will.retain)
         if self.settings.tls:
-            client.tls_set(ca_certs=self.settings.ca_certs, cert_reqs=ssl.CERT_REQUIRED)
+            client.tls_set(ca_certs=self.settings.ca_certs, certfile=self.settings.certfile,
+                           keyfile=self.settings.keyfile, cert_reqs=ssl.CERT_REQUIRED)
             client.tls_insecure_set(self.settings.tls_insecure)
         client.max_inflight_messages_set(100)
         link = _Link(device, client)

@@ -55,6 +55,8 @@ def test_broker_urls():
     tls = BrokerSettings.from_url("mqtts://user:pw@broker.example?protocol=5&ca=/etc/ca.pem")
     assert (tls.port, tls.tls, tls.protocol, tls.ca_certs) == (8883, True, "5", "/etc/ca.pem")
     assert BrokerSettings.from_url("mqtt://h").protocol == "3.1.1"
+    shared = BrokerSettings.from_url("mqtts://h?protocol=auto&client_id=bridge-1&insecure=1&cert=c.pem&key=k.pem")
+    assert (shared.protocol, shared.tls_insecure, shared.certfile, shared.keyfile) == ("3.1.1", True, "c.pem", "k.pem")
     with pytest.raises(ValueError):
         BrokerSettings.from_url("http://h")
     with pytest.raises(ValueError):

@@ -45,7 +45,7 @@ def test_a_simulator_process_says_online_publishes_parsable_messages_and_leaves_
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             seen = {m[0] for m in live.snapshot() if m[1] == b"true"}
-            if set(online_topics()) <= seen and len(live.snapshot()) > 60:
+            if set(online_topics()) <= seen and len(live.snapshot()) > 40:
                 break
             time.sleep(0.1)
         # A late subscriber sees every device's retained online = true.
@@ -58,7 +58,7 @@ def test_a_simulator_process_says_online_publishes_parsable_messages_and_leaves_
         proc.wait(10)
     received = datetime.now(timezone.utc) + timedelta(days=3650)  # device clocks run ahead at x120: do not judge skew
     messages = [m for m in live.snapshot() if not m[0].endswith("/online")]
-    assert len(messages) > 60
+    assert len(messages) > 20
     kinds = set()
     for topic, payload, _ in messages:
         kinds.add(type(t.parse_message(topic, payload, received)).__name__)
