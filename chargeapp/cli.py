@@ -116,5 +116,18 @@ def main():
     """chargeapp: charging-slot reservation and drivers' lounge occupancy."""
 
 
+def _add_process_commands() -> None:
+    """Commands that run their own processes or app: no app context around them."""
+    from chargeapp.demo import demo_command
+    from mqtt_bridge.cli import bridge_command
+    from simulators.cli import simulate_command
+
+    for cmd in (bridge_command, simulate_command, demo_command):
+        main.add_command(cmd)
+
+
+_add_process_commands()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
