@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Callable, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -154,10 +154,13 @@ class ProtocolProbeFailed(ConnectionError):
 
 
 def probe_protocol(settings: BrokerSettings, timeout: float = 5.0) -> str:
-    """"5" if the broker accepts an MQTT 5 connection, "3.1.1" if it refuses the version (amqtt does); raises ProtocolProbeFailed otherwise.
+    """"5" if the broker answers an MQTT 5 CONNECT in MQTT 5, else "3.1.1"; raises ProtocolProbeFailed when unreachable.
 
-    The probe uses its own client id with a clean start, so it never touches the
-    bridge's persistent session (and the messages queued in it).
+    The probe connects anonymously under its own client id with a clean start,
+    so it never touches the bridge's persistent session (nor sends its password
+    twice). Any MQTT 5 answer, even "not authorized", proves the broker speaks
+    5. "Unsupported protocol version", or a broker that closes the connection or
+    never answers (amqtt 0.12 mis-parses some MQTT 5 CONNECTs), means 3.1.1.
     """
     done = threading.Event()
     answer: dict[str, int] = {}
@@ -166,27 +169,30 @@ def probe_protocol(settings: BrokerSettings, timeout: float = 5.0) -> str:
         answer["rc"] = reason_code.value if hasattr(reason_code, "value") else int(reason_code)
         done.set()
 
-    client = _paho_client(settings, "5", f"{settings.client_id}-probe", persistent=False)
+    def on_disconnect(client, userdata, flags, reason_code, properties):
+        done.set()
+
+    anonymous = replace(settings, username=None, password=None)
+    client = _paho_client(anonymous, "5", f"{settings.client_id}-probe", persistent=False)
     client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
     try:
         client.connect(settings.host, settings.port, keepalive=max(5, settings.keepalive))
     except (OSError, ValueError) as exc:
         raise ProtocolProbeFailed(f"cannot reach {settings.url}: {exc}") from None
     client.loop_start()
     try:
-        if not done.wait(timeout):
-            raise ProtocolProbeFailed(f"no CONNACK from {settings.url} within {timeout:g} s")
+        done.wait(timeout)
     finally:
         try:
             client.disconnect()
         finally:
             client.loop_stop()
-    rc = answer["rc"]
-    if rc == 0:
-        return "5"
-    if rc in _UNSUPPORTED_PROTOCOL:
+    rc = answer.get("rc")
+    if rc is None:
+        log.warning("%s did not answer an MQTT 5 CONNECT; using MQTT 3.1.1", settings.url)
         return "3.1.1"
-    raise ProtocolProbeFailed(f"{settings.url} refused the connection (CONNACK {rc})")
+    return "3.1.1" if rc in _UNSUPPORTED_PROTOCOL else "5"
 
 
 class BridgeClient:

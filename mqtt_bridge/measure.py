@@ -157,12 +157,14 @@ def workload(station: str, chargers: list[str], sensors: list[str], gates: list[
 
 
 def publish_all(url_port: int, messages: list[tuple[str, bytes]], *, timeout: float = 120.0,
-                client_id: str = "measure-publisher") -> float:
+                client_id: str = "measure-publisher", username: str | None = "publisher") -> float:
     """Publish every (topic, payload) at QoS 1 (retained where the contract says) and wait for every PUBACK; seconds taken."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+    if username:
+        c.username_pw_set(username)
     c.max_inflight_messages_set(200)
     c.max_queued_messages_set(0)
     c.connect("127.0.0.1", url_port, keepalive=30)
@@ -228,7 +230,9 @@ class BareSubscriber:
 
 
 @contextmanager
-def _station_database(workdir: Path, chargers: int, sensors: int, gates: int):
+def _station_database(workdir: Path, chargers: int, sensors: int, gates: int, database_url: str | None = None):
+    from sqlalchemy import inspect
+
     from chargeapp.app import create_app
     from chargeapp.db import db
     from chargeapp.services.registry import (
@@ -239,9 +243,11 @@ def _station_database(workdir: Path, chargers: int, sensors: int, gates: int):
         build_station,
     )
 
-    url = f"sqlite:///{workdir}/measure.db"
+    url = database_url or f"sqlite:///{workdir}/measure.db"
     app = create_app({"SQLALCHEMY_DATABASE_URI": url, "CHARGEAPP_MQTT_URL": None})
     with app.app_context():
+        if inspect(db.engine).get_table_names():
+            raise SystemExit(f"{url} is not empty: the measurement needs an empty database")
         db.create_all()
         build_station(db.session, StationSpec(
             code="m1", name="Measure", latitude=31.2, longitude=121.5,
@@ -255,7 +261,7 @@ def _station_database(workdir: Path, chargers: int, sensors: int, gates: int):
 
 
 def run(messages: int, batch_size: int, batch_ms: float, chargers: int = 20, sensors: int = 4, gates: int = 2,
-        workdir: Path | None = None, profile: str | None = None) -> dict:
+        workdir: Path | None = None, profile: str | None = None, database_url: str | None = None) -> dict:
     """Both measurements in one run; returns the figures (messages/s) and the settings used."""
     from mqtt_bridge.bridge import Bridge, BridgeOptions
     from mqtt_bridge.worker import WorkerOptions
@@ -264,7 +270,7 @@ def run(messages: int, batch_size: int, batch_ms: float, chargers: int = 20, sen
     workdir = Path(workdir or tempfile.mkdtemp(prefix="bridge-measure-"))
     broker = Mosquitto(workdir / "broker").start()
     try:
-        with _station_database(workdir, chargers, sensors, gates) as app:
+        with _station_database(workdir, chargers, sensors, gates, database_url) as app:
             options = BridgeOptions(
                 mqtt_url=f"{broker.url}?client_id=measure-bridge&protocol=5", metrics_port=0,
                 worker=WorkerOptions(batch_size=batch_size, batch_ms=batch_ms, periodic_seconds=0, outbox_seconds=0),
@@ -336,6 +342,7 @@ def run(messages: int, batch_size: int, batch_ms: float, chargers: int = 20, sen
                                         for r in sorted(t.REASONS) + ["apply_failed"])),
                 "batches": int(mt.value("chargeapp_bridge_batch_size_count")),
                 "batch_size": batch_size, "batch_ms": batch_ms, "cpus": os.cpu_count(),
+                "database": app.config["SQLALCHEMY_DATABASE_URI"].split(":", 1)[0],
             }
             return figures
     finally:
@@ -361,11 +368,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-ms", type=float, default=50.0)
     parser.add_argument("--chargers", type=int, default=20)
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the bridge's worker thread here")
+    parser.add_argument("--database-url", help="an EMPTY database to measure on instead of a temporary SQLite file")
     args = parser.parse_args(argv)
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    figures = run(args.messages, args.batch_size, args.batch_ms, chargers=args.chargers, profile=args.profile)
+    figures = run(args.messages, args.batch_size, args.batch_ms, chargers=args.chargers, profile=args.profile,
+                  database_url=args.database_url)
     width = max(len(k) for k in figures)
     for key, value in figures.items():
         print(f"{key:<{width}}  {value}")

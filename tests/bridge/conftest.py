@@ -21,6 +21,7 @@ def mosquitto(tmp_path):
 
 @pytest.fixture
 def amqtt_broker():
-    broker = EmbeddedAmqtt(free_port()).start()
+    """The embedded amqtt on a free 127.0.0.1 port; clients must give a username (see EmbeddedAmqtt)."""
+    broker = EmbeddedAmqtt(free_port(), allow_anonymous=False).start()
     yield broker
     broker.stop()

@@ -12,8 +12,9 @@ from pathlib import Path
 class EmbeddedAmqtt:
     """amqtt (MQTT 3.1.1 only) on its own event loop thread, as ``chargeapp demo`` embeds it."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, allow_anonymous: bool = True):
         self.port = port
+        self.allow_anonymous = allow_anonymous
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -32,7 +33,9 @@ class EmbeddedAmqtt:
             self._stop = asyncio.Event()
             broker = Broker({
                 "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
-                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+                # amqtt forgets an anonymous client's session at disconnect: persistent sessions need usernames.
+                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {
+                    "allow_anonymous": self.allow_anonymous}},
             })
             await broker.start()
             self._ready.set()
