@@ -48,7 +48,7 @@ def wait_for(predicate, timeout: float = WAIT, interval: float = 0.02) -> bool:
 # --------------------------------------------------------------------------- configuration
 
 # Lines replaced for a test host; each must be present in the shipped file.
-_SWAPPED = ("listener", "password_file", "acl_file", "persistence_location")
+_SWAPPED = ("listener", "password_file", "acl_file", "persistence_location", "log_dest")
 
 
 def shipped_settings(text: str | None = None) -> list[tuple[str, str]]:
@@ -63,7 +63,7 @@ def shipped_settings(text: str | None = None) -> list[tuple[str, str]]:
     return out
 
 
-def derive_config(*, port: int, passwd: Path, acl: Path, persistence_dir: Path,
+def derive_config(*, port: int, passwd: Path, acl: Path, persistence_dir: Path, log_file: Path,
                   overrides: dict[str, str] | None = None, drop: tuple[str, ...] = ()) -> str:
     """The shipped configuration with the listener on 127.0.0.1:port and the files in temporary places.
 
@@ -90,6 +90,8 @@ def derive_config(*, port: int, passwd: Path, acl: Path, persistence_dir: Path,
             value = str(acl)
         elif key == "persistence_location":
             value = f"{persistence_dir}/"
+        elif key == "log_dest":
+            value = f"file {log_file}"  # flushed per line, so a test can read it while the broker runs
         elif key in overrides:
             value = overrides.pop(key)
         lines.append(f"{key} {value}")
@@ -113,9 +115,9 @@ class Mosquitto:
         self.persistence_dir = self.workdir / "data"
         self.persistence_dir.mkdir(exist_ok=True)
         self.conf = self.workdir / "mosquitto.conf"
-        self.conf.write_text(derive_config(port=self.port, passwd=passwd, acl=acl,
-                                           persistence_dir=self.persistence_dir, overrides=overrides, drop=drop))
         self.log_path = self.workdir / "mosquitto.log"
+        self.conf.write_text(derive_config(port=self.port, passwd=passwd, acl=acl, persistence_dir=self.persistence_dir,
+                                           log_file=self.log_path, overrides=overrides, drop=drop))
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -123,7 +125,7 @@ class Mosquitto:
         return self.persistence_dir / "mosquitto.db"
 
     def start(self, timeout: float = WAIT) -> "Mosquitto":
-        log = open(self.log_path, "ab")
+        log = open(self.workdir / "stdout.log", "ab")
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         log.close()
@@ -143,7 +145,8 @@ class Mosquitto:
         return self
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        """The broker's log so far (and anything it printed before it could open the log file)."""
+        return "".join(p.read_text(errors="replace") for p in (self.workdir / "stdout.log", self.log_path) if p.exists())
 
     def reload(self) -> None:
         """SIGHUP: Mosquitto re-reads the password and ACL files."""
