@@ -97,9 +97,10 @@ def __getattr__(name: str):
 class EmbeddedBroker:
     """amqtt on a loopback port, in a thread with its own event loop (MQTT 3.1.1, anonymous)."""
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, log_file: Path | None = None):
         self.host = host
         self.port = port
+        self.log_file = log_file
         self._loop: asyncio.AbstractEventLoop | None = None
         self._broker = None
         self._thread: threading.Thread | None = None
@@ -144,8 +145,18 @@ class EmbeddedBroker:
             loop.run_forever()
             loop.close()
 
+        # amqtt logs every slow acknowledgement with a traceback: keep that in a file, off the console.
         for name in ("amqtt", "transitions"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+            logger = logging.getLogger(name)
+            logger.setLevel(logging.WARNING)
+            logger.propagate = False
+            logger.disabled = False
+            if self.log_file is not None:
+                handler = logging.FileHandler(self.log_file, encoding="utf-8")
+                handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+                logger.addHandler(handler)
+            else:
+                logger.addHandler(logging.NullHandler())
         self._thread = threading.Thread(target=run, name="amqtt-broker", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout) or self._error is not None:
@@ -325,7 +336,7 @@ def demo_command(host, port, mqtt_port, metrics_port, speed, start, seed, statio
     data_dir.mkdir(parents=True, exist_ok=True)
     db_file = data_dir / "chargeapp-demo.db"
     state_file = data_dir / "simulators-state.json"
-    for stale in (db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-shm"), state_file):
+    for stale in (db_file, Path(f"{db_file}-wal"), Path(f"{db_file}-shm"), state_file, data_dir / "broker.log"):
         stale.unlink(missing_ok=True)
     if port == 0:
         port = free_port(host)
@@ -351,7 +362,7 @@ def demo_command(host, port, mqtt_port, metrics_port, speed, start, seed, statio
     if external:
         mqtt_url = external
     else:
-        broker = EmbeddedBroker("127.0.0.1", mqtt_port or free_port()).start()
+        broker = EmbeddedBroker("127.0.0.1", mqtt_port or free_port(), data_dir / "broker.log").start()
         mqtt_url = broker.url
 
     env = {
@@ -406,7 +417,8 @@ def demo_command(host, port, mqtt_port, metrics_port, speed, start, seed, statio
         say("chargeapp demo is running")
         say(f"  web service     {base_url}/    (API docs {base_url}/api/v1/docs, "
             f"stations {base_url}/api/v1/stations)")
-        say(f"  MQTT broker     {mqtt_url}    ({'embedded amqtt' if broker else 'from CHARGEAPP_MQTT_URL'})")
+        say(f"  MQTT broker     {mqtt_url}    "
+            + (f"(embedded amqtt, log {broker.log_file})" if broker else "(from CHARGEAPP_MQTT_URL)"))
         say(f"  bridge metrics  http://127.0.0.1:{metrics_port}/metrics")
         say(f"  clock           starts {begin.isoformat()} at x{speed:g} "
             f"(a day in {24 * 60 / speed:.0f} min); shared as CHARGEAPP_CLOCK_START={clock_start}")

@@ -57,7 +57,7 @@ MINUTE = 60.0
 class Behaviour:
     """The knobs of a simulated station (rates per charger per day, shares of visits, incident rates)."""
 
-    fast_visits_per_charger_day: float = 18.0
+    fast_visits_per_charger_day: float = 14.0
     slow_visits_per_charger_day: float = 2.5
     lounge_only_share: float = 0.08        # extra visitors who only use the lounge
     booking_share: float = 0.3             # of fast-charging drivers, when bookings are possible
@@ -520,7 +520,11 @@ class StationLife:
         driver = self.pick_driver()
         if driver is None:
             return
-        ticket = self.bookings.book(driver, self.layout.code, slot)
+        self.sim.call_api(self.bookings.book, (driver, self.layout.code, slot),
+                          lambda ticket: self._booked(driver, planned_arrival, rng, ticket))
+
+    def _booked(self, driver: SimDriver, planned_arrival: datetime, rng: random.Random, ticket: Ticket | None) -> None:
+        """The service answered a booking: plan how this driver keeps it (on time, late, no-show, cancel)."""
         if ticket is None:
             self.count("bookings_refused")
             self.release(driver)
@@ -547,7 +551,7 @@ class StationLife:
             self.sim.scheduler.at(slot_start + timedelta(minutes=rng.uniform(-12, 6)), visit.arrive)
 
     def _cancel(self, visit: Visit, comes_anyway: bool) -> None:
-        self.bookings.cancel(visit.driver, visit.ticket.booking_id)
+        self.sim.call_api(self.bookings.cancel, (visit.driver, visit.ticket.booking_id), lambda ok: None)
         self.count("bookings_cancelled")
         visit.ticket = None
         visit.driver.booking_id = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -49,13 +50,15 @@ class ApiError(Exception):
 class HttpBookings:
     """The driver API over HTTP: ``/api/v1/auth/login|register``, ``/api/v1/bookings``, ``.../cancel``."""
 
-    def __init__(self, api_url: str, timeout: float = 5.0):
+    def __init__(self, api_url: str, timeout: float = 20.0):
         self.base = api_url.rstrip("/")
         self.timeout = timeout
         self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()  # calls run on worker threads in real-time runs
 
     def _count(self, key: str) -> None:
-        self.counts[key] = self.counts.get(key, 0) + 1
+        with self._lock:
+            self.counts[key] = self.counts.get(key, 0) + 1
 
     def _call(self, method: str, path: str, body: dict | None = None, token: str | None = None,
               headers: dict | None = None) -> dict:

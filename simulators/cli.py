@@ -164,6 +164,12 @@ def simulate_command(stations, speed, seed, start, duration, api_url, broker, de
     sim = Simulation(layouts, start=begin, seed=seed, sink=network, bookings=bookings, behaviour=behaviour,
                      state=state)
     holder["sim"] = sim
+    executor = None
+    if bookings is not None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="api")
+        sim.api_executor = executor
     until = begin + duration if duration is not None else None
     click.echo(
         f"simulate: {len(sim.devices)} devices at {', '.join(l.code for l in layouts)}; seed {seed}; "
@@ -173,7 +179,11 @@ def simulate_command(stations, speed, seed, start, duration, api_url, broker, de
         err=True,
     )
     progress = None if progress_interval == 0 else Progress(sim, speed=effective_speed, interval=progress_interval)
-    run_realtime(sim, clock, network, speed=effective_speed, until=until, progress=progress)
+    try:
+        run_realtime(sim, clock, network, speed=effective_speed, until=until, progress=progress)
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
     if bookings is not None and bookings.counts:
         click.echo("simulate: API " + ", ".join(f"{k} {v}" for k, v in sorted(bookings.counts.items())), err=True)
     click.echo(f"simulate: stopped at {sim.now.isoformat()}; {sim.counts.get('messages', 0)} messages", err=True)

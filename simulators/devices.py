@@ -309,9 +309,9 @@ class Charger(Device):
             self.connectors[n] = Connector(n, state.meter_wh[str(n)])
         self.listeners: list[StatusListener] = []
         self._answers: OrderedDict[str, tuple[str, str]] = OrderedDict()
-        self.meter_interval_charging = 15.0 if self.fast else 60.0
+        self.meter_interval_charging = 30.0 if self.fast else 60.0
         self.meter_interval_idle = 60.0
-        self.evse_pause_probability = 0.0007 if self.fast else 0.0002  # per meter sample while Charging
+        self.evse_pause_probability = 0.0015 if self.fast else 0.0002  # per meter sample while Charging
 
     @property
     def connector(self) -> Connector:

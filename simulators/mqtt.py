@@ -136,12 +136,9 @@ class MqttNetwork:
                 self._unregister(link)
                 client.loop_read()  # paho notices, closes its side, keeps unacknowledged messages
         else:
-            if client.is_connected():
-                info = client.publish(device.online_topic, t.online_payload(False), qos=t.QOS, retain=True)
-                self._flush(link, info)
-                client.disconnect()
-                self._flush(link, None)
-            self._unregister(link)
+            # Say offline ourselves; the DISCONNECT follows in close(), after drain(), so that stopping
+            # hundreds of devices takes one round trip, not one per device.
+            client.publish(device.online_topic, t.online_payload(False), qos=t.QOS, retain=True)
 
     def publish(self, device: Device, topic: str, payload: bytes, retain: bool) -> None:
         link = self.links.get(device.key) or self._new_link(device)
@@ -236,23 +233,6 @@ class MqttNetwork:
                 pass
             link.registered = None
 
-    def _flush(self, link: _Link, info, timeout: float = 2.0) -> None:
-        """Drive one client until a publish is acknowledged (or its packets are written), for orderly shutdowns."""
-        end = time.monotonic() + timeout
-        client = link.client
-        while time.monotonic() < end:
-            sock = client.socket()
-            if sock is None:
-                return
-            if info is not None and info.is_published():
-                return
-            if info is None and not client.want_write():
-                return
-            try:
-                client.loop(timeout=0.05)
-            except (OSError, ValueError):
-                return
-
     # -- the loop ---------------------------------------------------------------------
 
     def poll(self, timeout: float) -> None:
@@ -287,29 +267,35 @@ class MqttNetwork:
                     link.backoff = min(link.backoff * 2, 30.0)
                     self._open(link)
 
-    def pending(self) -> int:
-        """Messages not yet acknowledged by the broker, over all clients."""
-        return sum(len(link.client._out_messages) for link in self.links.values())  # noqa: SLF001
-
     def drain(self, timeout: float = 5.0) -> None:
-        """Poll until every connected client's messages are acknowledged, or ``timeout``."""
+        """Poll until every connected client's messages are acknowledged, or ``timeout`` (seconds, for all together)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            busy = any(link.client.is_connected() and link.client._out_messages  # noqa: SLF001
+            busy = any(link.client.is_connected() and link.client._out_messages  # noqa: SLF001 - paho's QoS 1 queue
                        for link in self.links.values())
             if not busy:
                 return
             self.poll(0.05)
 
-    def close(self) -> None:
-        """Close every client's socket and the selector (devices should have disconnected first)."""
+    def close(self, timeout: float = 2.0) -> None:
+        """Disconnect every client cleanly (DISCONNECT: no will), within ``timeout`` seconds in all, and close."""
+        for link in self.links.values():
+            link.wanted = False
+            if link.client.socket() is not None:
+                try:
+                    link.client.disconnect()
+                except (OSError, ValueError):
+                    pass
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and any(link.client.socket() is not None and link.client.want_write()
+                                             for link in self.links.values()):
+            self.poll(0.05)
         for link in self.links.values():
             self._unregister(link)
             sock = link.client.socket()
             if sock is not None:
                 try:
-                    link.client.disconnect()
-                    self._flush(link, None, timeout=0.5)
-                except (OSError, ValueError):
+                    sock.close()
+                except OSError:
                     pass
         self.selector.close()

@@ -57,7 +57,7 @@ def roster_size(layout: StationLayout) -> int:
     """How many drivers a station's roster has: about 1.3 times its expected visits a day."""
     fast = len(layout.chargers_of("fast"))
     slow = len(layout.chargers_of("slow"))
-    return int(math.ceil((fast * 18 + slow * 2.5) * 1.3)) + 10
+    return int(math.ceil((fast * 14 + slow * 2.5) * 1.3)) + 10
 
 
 def _plate(rng: random.Random) -> str:

@@ -96,6 +96,8 @@ def run_realtime(sim: Simulation, clock, network: MqttNetwork, *, speed: float, 
                 sim.run_until(until)
                 break
             sim.run_until(now)
+            if sim.collect_api_results():
+                sim.run_until(clock.now())
             nxt = sim.next_time()
             wait = 0.2 if nxt is None else (nxt - clock.now()).total_seconds() / max(speed, 1e-9)
             network.poll(min(max(wait, 0.0), 0.2))

@@ -8,9 +8,11 @@ MQTT adapter drive it for real runs; tests drive it directly with a
 from __future__ import annotations
 
 import logging
+import queue
 import random
+from concurrent.futures import Executor, Future
 from datetime import datetime
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 from chargeapp import telemetry as t
 
@@ -39,6 +41,8 @@ class Simulation:
         self.devices: dict[str, Device] = {}
         self.lives: dict[str, StationLife] = {}
         self.drivers: list[SimDriver] = []
+        self.api_executor: Executor | None = None
+        self._api_done: queue.SimpleQueue = queue.SimpleQueue()
         for layout in stations:
             self._add_station(layout, bookings)
         self.started = False
@@ -108,6 +112,44 @@ class Simulation:
         self.ctx.count("commands")
         device.receive(command)
         return True
+
+    def call_api(self, call: Callable[..., Any], args: tuple, then: Callable[[Any], None]) -> None:
+        """Call the service's API and hand the result (None on an exception) to ``then`` on the simulation's thread.
+
+        Without an executor (tests, virtual runs) the call is made at once. With
+        one (real-time runs) it runs on a worker thread, so a slow web service
+        never stalls the devices; ``then`` runs when ``collect_api_results`` sees it,
+        at the simulated time the answer came back.
+        """
+        if self.api_executor is None:
+            then(self._result_of(call, args))
+            return
+        future = self.api_executor.submit(call, *args)
+        future.add_done_callback(lambda f: self._api_done.put((then, f)))
+
+    @staticmethod
+    def _result_of(call, args):
+        try:
+            return call(*args)
+        except Exception:  # noqa: BLE001 - an API failure is a booking that did not happen
+            log.exception("API call %s failed", getattr(call, "__name__", call))
+            return None
+
+    def collect_api_results(self) -> int:
+        """Run the continuations of API calls that have finished; returns how many ran."""
+        done = 0
+        while True:
+            try:
+                then, future = self._api_done.get_nowait()
+            except queue.Empty:
+                return done
+            try:
+                result = future.result()
+            except Exception:  # noqa: BLE001
+                log.exception("API call failed")
+                result = None
+            then(result)
+            done += 1
 
     def shutdown(self) -> None:
         """Orderly stop: every device says offline and disconnects; device state is saved."""

@@ -53,14 +53,14 @@ def test_transaction_ids_never_repeat_on_a_charger_even_across_reboots():
     assert len(ids) == len(set(ids)) == 2 and ids[1] > ids[0]
 
 
-def test_meter_samples_every_15_s_while_charging_with_a_register_that_never_decreases():
+def test_meter_samples_every_30_s_while_charging_with_a_register_that_never_decreases():
     sim, sink = quiet_sim()
     f1 = sim.charger("yangpu-liaoyuan", "F1")
     f1.plug_in(battery(soc=10, target=95), "D-AAA")
     f1.authorize("D-AAA")
     advance(sim, minutes=10)
     meters = payloads(sink, "F1", "meter")
-    assert 38 <= len(meters) <= 40
+    assert 19 <= len(meters) <= 20
     energy = [m["energy_wh"] for m in meters]
     assert energy == sorted(energy) and energy[-1] > energy[0]
     assert all(10_000 <= m["power_w"] <= 120_000 for m in meters)
