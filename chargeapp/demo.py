@@ -405,13 +405,13 @@ def demo_command(host, port, mqtt_port, metrics_port, speed, start, seed, statio
     try:
         web = children[0].start(env, out, lock)
         started.append(web)
-        if not wait_for_http(f"{base_url}/healthz", 60, web.alive) or stop.is_set():
-            if not stop.is_set():
-                failed.append("web")
-                raise click.ClickException(f"the web service did not come up on {base_url}")
+        up = wait_for_http(f"{base_url}/healthz", 60, lambda: web.alive() and not stop.is_set())
+        if stop.is_set():
+            return
+        if not up:
+            failed.append("web")
+            raise click.ClickException(f"the web service did not come up on {base_url}")
         for child in children[1:]:
-            if stop.is_set():
-                break
             started.append(child.start(env, out, lock))
         say("")
         say("chargeapp demo is running")
