@@ -1,0 +1,126 @@
+"""gunicorn.conf.py: the settings it resolves from the environment, and the real thing serving the app.
+
+The end-to-end test migrates a SQLite file with `chargeapp db upgrade` (a
+subprocess, as an operator runs it), starts `gunicorn -c gunicorn.conf.py
+wsgi:app` on a free loopback port, checks /healthz and /api/v1/stations, and
+stops it with SIGTERM. Every wait is bounded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+
+from tests.deploy.support import ROOT, free_port, wait_for
+
+CONF = ROOT / "gunicorn.conf.py"
+START_TIMEOUT = 30.0  # seconds for gunicorn to import the app and answer (cold imports on a slow CI)
+
+
+def load_conf(monkeypatch, **env) -> dict:
+    for key in [k for k in os.environ if k.startswith("CHARGEAPP_WEB_") or k == "CHARGEAPP_BIND"]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return runpy.run_path(str(CONF))
+
+
+@pytest.mark.integration
+def test_defaults_threaded_workers_loopback_no_preload(monkeypatch):
+    conf = load_conf(monkeypatch)
+    assert conf["worker_class"] == "gthread"
+    assert conf["bind"] == ["127.0.0.1:8000"]
+    assert conf["preload_app"] is False
+    assert 2 <= conf["workers"] <= 8 and conf["threads"] == 16
+    assert conf["accesslog"] == "-" and conf["errorlog"] == "-"
+    assert 0 < conf["timeout"] <= 60 and 0 < conf["graceful_timeout"] <= 60
+
+
+@pytest.mark.integration
+def test_environment_overrides(monkeypatch):
+    conf = load_conf(monkeypatch, CHARGEAPP_BIND="0.0.0.0:9000, unix:/run/chargeapp/web.sock", CHARGEAPP_WEB_WORKERS="5",
+                     CHARGEAPP_WEB_THREADS="32", CHARGEAPP_WEB_TIMEOUT="45")
+    assert conf["bind"] == ["0.0.0.0:9000", "unix:/run/chargeapp/web.sock"]
+    assert (conf["workers"], conf["threads"], conf["timeout"]) == (5, 32, 45)
+    with pytest.raises(ValueError, match="CHARGEAPP_WEB_WORKERS"):
+        load_conf(monkeypatch, CHARGEAPP_WEB_WORKERS="0")
+
+
+@pytest.mark.integration
+def test_gunicorn_accepts_the_file(monkeypatch):
+    out = subprocess.run([sys.executable, "-m", "gunicorn", "-c", str(CONF), "--check-config", "wsgi:app"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "CHARGEAPP_DATABASE_URL": "sqlite:///:memory:"})
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.mark.e2e
+def test_gunicorn_serves_the_app_from_a_migrated_database(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARGEAPP_")}
+    env.update({
+        "CHARGEAPP_DATABASE_URL": f"sqlite:///{tmp_path}/chargeapp.db",
+        "CHARGEAPP_SECRET_KEY": "test-only-secret",
+        "CHARGEAPP_BIND": f"127.0.0.1:{port}",
+        "CHARGEAPP_WEB_WORKERS": "2",
+        "CHARGEAPP_WEB_THREADS": "4",
+    })
+    for args in (["db", "upgrade"], ["seed", "--demo"]):
+        done = subprocess.run([sys.executable, "-m", "chargeapp.cli", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+    log_path = tmp_path / "gunicorn.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(CONF), "wsgi:app"], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        def healthy():
+            if proc.poll() is not None:
+                raise AssertionError(f"gunicorn exited {proc.returncode}:\n{log_path.read_text()}")
+            try:
+                return _get(f"{base}/healthz", timeout=1)[0] == 200
+            except OSError:
+                return False
+
+        assert wait_for(healthy, START_TIMEOUT, interval=0.1), log_path.read_text()
+        status, body = _get(f"{base}/healthz")
+        assert (status, json.loads(body)) == (200, {"status": "ok"})
+        status, body = _get(f"{base}/api/v1/stations")
+        assert status == 200
+        codes = {s["code"] for s in json.loads(body)}
+        assert "yangpu-liaoyuan" in codes, codes
+        # Both workers answer: several requests in parallel all succeed.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda _: _get(f"{base}/api/v1/stations")[0], range(16)))
+        assert statuses == [200] * 16
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    log = log_path.read_text()
+    assert proc.returncode == 0, log
+    assert "Using worker: gthread" in log
+    assert log.count("Booting worker with pid") >= 2
+    assert '"GET /api/v1/stations HTTP/1.1" 200' in log  # access log on stdout
+    assert "Shutting down: Master" in log
