@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, insert, select
+from sqlalchemy import exists, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, selectinload
 
@@ -151,11 +151,12 @@ class RegistryCache:
 class ApplyContext:
     """State shared by the messages of one batch: the registry cache, the keys applied so far, and pinned rows.
 
-    Pinning: the session's identity map holds rows weakly, so a charger or a device
-    sequence loaded for one message is gone by the next one and loaded again. The
-    context keeps the rows of each station touched in the batch (chargers with their
-    connectors, sensors, gates) and the device sequences, so the services' lookups by
-    primary key are answered from memory until the batch commits.
+    Pinning: the session's identity map holds rows weakly, so a charger loaded for
+    one message is gone by the next one and loaded again. The context keeps the
+    rows of each station touched in the batch (chargers with their connectors,
+    sensors, gates), so the services' lookups by primary key are answered from
+    memory until the batch commits. Device sequences are kept as plain values
+    (``SeqState``), read once per batch and written with Core statements.
     """
 
     def __init__(self, registry: RegistryCache | None = None):
@@ -163,7 +164,7 @@ class ApplyContext:
         self._reloaded = False
         self.applied: set[tuple[str, int, int]] = set()
         self._pinned: dict[str | None, list] = {}
-        self.sequences: dict[str, m.DeviceSequence | None] = {}
+        self.sequences: dict[str, SeqState | None] = {}
 
     def pin_station(self, session: Session, station: str | None) -> None:
         """Load the station's devices once per batch and keep them in the identity map."""
@@ -178,10 +179,11 @@ class ApplyContext:
             rows += session.scalars(select(m.Gate).where(m.Gate.station_id == sid)).all()
         self._pinned[station] = rows
 
-    def sequence(self, session: Session, key: str) -> m.DeviceSequence | None:
-        """The device's sequence row, locked until the batch commits (PostgreSQL: workers sharing a device serialise)."""
-        if key not in self.sequences or self.sequences[key] is None:
-            self.sequences[key] = session.get(m.DeviceSequence, key, with_for_update=True)
+    def sequence(self, session: Session, key: str) -> "SeqState | None":
+        """The device's sequence state, read once per batch with its row locked until the batch commits
+        (PostgreSQL: two workers applying one device's messages take turns)."""
+        if key not in self.sequences:
+            self.sequences[key] = SeqState.load(session, key)
         return self.sequences[key]
 
     def knows(self, session: Session, device: t.DeviceRef) -> bool:
@@ -303,8 +305,9 @@ def _apply_device_message(session: Session, received: Received, ref: t.TopicRef,
         try:
             with session.begin_nested():
                 _claim(session, ident, now)
-                gap, filled, ctx.sequences[key] = _advance_sequence(session, seq_row, key, msg, now)
+                state, gap, filled = _advance_sequence(session, seq_row, key, msg, now)
                 ignored = _route(session, msg, now, ctx)
+            ctx.sequences[key] = state  # only now: a rolled-back message leaves the state as it was
             break
         except _AlreadyApplied:
             ctx.applied.add(ident)
@@ -312,18 +315,17 @@ def _apply_device_message(session: Session, received: Received, ref: t.TopicRef,
         except OperationalError:
             raise
         except DomainError as exc:
-            ctx.sequences.pop(key, None)
-            _record_sequence_only(session, ident, key, msg, now)
+            _record_sequence_only(session, ctx, ident, key, msg, now)
             ctx.applied.add(ident)
             return _refused(session, received, ref, exc)
         except Exception as exc:
-            ctx.sequences.pop(key, None)
             if isinstance(exc, IntegrityError) and attempt == 1:
                 # Another worker inserted this device's first sequence row (or a row a service creates)
                 # meanwhile: read again and apply once more; a second failure is a real error.
+                ctx.sequences.pop(key, None)
                 continue
             log.exception("applying %s failed", received.topic)
-            _record_sequence_only(session, ident, key, msg, now)
+            _record_sequence_only(session, ctx, ident, key, msg, now)
             ctx.applied.add(ident)
             return dead_letter(session, received, APPLY_FAILED, f"{type(exc).__name__}: {str(exc)[:200]}", ref=ref,
                                loggable=False)
@@ -349,43 +351,66 @@ def _claim(session: Session, ident: tuple[str, int, int], now: datetime) -> None
         raise _AlreadyApplied() from None
 
 
-def _record_sequence_only(session: Session, ident, key: str, msg: t.DeviceMessage, now: datetime) -> None:
+def _record_sequence_only(session: Session, ctx: ApplyContext, ident, key: str, msg: t.DeviceMessage,
+                          now: datetime) -> None:
     """A refused message still arrived: keep its place in the device's sequence (no false gap, redelivery is a duplicate)."""
     try:
         with session.begin_nested():
             _claim(session, ident, now)
-            _advance_sequence(session, session.get(m.DeviceSequence, key), key, msg, now)
+            state, _, _ = _advance_sequence(session, ctx.sequence(session, key), key, msg, now)
+        ctx.sequences[key] = state
     except _AlreadyApplied:
         pass
 
 
-def _advance_sequence(session: Session, row: m.DeviceSequence | None, key: str, msg: t.DeviceMessage,
-                      now: datetime) -> tuple[int, bool, m.DeviceSequence]:
-    """Update the device's boot/seq/ts, gap and skew counts for this (new) message; returns (gap found, gap filled, row)."""
+_SEQ = m.DeviceSequence.__table__
+
+
+@dataclass(frozen=True)
+class SeqState:
+    """A device's row in device_sequences as plain values, written with Core (an ORM flush per message costs more)."""
+
+    device: str
+    boot: int
+    last_seq: int
+    last_ts: datetime | None
+    missing: int
+    gaps: int
+    skewed: int
+
+    @staticmethod
+    def load(session: Session, key: str) -> "SeqState | None":
+        row = session.execute(
+            select(_SEQ.c.device, _SEQ.c.boot, _SEQ.c.last_seq, _SEQ.c.last_ts, _SEQ.c.missing, _SEQ.c.gaps,
+                   _SEQ.c.skewed).where(_SEQ.c.device == key).with_for_update()
+        ).first()
+        if row is None:
+            return None
+        return SeqState(row.device, row.boot, row.last_seq, row.last_ts, row.missing or 0, row.gaps or 0,
+                        row.skewed or 0)
+
+
+def _advance_sequence(session: Session, row: SeqState | None, key: str, msg: t.DeviceMessage,
+                      now: datetime) -> tuple[SeqState, int, bool]:
+    """Write the device's boot/seq/ts, gap and skew counts for this (new) message; returns (new state, gap, filled)."""
     good_ts = None if msg.skewed else msg.device_ts
     if row is None:
-        row = m.DeviceSequence(device=key, boot=msg.boot, last_seq=msg.seq, last_ts=good_ts, missing=0,
-                               gaps=0, skewed=int(msg.skewed), updated_at=now)
-        session.add(row)
-        return 0, False, row
-    gap, filled = 0, False
+        state = SeqState(key, msg.boot, msg.seq, good_ts, 0, 0, int(msg.skewed))
+        session.connection().execute(insert(_SEQ), {**state.__dict__, "updated_at": now})
+        return state, 0, False
+    state, gap, filled = row, 0, False
     if msg.boot > row.boot or (msg.boot == row.boot and msg.seq > row.last_seq):
         gap = t.seq_gap((row.boot, row.last_seq), msg.boot, msg.seq)
-        if msg.boot != row.boot:
-            row.boot, row.last_ts = msg.boot, None
-        row.last_seq = msg.seq
-        if good_ts is not None:
-            row.last_ts = good_ts
-        if gap:
-            row.missing = (row.missing or 0) + gap
-            row.gaps = (row.gaps or 0) + 1
-    elif msg.boot == row.boot and (row.missing or 0) > 0 and _was_counted_missing(session, key, msg.boot, msg.seq):
-        row.missing -= 1
-        filled = True
+        last_ts = row.last_ts if msg.boot == row.boot else None
+        state = replace(row, boot=msg.boot, last_seq=msg.seq, last_ts=good_ts or last_ts,
+                        missing=row.missing + gap, gaps=row.gaps + (1 if gap else 0))
+    elif msg.boot == row.boot and row.missing > 0 and _was_counted_missing(session, key, msg.boot, msg.seq):
+        state, filled = replace(row, missing=row.missing - 1), True
     if msg.skewed:
-        row.skewed = (row.skewed or 0) + 1
-    row.updated_at = now
-    return gap, filled, row
+        state = replace(state, skewed=state.skewed + 1)
+    values = {k: v for k, v in state.__dict__.items() if k != "device"}
+    session.connection().execute(update(_SEQ).where(_SEQ.c.device == key), {**values, "updated_at": now})
+    return state, gap, filled
 
 
 def _was_counted_missing(session: Session, key: str, boot: int, seq: int) -> bool:
