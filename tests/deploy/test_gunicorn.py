@@ -7,6 +7,7 @@ stops it with SIGTERM. Every wait is bounded.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import runpy
@@ -17,6 +18,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from concurrent.futures import ThreadPoolExecutor
 
 from tests.deploy.support import ROOT, free_port, wait_for
 
@@ -69,16 +71,17 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
-@pytest.mark.e2e
-def test_gunicorn_serves_the_app_from_a_migrated_database(tmp_path):
+@contextlib.contextmanager
+def running_gunicorn(tmp_path, *, workers: int, threads: int):
+    """A migrated and seeded SQLite database, and gunicorn with gunicorn.conf.py on a free port; yields (base URL, log path)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHARGEAPP_")}
     env.update({
         "CHARGEAPP_DATABASE_URL": f"sqlite:///{tmp_path}/chargeapp.db",
         "CHARGEAPP_SECRET_KEY": "test-only-secret",
         "CHARGEAPP_BIND": f"127.0.0.1:{port}",
-        "CHARGEAPP_WEB_WORKERS": "2",
-        "CHARGEAPP_WEB_THREADS": "4",
+        "CHARGEAPP_WEB_WORKERS": str(workers),
+        "CHARGEAPP_WEB_THREADS": str(threads),
     })
     for args in (["db", "upgrade"], ["seed", "--demo"]):
         done = subprocess.run([sys.executable, "-m", "chargeapp.cli", *args], cwd=ROOT, env=env,
@@ -99,18 +102,7 @@ def test_gunicorn_serves_the_app_from_a_migrated_database(tmp_path):
                 return False
 
         assert wait_for(healthy, START_TIMEOUT, interval=0.1), log_path.read_text()
-        status, body = _get(f"{base}/healthz")
-        assert (status, json.loads(body)) == (200, {"status": "ok"})
-        status, body = _get(f"{base}/api/v1/stations")
-        assert status == 200
-        codes = {s["code"] for s in json.loads(body)}
-        assert "yangpu-liaoyuan" in codes, codes
-        # Both workers answer: several requests in parallel all succeed.
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(8) as pool:
-            statuses = list(pool.map(lambda _: _get(f"{base}/api/v1/stations")[0], range(16)))
-        assert statuses == [200] * 16
+        yield base, log_path
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -118,9 +110,46 @@ def test_gunicorn_serves_the_app_from_a_migrated_database(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+    assert proc.returncode == 0, log_path.read_text()
+
+
+@pytest.mark.e2e
+def test_gunicorn_serves_the_app_from_a_migrated_database(tmp_path):
+    with running_gunicorn(tmp_path, workers=2, threads=4) as (base, log_path):
+        status, body = _get(f"{base}/healthz")
+        assert (status, json.loads(body)) == (200, {"status": "ok"})
+        status, body = _get(f"{base}/api/v1/stations")
+        assert status == 200
+        codes = {s["code"] for s in json.loads(body)}
+        assert "yangpu-liaoyuan" in codes, codes
+        # Requests in parallel, across both workers and their threads, all succeed.
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda _: _get(f"{base}/api/v1/stations")[0], range(16)))
+        assert statuses == [200] * 16
     log = log_path.read_text()
-    assert proc.returncode == 0, log
     assert "Using worker: gthread" in log
     assert log.count("Booting worker with pid") >= 2
     assert '"GET /api/v1/stations HTTP/1.1" 200' in log  # access log on stdout
     assert "Shutting down: Master" in log
+
+
+def _bad_login(base: str, client_ip: str) -> int:
+    req = urllib.request.Request(f"{base}/api/v1/auth/login", method="POST",
+                                 data=json.dumps({"email": "driver@demo.chargeapp", "password": "wrong-password"}).encode(),
+                                 headers={"Content-Type": "application/json", "X-Forwarded-For": client_ip})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+@pytest.mark.e2e
+@pytest.mark.xfail(strict=True, reason=(
+    "behind nginx every request comes from 127.0.0.1: the app keys login rate limits on REMOTE_ADDR and has no "
+    "ProxyFix, so one client's bad logins lock every client out (remove this mark when the app trusts one proxy hop)"))
+def test_login_rate_limit_is_per_client_behind_the_proxy(tmp_path):
+    with running_gunicorn(tmp_path, workers=1, threads=4) as (base, _):
+        first = [_bad_login(base, "203.0.113.7") for _ in range(6)]
+        assert first[:5] == [401] * 5 and first[5] == 429  # the sixth bad login in a minute
+        assert _bad_login(base, "198.51.100.23") == 401  # another client is not locked out
