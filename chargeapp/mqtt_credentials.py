@@ -47,6 +47,7 @@ import io
 import os
 import re
 import secrets
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -397,6 +398,10 @@ def mqtt_credentials_command(out_dir, bridge_users, zigbee_users, password_for, 
             raise click.BadParameter(f"no user {user!r}", param_hint="--rotate-user")
 
     out_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
+    if gid is not None:
+        # Mosquitto 2.0 opens these files after dropping root for its own user: the group must get through the directory.
+        os.chown(out_dir, -1, gid)
+        os.chmod(out_dir, stat.S_IMODE(out_dir.stat().st_mode) | 0o050)
     passwd_path, acl_path = out_dir / PASSWD_FILE, out_dir / ACL_FILE
     secrets_path = secrets_path or out_dir / SECRETS_FILE
     secrets_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

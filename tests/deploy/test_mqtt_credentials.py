@@ -217,7 +217,10 @@ def test_file_group_applied(app, station, tmp_path):
 
     group = grp.getgrgid(os.getgid()).gr_name
     out = run_credentials(app, tmp_path / "g", "--file-group", group)
-    assert out.passwd.stat().st_gid == os.getgid()
+    assert out.passwd.stat().st_gid == out.acl.stat().st_gid == out.dir.stat().st_gid == os.getgid()
+    assert stat.S_IMODE(out.dir.stat().st_mode) & 0o050 == 0o050  # the broker's group may enter the directory
+    numeric = run_credentials(app, tmp_path / "n", "--file-group", str(os.getgid()))
+    assert numeric.passwd.stat().st_gid == os.getgid()
 
 
 # --------------------------------------------------------------------------- the shipped configuration
