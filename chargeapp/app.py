@@ -6,6 +6,7 @@ from pathlib import Path
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from chargeapp.clock import clock_from_config
@@ -69,6 +70,11 @@ def create_app(overrides: dict | None = None) -> Flask:
     )
     if overrides:
         app.config.update(overrides)
+    if app.config.get("CHARGEAPP_TRUSTED_PROXIES"):
+        # Behind nginx the peer is the proxy: take the client from X-Forwarded-For,
+        # so login rate limits are per client, not one bucket for everyone.
+        hops = int(app.config["CHARGEAPP_TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.json.ensure_ascii = False  # Chinese names as text, not \u escapes
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):
         Path(app.config["SQLALCHEMY_DATABASE_URI"][len("sqlite:///"):]).parent.mkdir(

@@ -31,6 +31,9 @@ class Settings:
     argon2_time_cost: int = 2
     argon2_parallelism: int = 1
     token_max_age_seconds: int = 30 * 24 * 3600
+    # Reverse proxies in front of the app whose X-Forwarded-* headers are trusted
+    # (1 behind nginx); 0 means the peer address is the client.
+    trusted_proxies: int = 0
     # Demo clock: start (RFC 3339) and speed factor; unset means the real clock.
     clock_start: str | None = None
     clock_speed: float = 1.0
@@ -47,6 +50,7 @@ class Settings:
             login_rate_limit=_env("CHARGEAPP_LOGIN_RATE_LIMIT", d.login_rate_limit),
             argon2_memory_kib=int(_env("CHARGEAPP_ARGON2_MEMORY_KIB", str(d.argon2_memory_kib))),
             argon2_time_cost=int(_env("CHARGEAPP_ARGON2_TIME_COST", str(d.argon2_time_cost))),
+            trusted_proxies=int(_env("CHARGEAPP_TRUSTED_PROXIES", "0")),
             clock_start=_env("CHARGEAPP_CLOCK_START"),
             clock_speed=float(_env("CHARGEAPP_CLOCK_SPEED", "1")),
         )
@@ -61,6 +65,7 @@ class Settings:
             "CHARGEAPP_LOGIN_RATE_LIMIT": self.login_rate_limit,
             "CHARGEAPP_ARGON2": (self.argon2_time_cost, self.argon2_memory_kib, self.argon2_parallelism),
             "CHARGEAPP_TOKEN_MAX_AGE": self.token_max_age_seconds,
+            "CHARGEAPP_TRUSTED_PROXIES": self.trusted_proxies,
             "CHARGEAPP_CLOCK_START": self.clock_start,
             "CHARGEAPP_CLOCK_SPEED": self.clock_speed,
         }
