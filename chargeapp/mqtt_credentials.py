@@ -13,6 +13,8 @@ Decisions:
   would let a device choose another device's client id and publish as it; and
   the broker runs with ``use_username_as_clientid true`` (deploy/mosquitto), so a
   client id cannot take over another device's session either.
+- ``--monitor-user`` is a read-only login for operators (``mosquitto_sub``): logging
+  in as a bridge worker would take over that worker's session.
 - One username per bridge worker (``--bridge-user`` repeated): with
   ``use_username_as_clientid`` the username is the MQTT session, so two workers
   sharing one username would evict each other and share one queue.
@@ -109,7 +111,7 @@ class Account:
     """One MQTT login: its username, what it is, and the topic filters it may publish to and read."""
 
     username: str
-    kind: str  # charger | door_sensor | gate | bridge | zigbee2mqtt
+    kind: str  # charger | door_sensor | gate | bridge | monitor | zigbee2mqtt
     station: str
     device: str
     write: tuple[str, ...]
@@ -157,6 +159,12 @@ def bridge_account(username: str) -> Account:
         write=(_any(t.TopicKind.COMMAND, station="+", charger="+", command="+"),),
         read=(f"{t.STATION_ROOT}/#", f"{t.ZIGBEE_ROOT}/#"),
     )
+
+
+def monitor_account(username: str) -> Account:
+    """An operator's read-only view of every device topic (mosquitto_sub), so nobody logs in as a bridge worker
+    (which, with use_username_as_clientid, would take over that worker's session)."""
+    return Account(username, "monitor", "", "", write=(), read=(f"{t.STATION_ROOT}/#", f"{t.ZIGBEE_ROOT}/#"))
 
 
 def zigbee2mqtt_account(username: str) -> Account:
@@ -354,6 +362,8 @@ def render_secrets(accounts: list[Account], plain: dict[str, str]) -> str:
 @click.option("--bridge-user", "bridge_users", multiple=True, default=("bridge",), show_default=True,
               help="Username of a bridge worker (repeat for several workers: one username each, since "
                    "use_username_as_clientid makes it the worker's session).")
+@click.option("--monitor-user", "monitor_users", multiple=True,
+              help="Username of a read-only operator login (reads every device topic, writes nothing).")
 @click.option("--zigbee2mqtt-user", "zigbee_users", multiple=True,
               help="Username of a zigbee2mqtt gateway (may publish and read zigbee2mqtt/#).")
 @click.option("--password-for", "password_for", multiple=True, metavar="USER=PASSWORD|USER=env:VAR",
@@ -365,7 +375,7 @@ def render_secrets(accounts: list[Account], plain: dict[str, str]) -> str:
               help=f"Where generated passwords go (mode 0600). Default: OUT/{SECRETS_FILE}.")
 @click.option("--file-group", default=None, metavar="GROUP",
               help="Group (name or numeric id) that may read the password and ACL files (mode 0640), e.g. mosquitto.")
-def mqtt_credentials_command(out_dir, bridge_users, zigbee_users, password_for, rotate_all, rotate_users,
+def mqtt_credentials_command(out_dir, bridge_users, monitor_users, zigbee_users, password_for, rotate_all, rotate_users,
                              secrets_path, file_group):
     """Write Mosquitto's password and ACL files from the device registry, and the devices' passwords to a secrets file."""
     from chargeapp.db import db
@@ -380,12 +390,14 @@ def mqtt_credentials_command(out_dir, bridge_users, zigbee_users, password_for, 
             raise click.BadParameter(f"no group {file_group!r}", param_hint="--file-group") from None
 
     devices, warnings = registry_accounts(db.session)
-    extra = [bridge_account(u) for u in dict.fromkeys(bridge_users)] + [zigbee2mqtt_account(u) for u in dict.fromkeys(zigbee_users)]
+    extra = ([bridge_account(u) for u in dict.fromkeys(bridge_users)]
+             + [monitor_account(u) for u in dict.fromkeys(monitor_users)]
+             + [zigbee2mqtt_account(u) for u in dict.fromkeys(zigbee_users)])
     accounts = extra + devices
     seen: set[str] = set()
     for a in accounts:
         if not _USERNAME.fullmatch(a.username):
-            raise click.BadParameter(f"{a.username!r}: letters, digits, '.', '_' and '-' only", param_hint="--bridge-user")
+            raise click.BadParameter(f"{a.username!r}: letters, digits, '.', '_' and '-' only", param_hint=f"--{a.kind}-user")
         if a.username in seen:
             raise click.ClickException(f"username {a.username!r} is used twice (a bridge user named like a device?)")
         seen.add(a.username)
@@ -417,7 +429,7 @@ def mqtt_credentials_command(out_dir, bridge_users, zigbee_users, password_for, 
 
     for w in warnings + outcome.warnings:
         click.echo(f"warning: {w}", err=True)
-    kinds = {k: sum(1 for a in accounts if a.kind == k) for k in ("charger", "door_sensor", "gate", "bridge", "zigbee2mqtt")}
+    kinds = {k: sum(1 for a in accounts if a.kind == k) for k in ("charger", "door_sensor", "gate", "bridge", "monitor", "zigbee2mqtt")}
     click.echo(f"users: {len(accounts)} ({', '.join(f'{n} {k}' for k, n in kinds.items() if n)})")
     click.echo(f"passwords: {len(outcome.created)} new, {len(outcome.kept)} kept, {len(outcome.rotated)} rotated, "
                f"{len(outcome.given)} given, {len(outcome.removed)} users removed"

@@ -13,6 +13,7 @@ from chargeapp.mqtt_credentials import mqtt_credentials_command
 from tests.deploy.support import MOSQUITTO, Mosquitto
 
 BRIDGE_USERS = ("bridge-1", "bridge-2")
+MONITOR_USER = "monitor"
 ZIGBEE_USER = "z2m"
 
 
@@ -45,7 +46,8 @@ def run_credentials(app, out: Path, *args: str, env: dict[str, str] | None = Non
 
 @pytest.fixture
 def credentials(app, station, tmp_path) -> Credentials:
-    args = [a for u in BRIDGE_USERS for a in ("--bridge-user", u)] + ["--zigbee2mqtt-user", ZIGBEE_USER]
+    args = ([a for u in BRIDGE_USERS for a in ("--bridge-user", u)] + ["--monitor-user", MONITOR_USER]
+            + ["--zigbee2mqtt-user", ZIGBEE_USER])
     return run_credentials(app, tmp_path / "creds", *args)
 
 

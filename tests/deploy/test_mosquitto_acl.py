@@ -18,7 +18,7 @@ import pytest
 from chargeapp import telemetry as t
 from chargeapp.db import models as m
 from chargeapp.mqtt_credentials import read_passwd
-from tests.deploy.conftest import BRIDGE_USERS, ZIGBEE_USER, run_credentials
+from tests.deploy.conftest import BRIDGE_USERS, MONITOR_USER, ZIGBEE_USER, run_credentials
 from tests.deploy.support import WAIT, Mosquitto, connect, example_topic, refused, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -78,7 +78,7 @@ def test_anonymous_unknown_and_wrong_password_clients_are_refused(broker, creden
 
 
 def test_every_generated_device_password_connects(broker, credentials):
-    for user in device_users(credentials) + list(BRIDGE_USERS) + [ZIGBEE_USER]:
+    for user in device_users(credentials) + list(BRIDGE_USERS) + [MONITOR_USER, ZIGBEE_USER]:
         c = connect(broker, user, credentials.passwords[user])
         assert c.rc == 0, user
         c.close()
@@ -130,7 +130,7 @@ def test_only_the_bridge_users_can_publish_commands(broker, credentials):
     assert charger.subscribe(t.command_subscription("s1", "F1")) == [1]
     command = t.command_topic("s1", "F1", "remote_start")
     charger.publish(command, b"forged by the charger itself")
-    for user in device_users(credentials) + [ZIGBEE_USER]:
+    for user in device_users(credentials) + [MONITOR_USER, ZIGBEE_USER]:
         if user == target:
             continue  # a second login as the charger would replace its connection (one session per username)
         c = connect(broker, user, credentials.passwords[user])
@@ -155,6 +155,18 @@ def test_the_bridge_cannot_publish_device_telemetry(broker, credentials):
     assert watcher.wait_message(lambda msg: msg.payload == b"marker")
     assert [msg for msg in watcher.received if msg.payload.startswith(b"forged")] == []
     forger.close(), device.close(), watcher.close()
+
+
+def test_monitor_user_reads_everything_and_writes_nothing(broker, credentials):
+    monitor = connect(broker, MONITOR_USER, credentials.passwords[MONITOR_USER])
+    monitor.subscribe(f"{t.STATION_ROOT}/#")
+    for topic in own_topics("s1.F1") + own_topics("s1.D1"):
+        monitor.publish(topic, b"forged by the monitor")
+    device = connect(broker, "s1.F1", credentials.passwords["s1.F1"])
+    device.publish(t.meter_topic("s1", "F1"), b"marker")
+    assert monitor.wait_message(lambda msg: msg.payload == b"marker")
+    assert [msg for msg in monitor.received if msg.payload.startswith(b"forged")] == []
+    device.close(), monitor.close()
 
 
 def test_zigbee2mqtt_gateway_publishes_its_tree_only(broker, credentials):
@@ -343,7 +355,7 @@ def test_rerun_and_reload_admits_new_devices_and_drops_removed_ones(app, session
     session.commit()
     assert refused(broker, "s1.F9", "unknown yet") != 0
     again = run_credentials(app, credentials.dir, "--bridge-user", BRIDGE_USERS[0], "--bridge-user", BRIDGE_USERS[1],
-                            "--zigbee2mqtt-user", ZIGBEE_USER)
+                            "--monitor-user", MONITOR_USER, "--zigbee2mqtt-user", ZIGBEE_USER)
     old_client = connect(broker, "s1.F1", credentials.passwords["s1.F1"])  # connected across the reload
     broker.reload()
     new = None

@@ -18,7 +18,7 @@ from chargeapp.db import models as m
 from chargeapp.mqtt_credentials import (
     hash_password, mqtt_credentials_command, read_passwd, verify_password,
 )
-from tests.deploy.conftest import BRIDGE_USERS, ZIGBEE_USER, run_credentials
+from tests.deploy.conftest import BRIDGE_USERS, MONITOR_USER, ZIGBEE_USER, run_credentials
 from tests.deploy.support import SHIPPED_CONF, example_topic, shipped_settings
 
 pytestmark = pytest.mark.integration
@@ -74,13 +74,13 @@ def test_hash_made_by_this_hosts_mosquitto_passwd_verifies(tmp_path):
 
 def test_files_one_user_per_device_and_bridge_worker(credentials):
     users = list(read_passwd(credentials.passwd))
-    assert users == [*BRIDGE_USERS, ZIGBEE_USER, *DEVICES]
+    assert users == [*BRIDGE_USERS, MONITOR_USER, ZIGBEE_USER, *DEVICES]
     assert set(credentials.passwords) == set(users)  # all generated, so all in the secrets file
     assert len(set(credentials.passwords.values())) == len(users)
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{24}", p) for p in credentials.passwords.values())
     for user, hashed in read_passwd(credentials.passwd).items():
         assert verify_password(credentials.passwords[user], hashed) is True
-    assert "9 devices" not in credentials.output and "12 (" in credentials.output
+    assert "users: 13 (5 charger, 2 door_sensor, 2 gate, 2 bridge, 1 monitor, 1 zigbee2mqtt)" in credentials.output
     assert "password" not in credentials.output.lower().split("passwords:")[0]  # no secrets on stdout
     for p in credentials.passwords.values():
         assert p not in credentials.output
@@ -116,11 +116,12 @@ def test_acl_each_device_exactly_its_own_topics(credentials):
         assert blocks[user] == ["topic write stations/+/chargers/+/commands/+",
                                 "topic read stations/#", "topic read zigbee2mqtt/#"]
     assert blocks[ZIGBEE_USER] == ["topic write zigbee2mqtt/#", "topic read zigbee2mqtt/#"]
+    assert blocks[MONITOR_USER] == ["topic read stations/#", "topic read zigbee2mqtt/#"]
     # Only bridge users may write a command topic; every device's write filters are its own contract topics.
     for user, lines in blocks.items():
         for line in lines:
             access, topic = line.split(" ")[1:]
-            if user in BRIDGE_USERS or user == ZIGBEE_USER:
+            if user in BRIDGE_USERS or user in (ZIGBEE_USER, MONITOR_USER):
                 continue
             ref = t.parse_topic(example_topic(topic))
             assert f"{ref.station}.{ref.device_id}" == user
@@ -130,9 +131,9 @@ def test_acl_each_device_exactly_its_own_topics(credentials):
 def test_rerun_keeps_every_password_and_file(app, credentials):
     before = {p: p.read_bytes() for p in (credentials.passwd, credentials.acl, credentials.secrets_file)}
     again = run_credentials(app, credentials.dir, "--bridge-user", BRIDGE_USERS[0], "--bridge-user", BRIDGE_USERS[1],
-                            "--zigbee2mqtt-user", ZIGBEE_USER)
+                            "--monitor-user", MONITOR_USER, "--zigbee2mqtt-user", ZIGBEE_USER)
     assert {p: p.read_bytes() for p in before} == before
-    assert "0 new, 12 kept, 0 rotated" in again.output
+    assert "0 new, 13 kept, 0 rotated" in again.output
 
 
 def test_new_device_added_removed_device_dropped_others_kept(app, session, station, credentials):
@@ -147,19 +148,20 @@ def test_new_device_added_removed_device_dropped_others_kept(app, session, stati
     for user in ["s1.F1", "s1.D1", "s1.G-in", *BRIDGE_USERS]:
         assert new[user] == credentials.passwords[user]
         assert read_passwd(again.passwd)[user] == old[user]
-    assert "1 new" in again.output and "users removed (s1.G-out, z2m)" in again.output
+    assert "1 new" in again.output and "users removed (monitor, s1.G-out, z2m)" in again.output
     assert "user s1.F9" in again.acl.read_text() and "s1.G-out" not in again.acl.read_text()
 
 
 def test_rotate_all_and_rotate_one(app, credentials):
-    args = ["--bridge-user", BRIDGE_USERS[0], "--bridge-user", BRIDGE_USERS[1], "--zigbee2mqtt-user", ZIGBEE_USER]
+    args = ["--bridge-user", BRIDGE_USERS[0], "--bridge-user", BRIDGE_USERS[1], "--monitor-user", MONITOR_USER,
+            "--zigbee2mqtt-user", ZIGBEE_USER]
     one = run_credentials(app, credentials.dir, *args, "--rotate-user", "s1.F2")
     changed = {u for u in credentials.passwords if one.passwords[u] != credentials.passwords[u]}
     assert changed == {"s1.F2"}
     assert verify_password(one.passwords["s1.F2"], read_passwd(one.passwd)["s1.F2"])
     every = run_credentials(app, credentials.dir, *args, "--rotate")
     assert all(every.passwords[u] != one.passwords[u] for u in one.passwords)
-    assert "12 rotated" in every.output
+    assert "13 rotated" in every.output
 
 
 def test_password_for_given_password_not_in_secrets_file(app, credentials):
