@@ -116,7 +116,7 @@ class EmbeddedBroker:
         """PUBLISH messages received so far (from every client)."""
         return _message_counter_class().received
 
-    def start(self, timeout: float = 15.0) -> "EmbeddedBroker":
+    def start(self, timeout: float = 15.0) -> EmbeddedBroker:
         from amqtt.broker import Broker
 
         config = {
@@ -188,7 +188,7 @@ class Child:
     expected_exit: bool = False
     lines: list[str] = field(default_factory=list)
 
-    def start(self, env: dict, out, lock: threading.Lock) -> "Child":
+    def start(self, env: dict, out, lock: threading.Lock) -> Child:
         self.proc = subprocess.Popen(
             self.argv, cwd=PROJECT_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True, text=True, encoding="utf-8", errors="replace",

@@ -113,7 +113,7 @@ def slot_of(at: datetime, tz) -> datetime:
 class Visit:
     """One driver's visit to a station: a chain of scheduled steps."""
 
-    def __init__(self, life: "StationLife", driver: SimDriver, kind: str, rng: random.Random):
+    def __init__(self, life: StationLife, driver: SimDriver, kind: str, rng: random.Random):
         self.life = life
         self.driver = driver
         self.kind = kind  # "fast", "slow" or "lounge"
@@ -336,7 +336,7 @@ class StationLife:
 
     PLANNING_HORIZON_HOURS = 3
 
-    def __init__(self, sim: "Simulation", layout: StationLayout, chargers: list[Charger], doors: list[DoorCounter],
+    def __init__(self, sim: Simulation, layout: StationLayout, chargers: list[Charger], doors: list[DoorCounter],
                  gates: list[Gate], drivers: list[SimDriver], behaviour: Behaviour, seed: object,
                  bookings: BookingClient | None):
         self.sim = sim

@@ -6,14 +6,13 @@ import random
 import re
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 
-from chargeapp.clock import AcceleratedClock, SystemClock, clock_from_config
+from chargeapp.clock import AcceleratedClock, clock_from_config
 from chargeapp.config import DEFAULT_DB_PATH, Settings
-
 from simulators.behaviour import Behaviour
 from simulators.bookings import HttpBookings
 from simulators.layouts import DEMO_STATIONS, layout_for
@@ -51,7 +50,7 @@ def default_state_path() -> Path:
 def build_clock(start: str | None, speed: float | None, settings: Settings):
     """The simulated clock: --start/--speed if given, else the shared demo clock from the environment, else real time."""
     if start is not None or speed is not None:
-        begin = parse_start(start) if start else datetime.now(timezone.utc)
+        begin = parse_start(start) if start else datetime.now(UTC)
         return AcceleratedClock(begin, speed if speed is not None else 1.0, time.time()), (speed or 1.0)
     config = settings.flask_config()
     clock = clock_from_config(config)
@@ -130,7 +129,7 @@ def simulate_command(stations, speed, seed, start, duration, api_url, broker, de
             raise click.UsageError("--dry-run needs --duration.")
         from simulators.sinks import JsonLinesSink
 
-        begin = parse_start(start) if start else datetime.now(timezone.utc).replace(microsecond=0)
+        begin = parse_start(start) if start else datetime.now(UTC).replace(microsecond=0)
         state = StateStore(None if state_path in (None, "-") else state_path)
         sim = Simulation(layouts, start=begin, seed=seed, sink=JsonLinesSink(sys.stdout), behaviour=behaviour,
                          state=state)

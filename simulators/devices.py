@@ -18,12 +18,12 @@ from __future__ import annotations
 import logging
 import random
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable, Protocol
+from typing import Protocol
 
 from chargeapp import telemetry as t
-
 from simulators.ev import Battery, charging_power_w
 from simulators.layouts import ChargerLayout, DoorLayout, GateLayout, StationLayout
 from simulators.scheduler import Event, Scheduler
@@ -35,14 +35,14 @@ log = logging.getLogger(__name__)
 class Sink(Protocol):
     """Where devices' messages go: a broker connection per device, or memory in tests."""
 
-    def connect(self, device: "Device") -> None:
+    def connect(self, device: Device) -> None:
         """The device's link came up: publish ``true`` retained on its online topic (after a will or at boot)."""
 
-    def disconnect(self, device: "Device", *, abrupt: bool) -> None:
+    def disconnect(self, device: Device, *, abrupt: bool) -> None:
         """The link went down: ``abrupt`` (power or network lost) lets the broker publish the last will;
         otherwise the device says ``false`` itself and disconnects cleanly."""
 
-    def publish(self, device: "Device", topic: str, payload: bytes, retain: bool) -> None:
+    def publish(self, device: Device, topic: str, payload: bytes, retain: bool) -> None:
         """Send one message at QoS 1; while the link is down it queues and goes out on reconnect."""
 
 

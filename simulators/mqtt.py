@@ -22,16 +22,15 @@ import selectors
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from chargeapp import telemetry as t
-
 from simulators.devices import Charger, Device
 
 log = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ class BrokerSettings:
     tls_insecure: bool = False
 
     @classmethod
-    def from_url(cls, url: str) -> "BrokerSettings":
+    def from_url(cls, url: str) -> BrokerSettings:
         parts = urlsplit(url)
         scheme = (parts.scheme or "mqtt").lower()
         if scheme not in ("mqtt", "tcp", "mqtts", "ssl", "tls"):
@@ -271,7 +270,7 @@ class MqttNetwork:
         """Poll until every connected client's messages are acknowledged, or ``timeout`` (seconds, for all together)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            busy = any(link.client.is_connected() and link.client._out_messages  # noqa: SLF001 - paho's QoS 1 queue
+            busy = any(link.client.is_connected() and link.client._out_messages
                        for link in self.links.values())
             if not busy:
                 return

@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 import queue
 import random
-from concurrent.futures import Executor, Future
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from chargeapp import telemetry as t
-
 from simulators.behaviour import Behaviour, StationLife
 from simulators.bookings import BookingClient
 from simulators.devices import Charger, Context, Device, DoorCounter, Gate, Sink
@@ -131,7 +131,7 @@ class Simulation:
     def _result_of(call, args):
         try:
             return call(*args)
-        except Exception:  # noqa: BLE001 - an API failure is a booking that did not happen
+        except Exception:  # an API failure is a booking that did not happen, never a stopped simulation
             log.exception("API call %s failed", getattr(call, "__name__", call))
             return None
 
@@ -145,7 +145,7 @@ class Simulation:
                 return done
             try:
                 result = future.result()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("API call failed")
                 result = None
             then(result)

@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import IO
 
 from chargeapp import telemetry as t
-
 from simulators.devices import Device
 
 

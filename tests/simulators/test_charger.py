@@ -6,8 +6,16 @@ from datetime import timedelta
 import pytest
 
 from simulators.ev import VEHICLE_MODELS, Battery, charging_power_w, dc_taper
-
-from tests.simulators.helpers import START, advance, battery, command, payloads, quiet_sim, results, statuses
+from tests.simulators.helpers import (
+    START,
+    advance,
+    battery,
+    command,
+    payloads,
+    quiet_sim,
+    results,
+    statuses,
+)
 
 pytestmark = pytest.mark.unit
 

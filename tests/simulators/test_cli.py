@@ -61,3 +61,14 @@ def test_broker_urls():
         BrokerSettings.from_url("http://h")
     with pytest.raises(ValueError):
         BrokerSettings.from_url("mqtt://h?protocol=4")
+
+
+def test_the_simulators_import_only_the_telemetry_contract_the_config_and_the_clock():
+    import subprocess
+    import sys
+
+    code = ("import sys, simulators.cli, simulators.mqtt, simulators.runner, simulators.bookings\n"
+            "print(sorted(m for m in sys.modules if m.startswith('chargeapp') or m.split('.')[0] in "
+            "('flask', 'sqlalchemy', 'marshmallow', 'mqtt_bridge', 'requests')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['chargeapp', 'chargeapp.clock', 'chargeapp.config', 'chargeapp.telemetry']"

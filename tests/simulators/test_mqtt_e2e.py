@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,6 @@ from chargeapp.clock import AcceleratedClock
 from simulators.layouts import DEMO_LAYOUTS
 from simulators.mqtt import BrokerSettings, MqttNetwork
 from simulators.simulation import Simulation
-
 from tests.simulators.helpers import QUIET
 
 pytestmark = [pytest.mark.e2e]
@@ -56,7 +55,7 @@ def test_a_simulator_process_says_online_publishes_parsable_messages_and_leaves_
     finally:
         proc.send_signal(signal.SIGKILL)  # no orderly shutdown: every socket just closes
         proc.wait(10)
-    received = datetime.now(timezone.utc) + timedelta(days=3650)  # device clocks run ahead at x120: do not judge skew
+    received = datetime.now(UTC) + timedelta(days=3650)  # device clocks run ahead at x120: do not judge skew
     messages = [m for m in live.snapshot() if not m[0].endswith("/online")]
     assert len(messages) > 20
     kinds = set()

@@ -16,8 +16,15 @@ from simulators.scheduler import Scheduler
 from simulators.simulation import Simulation
 from simulators.sinks import MemorySink
 from simulators.state import StateStore
-
-from tests.simulators.helpers import CST, START, STATION, advance, battery, payloads, quiet_sim
+from tests.simulators.helpers import (
+    CST,
+    START,
+    STATION,
+    advance,
+    battery,
+    payloads,
+    quiet_sim,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -193,7 +200,7 @@ def test_every_message_of_a_simulated_day_parses_with_the_contract_and_keeps_seq
 
 
 def test_arrivals_follow_the_off_peak_profile():
-    sim, sink = records_of_a_day(3, hours=72, stations=["yangpu-bus-depot"])
+    _, sink = records_of_a_day(3, hours=72, stations=["yangpu-bus-depot"])
     by_hour = defaultdict(int)
     for r in sink.records:
         if r.topic.endswith("/passage") and json.loads(r.payload)["direction"] == "in":
@@ -204,7 +211,7 @@ def test_arrivals_follow_the_off_peak_profile():
 
 
 def test_cars_are_left_plugged_in_after_charging():
-    sim, sink = records_of_a_day(5, hours=12, stations=["yangpu-liaoyuan"])
+    _, sink = records_of_a_day(5, hours=12, stations=["yangpu-liaoyuan"])
     idle_minutes = []
     for charger in DEMO_LAYOUTS[STATION].chargers_of("fast"):
         since = None
@@ -219,7 +226,7 @@ def test_cars_are_left_plugged_in_after_charging():
 
 
 def test_lounge_visitors_walk_in_and_out_through_the_door_counters():
-    sim, sink = records_of_a_day(2, hours=12, stations=["yangpu-liaoyuan"])
+    _, sink = records_of_a_day(2, hours=12, stations=["yangpu-liaoyuan"])
     hall = payloads(sink, "door-hall", "count")
     assert max(p["in_total"] for p in hall) > 30
     tea = payloads(sink, "door-tea", "count")
