@@ -97,3 +97,14 @@ def test_compose_file_is_consistent():
     example = (DEPLOY / "compose.env.example").read_text()
     for var in set(re.findall(r"\$\{(\w+):\?", (DEPLOY / "compose.yaml").read_text())):
         assert f"{var}=" in example, var
+
+
+def test_the_guides_mqtt_credentials_commands_parse():
+    text = (ROOT / "docs" / "deploy.md").read_text().replace("\\\n", " ")
+    commands = [line.strip() for line in text.splitlines() if "chargeapp-admin mqtt-credentials" in line]
+    assert len(commands) >= 2
+    for line in commands:
+        argv = shlex.split(line[line.index("chargeapp-admin mqtt-credentials"):])
+        parses(argv[1:])
+    assert "--file-group mosquitto" in text  # Mosquitto reads the files after dropping root
+    assert "protocol=5" in text
