@@ -90,15 +90,15 @@ class Bridge:
         log.info("bridge stopped")
 
     def health(self) -> dict:
-        """Health for /healthz: ok when connected, the worker loop turns, and the database accepts commits."""
+        """Health for /healthz: ok when connected and subscribed, the worker loop turns, and the database accepts commits."""
         age = monotonic_age(self.worker.heartbeat)
         connected = self.client.connected
         self.metrics.connected.set(1 if connected else 0)
         self.metrics.queue_depth.set(self.worker.queue.qsize())
-        ok = (connected and self.worker.alive and not self.worker.db_failing
+        ok = (connected and self.client.subscribed and self.worker.alive and not self.worker.db_failing
               and age is not None and age < STALE_LOOP_SECONDS and not self.client.subscribe_failures)
         return {
-            "ok": ok, "connected": connected, "protocol": self.client.protocol,
+            "ok": ok, "connected": connected, "subscribed": self.client.subscribed, "protocol": self.client.protocol,
             "worker_alive": self.worker.alive, "loop_age_s": age, "database_ok": not self.worker.db_failing,
             "last_commit_age_s": monotonic_age(self.worker.last_commit), "queue_depth": self.worker.queue.qsize(),
             "subscribe_failures": list(self.client.subscribe_failures),

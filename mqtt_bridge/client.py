@@ -242,6 +242,10 @@ class BridgeClient:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed.is_set()
+
     def stop(self) -> None:
         """Disconnect cleanly: acknowledgements already queued are sent before the DISCONNECT."""
         self._stopping.set()
