@@ -30,8 +30,9 @@ Decisions (docs/bridge.md):
   ever seen of a device starts its count, as in ``seq_gap``).
 - ``status/0`` (the charger as a whole, OCPP connector 0) is recorded in the
   sequence and ignored: the services keep status per connector.
-- zigbee2mqtt contact sensors: the registry has no mapping of friendly names to
-  stations yet, so they are dead-lettered ``unknown_device``.
+- zigbee2mqtt contact sensors: state (open/closed) by friendly name from the
+  registry (``door_contacts``), at the receive time; an unmapped name is
+  dead-lettered ``unknown_device``.
 - A zero-length payload on a retained topic (retained value cleared) is ignored.
 """
 from __future__ import annotations
@@ -48,7 +49,7 @@ from sqlalchemy.orm import Session, selectinload
 from chargeapp import telemetry as t
 from chargeapp.db import models as m
 from chargeapp.domain.errors import DomainError, NotFound
-from chargeapp.services import booking, charging, gates, lounge
+from chargeapp.services import booking, charging, doors, gates, lounge
 from chargeapp.services.common import enqueue_command
 from mqtt_bridge.client import Received
 
@@ -229,8 +230,13 @@ def apply_message(session: Session, received: Received, now: datetime, *, contex
         return dead_letter(session, received, "forbidden_topic",
                            "command topics are published by the bridge alone", ref=ref)
     if ref.kind is t.TopicKind.ZIGBEE:
-        return dead_letter(session, received, "unknown_device",
-                           f"zigbee2mqtt device {ref.device_id[:64]!r} is not mapped to a station door in the registry", ref=ref)
+        try:
+            contact = t.parse_message(received.topic, received.payload, received.received_at)
+        except t.BadMessage as exc:
+            return dead_letter(session, received, exc.reason, exc.detail, ref=ref)
+        return _apply_state(session, received, ref, now, lambda: doors.record_door_contact(
+            session, friendly_name=contact.friendly_name, contact=contact.contact, at=received.received_at,
+            battery=contact.battery, linkquality=contact.linkquality))
     if not ctx.knows(session, ref.device):
         what = ref.device_kind.value.replace("_", " ")
         detail = (f"no station {ref.station!r}" if ref.station not in ctx.registry.snapshot(session).stations

@@ -500,3 +500,20 @@ class Lease(db.Model):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DoorContact(db.Model):
+    """A door contact sensor (zigbee2mqtt): door open or closed, never a head count."""
+
+    __tablename__ = "door_contacts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id", ondelete="CASCADE"), index=True)
+    friendly_name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    # zigbee2mqtt says contact=true for CLOSED; a sensor mounted the other way round inverts it.
+    inverted: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_open: Mapped[Optional[bool]] = mapped_column(Boolean)
+    open_since: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    state_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    battery: Mapped[Optional[float]] = mapped_column()
+    linkquality: Mapped[Optional[int]] = mapped_column()

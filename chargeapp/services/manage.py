@@ -39,7 +39,7 @@ from chargeapp.db import models as m
 from chargeapp.domain.booking import ACTIVE, BookingStatus
 from chargeapp.domain.errors import Conflict, InvalidRequest, NotFound
 from chargeapp.services import booking as booking_service
-from chargeapp.services import charging, gates, lounge, receipts, tariffs
+from chargeapp.services import charging, doors, gates, lounge, receipts, tariffs
 from chargeapp.services.common import (
     StationNotFound, audit, charger_by_code, enqueue_command, local_hhmm, may_manage, notify, rules_of,
     station_tz,
@@ -229,6 +229,10 @@ def attention(session: Session, now: datetime, station: m.Station) -> list[dict]
     for g in session.scalars(select(m.Gate).where(m.Gate.station_id == station.id,
                                                   m.Gate.online.is_(False)).order_by(m.Gate.code)):
         items.append(_item("gate_offline", g.code, f"Gate {g.code} is offline: plates are not being read."))
+    for d in doors.doors_left_open(session, station, now):
+        minutes = int((now - d.open_since).total_seconds() // 60)
+        items.append(_item("door_left_open", d.name or d.friendly_name,
+                           f"Door {d.name or d.friendly_name} has been open for {minutes} min."))
     items.extend(_stuck_sessions(session, now, station))
     items.extend(_command_trouble(session, now, station))
     dead = _recent_dead_letters(session, now, station)

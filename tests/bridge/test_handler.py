@@ -345,6 +345,24 @@ def test_zigbee_contact_sensors_are_unknown_until_the_registry_maps_them(session
     assert (out.status, out.reason) == (DEAD_LETTER, "unknown_device")
 
 
+def test_a_mapped_zigbee_contact_reports_the_door_open_from_the_first_open_report(session, station):
+    from chargeapp.db import models as m
+    from chargeapp.services import doors
+
+    session.add(m.DoorContact(station_id=station.id, friendly_name="lounge_door", name="Lounge door"))
+    session.commit()
+    t1, t2 = T0 + timedelta(minutes=1), T0 + timedelta(minutes=9)
+    outs = apply(session, raw(t.zigbee_topic("lounge_door"), b'{"contact": false, "battery": 97}', received_at=t1),
+                 raw(t.zigbee_topic("lounge_door"), b'{"contact": false, "battery": 97}', received_at=t2))
+    assert [o.status for o in outs] == [APPLIED, APPLIED]
+    door = session.query(m.DoorContact).one()
+    assert door.is_open and door.open_since == t1 and door.state_at == t2 and door.battery == 97
+    assert doors.doors_left_open(session, station, t2) == [door]  # open 8 min > 5 min
+    apply(session, raw(t.zigbee_topic("lounge_door"), b'{"contact": true}', received_at=t2))
+    assert not door.is_open and door.open_since is None
+    assert doors.doors_left_open(session, station, t2) == []
+
+
 def test_an_unexpected_service_error_is_dead_lettered_and_the_batch_goes_on(session, station, monkeypatch):
     from chargeapp.services import charging
 

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: e9983c97ded1
+Revision ID: 54a3f70f1453
 Revises: 
-Create Date: 2026-11-22 22:22:03.893314
+Create Date: 2026-11-22 23:09:42.200146
 
 """
 from alembic import op
@@ -12,7 +12,7 @@ import chargeapp.db  # noqa: F401  (UTCDateTime)
 
 
 # revision identifiers, used by Alembic.
-revision = 'e9983c97ded1'
+revision = '54a3f70f1453'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -130,6 +130,24 @@ def upgrade():
     )
     with op.batch_alter_table('chargers', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_chargers_station_id'), ['station_id'], unique=False)
+
+    op.create_table('door_contacts',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('station_id', sa.Integer(), nullable=False),
+    sa.Column('friendly_name', sa.String(length=200), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('inverted', sa.Boolean(), nullable=False),
+    sa.Column('is_open', sa.Boolean(), nullable=True),
+    sa.Column('open_since', chargeapp.db.UTCDateTime(), nullable=True),
+    sa.Column('state_at', chargeapp.db.UTCDateTime(), nullable=True),
+    sa.Column('battery', sa.Double(), nullable=True),
+    sa.Column('linkquality', sa.Integer(), nullable=True),
+    sa.ForeignKeyConstraint(['station_id'], ['stations.id'], name=op.f('fk_door_contacts_station_id_stations'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_door_contacts')),
+    sa.UniqueConstraint('friendly_name', name=op.f('uq_door_contacts_friendly_name'))
+    )
+    with op.batch_alter_table('door_contacts', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_door_contacts_station_id'), ['station_id'], unique=False)
 
     op.create_table('gates',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -573,6 +591,10 @@ def downgrade():
         batch_op.drop_index(batch_op.f('ix_gates_station_id'))
 
     op.drop_table('gates')
+    with op.batch_alter_table('door_contacts', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_door_contacts_station_id'))
+
+    op.drop_table('door_contacts')
     with op.batch_alter_table('chargers', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_chargers_station_id'))
 
