@@ -30,7 +30,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from chargeapp.db import models as m
 from chargeapp.domain.charger import ConnectorStatus, as_status, is_out_of_service
@@ -97,8 +97,10 @@ def _connector(charger: m.Charger, number: int) -> m.Connector:
 
 
 def _session_of(session: Session, charger: m.Charger, transaction_id: int) -> m.ChargingSession | None:
+    # The charger is already in hand: do not join it (and its connectors) again per meter sample.
     return session.scalar(
-        select(m.ChargingSession).where(
+        select(m.ChargingSession).options(lazyload(m.ChargingSession.charger), lazyload(m.ChargingSession.station))
+        .where(
             m.ChargingSession.charger_id == charger.id,
             m.ChargingSession.transaction_id == transaction_id,
         )
