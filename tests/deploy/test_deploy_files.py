@@ -94,9 +94,16 @@ def test_compose_file_is_consistent():
         assert env["CHARGEAPP_DATABASE_URL"].startswith("postgresql+psycopg://")
         assert env["CHARGEAPP_RATELIMIT_STORAGE_URL"].startswith("redis://")
     assert services["web"]["ports"] == ["127.0.0.1:8000:8000"]
+    assert services["web"]["environment"]["CHARGEAPP_TRUSTED_PROXIES"] == "1"  # behind the host's nginx
     example = (DEPLOY / "compose.env.example").read_text()
     for var in set(re.findall(r"\$\{(\w+):\?", (DEPLOY / "compose.yaml").read_text())):
         assert f"{var}=" in example, var
+
+
+def test_env_example_trusts_exactly_the_nginx_hop():
+    lines = (DEPLOY / "chargeapp.env.example").read_text().splitlines()
+    assert "CHARGEAPP_TRUSTED_PROXIES=1" in lines
+    assert any(line.startswith("CHARGEAPP_RATELIMIT_STORAGE_URL=redis://") for line in lines)
 
 
 def test_the_guides_mqtt_credentials_commands_parse():

@@ -72,7 +72,7 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
 
 
 @contextlib.contextmanager
-def running_gunicorn(tmp_path, *, workers: int, threads: int):
+def running_gunicorn(tmp_path, *, workers: int, threads: int, **extra_env: str):
     """A migrated and seeded SQLite database, and gunicorn with gunicorn.conf.py on a free port; yields (base URL, log path)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHARGEAPP_")}
@@ -82,6 +82,7 @@ def running_gunicorn(tmp_path, *, workers: int, threads: int):
         "CHARGEAPP_BIND": f"127.0.0.1:{port}",
         "CHARGEAPP_WEB_WORKERS": str(workers),
         "CHARGEAPP_WEB_THREADS": str(threads),
+        **extra_env,
     })
     for args in (["db", "upgrade"], ["seed", "--demo"]):
         done = subprocess.run([sys.executable, "-m", "chargeapp.cli", *args], cwd=ROOT, env=env,
@@ -145,11 +146,9 @@ def _bad_login(base: str, client_ip: str) -> int:
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(strict=True, reason=(
-    "behind nginx every request comes from 127.0.0.1: the app keys login rate limits on REMOTE_ADDR and has no "
-    "ProxyFix, so one client's bad logins lock every client out (remove this mark when the app trusts one proxy hop)"))
 def test_login_rate_limit_is_per_client_behind_the_proxy(tmp_path):
-    with running_gunicorn(tmp_path, workers=1, threads=4) as (base, _):
+    """As deployed (docs/deploy.md): nginx sets X-Forwarded-For, the app trusts one proxy hop."""
+    with running_gunicorn(tmp_path, workers=1, threads=4, CHARGEAPP_TRUSTED_PROXIES="1") as (base, _):
         first = [_bad_login(base, "203.0.113.7") for _ in range(6)]
         assert first[:5] == [401] * 5 and first[5] == 429  # the sixth bad login in a minute
         assert _bad_login(base, "198.51.100.23") == 401  # another client is not locked out
