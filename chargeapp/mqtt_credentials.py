@@ -167,10 +167,25 @@ def monitor_account(username: str) -> Account:
     return Account(username, "monitor", "", "", write=(), read=(f"{t.STATION_ROOT}/#", f"{t.ZIGBEE_ROOT}/#"))
 
 
-def zigbee2mqtt_account(username: str) -> Account:
-    """A zigbee2mqtt gateway: its own tree. The registry maps no friendly names yet, so it gets ``zigbee2mqtt/#``."""
-    tree = f"{t.ZIGBEE_ROOT}/#"
-    return Account(username, "zigbee2mqtt", "", "", write=(tree,), read=(tree,))
+def zigbee2mqtt_account(username: str, station: str | None = None, friendly_names: tuple[str, ...] = ()) -> Account:
+    """A zigbee2mqtt gateway. For one station: exactly its door contacts' topics (the registry's friendly
+    names), nothing to read. Without a station: the whole ``zigbee2mqtt/#`` tree (one gateway for all)."""
+    if station is None:
+        tree = f"{t.ZIGBEE_ROOT}/#"
+        return Account(username, "zigbee2mqtt", "", "", write=(tree,), read=(tree,))
+    return Account(username, "zigbee2mqtt", station, "",
+                   write=tuple(t.zigbee_topic(name) for name in friendly_names), read=())
+
+
+def station_door_contacts(session, station: str) -> tuple[str, ...] | None:
+    """The friendly names of a station's zigbee2mqtt door contacts; None when there is no such station."""
+    from chargeapp.db import models as m
+
+    station_id = session.scalar(select(m.Station.id).where(m.Station.code == station))
+    if station_id is None:
+        return None
+    return tuple(session.scalars(select(m.DoorContact.friendly_name).where(m.DoorContact.station_id == station_id)
+                                 .order_by(m.DoorContact.friendly_name)))
 
 
 def registry_accounts(session) -> tuple[list[Account], list[str]]:
@@ -209,7 +224,7 @@ def render_acl(accounts: list[Account]) -> str:
         "# Nothing before the first `user` line: anonymous clients get no topics.\n"
     )
     for a in accounts:
-        label = f"{a.kind} {a.station}/{a.device}" if a.is_device else a.kind
+        label = f"{a.kind} {a.station}/{a.device}" if a.is_device else f"{a.kind} {a.station}".rstrip()
         out.write(f"\n# {label}\nuser {a.username}\n")
         for topic in a.write:
             out.write(f"topic write {topic}\n")
@@ -285,6 +300,19 @@ def _parse_password_for(specs: tuple[str, ...]) -> list[tuple[str, str]]:
 
 def _is_pattern(user: str) -> bool:
     return any(ch in user for ch in "*?[")
+
+
+def _zigbee_gateway(session, spec: str) -> Account:
+    user, sep, station = spec.partition("=")
+    if not sep:
+        return zigbee2mqtt_account(user)
+    names = station_door_contacts(session, station)
+    if names is None:
+        raise click.BadParameter(f"no station {station!r}", param_hint="--zigbee2mqtt-user")
+    try:
+        return zigbee2mqtt_account(user, station, names)
+    except t.BadMessage as e:
+        raise click.ClickException(f"station {station}: a door contact's friendly name cannot be a topic ({e})") from None
 
 
 @dataclass
@@ -364,8 +392,9 @@ def render_secrets(accounts: list[Account], plain: dict[str, str]) -> str:
                    "use_username_as_clientid makes it the worker's session).")
 @click.option("--monitor-user", "monitor_users", multiple=True,
               help="Username of a read-only operator login (reads every device topic, writes nothing).")
-@click.option("--zigbee2mqtt-user", "zigbee_users", multiple=True,
-              help="Username of a zigbee2mqtt gateway (may publish and read zigbee2mqtt/#).")
+@click.option("--zigbee2mqtt-user", "zigbee_users", multiple=True, metavar="USER[=STATION]",
+              help="Username of a zigbee2mqtt gateway. With =STATION it may publish exactly that station's door "
+                   "contacts (registry friendly names); without, the whole zigbee2mqtt/# tree.")
 @click.option("--password-for", "password_for", multiple=True, metavar="USER=PASSWORD|USER=env:VAR",
               help="Use this password for USER instead of a generated one (not written to the secrets file). "
                    "USER may be a pattern such as '*' that matches device users (demos).")
@@ -392,7 +421,7 @@ def mqtt_credentials_command(out_dir, bridge_users, monitor_users, zigbee_users,
     devices, warnings = registry_accounts(db.session)
     extra = ([bridge_account(u) for u in dict.fromkeys(bridge_users)]
              + [monitor_account(u) for u in dict.fromkeys(monitor_users)]
-             + [zigbee2mqtt_account(u) for u in dict.fromkeys(zigbee_users)])
+             + [_zigbee_gateway(db.session, spec) for spec in dict.fromkeys(zigbee_users)])
     accounts = extra + devices
     seen: set[str] = set()
     for a in accounts:

@@ -169,6 +169,30 @@ def test_monitor_user_reads_everything_and_writes_nothing(broker, credentials):
     device.close(), monitor.close()
 
 
+def test_station_zigbee2mqtt_gateway_publishes_only_its_stations_door_contacts(app, session, station, clock,
+                                                                               mosquitto_binary, tmp_path):
+    from tests.factories import make_station
+
+    other = make_station(session, clock.now(), code="s2")
+    session.add_all([m.DoorContact(station_id=station.id, friendly_name="s1 lounge door"),
+                     m.DoorContact(station_id=other.id, friendly_name="s2-lounge-door")])
+    session.commit()
+    creds = run_credentials(app, tmp_path / "z", "--bridge-user", "bridge-1", "--zigbee2mqtt-user", "z2m-s1=s1")
+    broker = Mosquitto(tmp_path / "zbroker", creds.passwd, creds.acl).start()
+    try:
+        watcher = bridge(broker, creds)
+        z2m = connect(broker, "z2m-s1", creds.passwords["z2m-s1"])
+        z2m.publish(t.zigbee_topic("s2-lounge-door"), b"forged")
+        z2m.publish(t.zigbee_topic("unknown-sensor"), b"forged")
+        z2m.publish(t.door_online_topic("s1", "D1"), b"forged")
+        z2m.publish(t.zigbee_topic("s1 lounge door"), b'{"contact": true}')
+        assert watcher.wait_message(lambda msg: msg.topic == t.zigbee_topic("s1 lounge door"))
+        assert [msg for msg in watcher.received if msg.payload == b"forged"] == []
+        z2m.close(), watcher.close()
+    finally:
+        broker.stop()
+
+
 def test_zigbee2mqtt_gateway_publishes_its_tree_only(broker, credentials):
     watcher = bridge(broker, credentials)
     z2m = connect(broker, ZIGBEE_USER, credentials.passwords[ZIGBEE_USER])

@@ -261,3 +261,21 @@ def test_every_listener_block_uses_username_as_client_id_including_the_commented
                     break
                 block.append(line)
             assert f"{prefix}use_username_as_clientid true" in block, lines[i]
+
+
+def test_zigbee2mqtt_gateway_scoped_to_one_station_gets_exactly_its_door_contacts(app, session, station, clock, tmp_path):
+    from tests.factories import make_station
+
+    other = make_station(session, clock.now(), code="s2")
+    session.add_all([m.DoorContact(station_id=station.id, friendly_name="s1 lounge door"),
+                     m.DoorContact(station_id=station.id, friendly_name="s1-tea-door"),
+                     m.DoorContact(station_id=other.id, friendly_name="s2-lounge-door")])
+    session.commit()
+    out = run_credentials(app, tmp_path / "z", "--zigbee2mqtt-user", "z2m-s1=s1", "--zigbee2mqtt-user", "z2m-all")
+    blocks = acl_blocks(out.acl.read_text())
+    assert blocks["z2m-s1"] == [f"topic write {t.zigbee_topic('s1 lounge door')}",
+                                f"topic write {t.zigbee_topic('s1-tea-door')}"]
+    assert blocks["z2m-all"] == ["topic write zigbee2mqtt/#", "topic read zigbee2mqtt/#"]
+    with app.app_context():
+        result = CliRunner().invoke(mqtt_credentials_command, ["--out", str(tmp_path / "y"), "--zigbee2mqtt-user", "z=nope"])
+    assert result.exit_code != 0 and "no station 'nope'" in result.output
