@@ -88,7 +88,7 @@ def test_compose_file_is_consistent():
         url = re.sub(r"\$\{[^}]*\}", "pw", service["environment"]["CHARGEAPP_MQTT_URL"])
         settings = parse_mqtt_url(url)
         assert settings.username == client_id == name  # one broker user (and session) per worker
-        assert settings.protocol == "5"  # no protocol probe: it would wipe the worker's session
+        assert settings.protocol == "5"  # named: no start-up probe
     for name in ("web", "migrate", "bridge-1"):
         env = services[name]["environment"]
         assert env["CHARGEAPP_DATABASE_URL"].startswith("postgresql+psycopg://")
