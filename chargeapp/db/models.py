@@ -151,7 +151,10 @@ class Connector(db.Model):
     number: Mapped[int] = mapped_column(default=1)
     status: Mapped[str] = mapped_column(String(16), default="Available")
     error_code: Mapped[str] = mapped_column(String(32), default="NoError")
-    status_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    status_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)  # when the current state began
+    # Device time of the newest status report applied, repeats included: a report
+    # older than this arrived late and does not move the current state.
+    reported_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
     charger: Mapped[Charger] = relationship(back_populates="connectors")
 

@@ -203,9 +203,12 @@ def record_status(session: Session, *, station_code: str, charger_code: str, con
                   device_ts: datetime | None = None, skewed: bool = False, now: datetime) -> bool:
     """Apply a connector status (OCPP 1.6 spelling) reported at device time ``at`` (aware); True if anything changed.
 
-    History gets a row only for a transition from the state in effect at ``at``
-    (same status, error code and instant twice, or a repeat, is a no-op). The
-    connector's current state moves only for ``at`` >= its ``status_at``. Becoming
+    History gets a row for every report but an exact duplicate (same status,
+    error code and instant: a retained replay), repeats included: a repeat is what
+    ends an older state that arrives late (Available 14:00, then Preparing 13:55
+    arriving after Available 14:05 must not leave Preparing in force). Returns True
+    when the report is a transition or moves the current state. The connector's
+    current state moves only for ``at`` >= its newest report (``reported_at``). Becoming
     Faulted/Unavailable (from an in-service state) re-homes the charger's bookings;
     Available closes the connector's sessions begun before it (closed_by
     "available", stopped at ``at``).
@@ -225,15 +228,17 @@ def record_status(session: Session, *, station_code: str, charger_code: str, con
     )
     if exact is None:
         previous = _state_at(session, conn, at)
+        session.add(m.StatusChange(
+            connector_id=conn.id, status=new_status, error_code=error_code, at=at,
+            device_ts=device_ts, received_at=received_at, skewed=skewed,
+        ))
         if previous is None or (previous.status, previous.error_code) != (new_status, error_code):
-            session.add(m.StatusChange(
-                connector_id=conn.id, status=new_status, error_code=error_code, at=at,
-                device_ts=device_ts, received_at=received_at, skewed=skewed,
-            ))
             changed = True
 
     became_out_of_service = False
-    if conn.status_at is None or at >= conn.status_at:
+    newest = conn.reported_at or conn.status_at
+    if newest is None or at >= newest:
+        conn.reported_at = at
         if conn.status_at is None or (conn.status, conn.error_code) != (new_status, error_code):
             was_out = is_out_of_service(conn.status) if conn.status_at is not None else False
             conn.status, conn.error_code, conn.status_at = new_status, error_code, at

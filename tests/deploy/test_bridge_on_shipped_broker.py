@@ -122,10 +122,6 @@ def test_bridge_workers_apply_every_message_through_the_shipped_broker(broker, c
     assert all(w.poll() is None for w in workers)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "per-device order across shared-subscription workers: Mosquitto deals a stopped worker's share to its session, "
-    "so when it returns it applies older messages after newer ones; a status repeated by the newest message "
-    "(Available, Preparing, Available) does not advance the connector, and the older Preparing wins (measured)"))
 def test_after_a_worker_restart_the_connector_shows_the_chargers_latest_status(broker, credentials, two_workers):
     """Deterministic: repeats the outage until the running worker got the newest message and the stopped one the
     one before (Mosquitto deals round robin), then checks the connector's status once all are applied."""

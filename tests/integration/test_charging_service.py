@@ -85,8 +85,19 @@ def test_retained_status_replayed_on_reconnect_adds_nothing(session, station, ho
 def test_repeated_status_later_is_not_a_new_change_and_keeps_status_at(session, station, hooks):
     status(session, "Charging", T0)
     assert status(session, "Charging", T0 + timedelta(minutes=5)) is False
-    assert history(session) == [("Charging", T0)]
+    assert [s for s, _ in history(session)] == ["Charging", "Charging"]  # the report is kept, as a repeat
     assert connector(session).status_at == T0
+
+
+def test_a_repeat_ends_an_older_state_that_arrives_after_it(session, station, hooks):
+    """Available, then Preparing 13:55 delivered after a repeated Available 14:05 (two bridge workers):
+    the connector is Available, and the history has Preparing only from 13:55 to 14:05."""
+    status(session, "Available", T0)
+    status(session, "Available", T0 + timedelta(minutes=10))
+    assert status(session, "Preparing", T0 + timedelta(minutes=5)) is True
+    c = connector(session)
+    assert (c.status, c.status_at, c.reported_at) == ("Available", T0, T0 + timedelta(minutes=10))
+    assert [s for s, _ in history(session)] == ["Available", "Preparing", "Available"]
 
 
 def test_older_status_arriving_late_goes_to_history_only(session, station, hooks):
@@ -102,7 +113,7 @@ def test_late_status_equal_to_the_state_then_in_effect_adds_nothing(session, sta
     status(session, "Charging", T0)
     status(session, "Finishing", T0 + timedelta(minutes=30))
     assert status(session, "Charging", T0 + timedelta(minutes=10)) is False
-    assert len(history(session)) == 2
+    assert [s for s, _ in history(session)] == ["Charging", "Charging", "Finishing"]
 
 
 def test_new_error_code_of_the_same_status_is_a_change(session, station, hooks):

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 54a3f70f1453
+Revision ID: 282d4f40cf16
 Revises: 
-Create Date: 2026-11-22 23:09:42.200146
+Create Date: 2026-11-22 23:20:30.813238
 
 """
 from alembic import op
@@ -12,7 +12,7 @@ import chargeapp.db  # noqa: F401  (UTCDateTime)
 
 
 # revision identifiers, used by Alembic.
-revision = '54a3f70f1453'
+revision = '282d4f40cf16'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -274,6 +274,7 @@ def upgrade():
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('error_code', sa.String(length=32), nullable=False),
     sa.Column('status_at', chargeapp.db.UTCDateTime(), nullable=True),
+    sa.Column('reported_at', chargeapp.db.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['charger_id'], ['chargers.id'], name=op.f('fk_connectors_charger_id_chargers'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_connectors')),
     sa.UniqueConstraint('charger_id', 'number', name=op.f('uq_connectors_charger_id'))
