@@ -101,7 +101,9 @@ def report_command(station, start, end, fmt):
 
 
 def register(app) -> None:
-    for cmd in (seed_command, create_manager_command, tick_command, report_command):
+    from chargeapp.mqtt_credentials import mqtt_credentials_command
+
+    for cmd in (seed_command, create_manager_command, tick_command, report_command, mqtt_credentials_command):
         app.cli.add_command(cmd)
 
 
