@@ -41,9 +41,10 @@ def _sqlite_begin_immediate(conn):
 
 
 class BoundedIntConverter(IntegerConverter):
-    """``<int:...>`` in every route: 0 .. 2**63-1, so a huge id in a URL is a 404, not a database overflow."""
+    """``<int:...>`` in every route: 0 .. 2**31-1 (the range of an integer key on every
+    backend), so a huge id in a URL is a 404, not a database overflow."""
 
-    def __init__(self, map, fixed_digits=0, min=0, max=2**63 - 1, signed=False):  # noqa: A002 (werkzeug's names)
+    def __init__(self, map, fixed_digits=0, min=0, max=2**31 - 1, signed=False):  # noqa: A002 (werkzeug's names)
         super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
 
 

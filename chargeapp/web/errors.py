@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from flask import jsonify
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from chargeapp.domain.errors import DomainError
@@ -41,6 +41,16 @@ def register(app) -> None:
             if k.lower() not in ("content-type", "content-length"):
                 resp.headers[k] = v
         return resp
+
+    @app.errorhandler(DataError)
+    @app.errorhandler(OverflowError)  # SQLite: a Python int beyond 64 bits
+    def value_out_of_range(err):
+        # A number the schema accepted but the column cannot hold (PostgreSQL integer range).
+        from chargeapp.db import db
+
+        db.session.rollback()
+        return jsonify({"code": "value_out_of_range", "status": 422,
+                        "message": "A number in the request is out of range."}), 422
 
     @app.errorhandler(OperationalError)
     def db_unavailable(err):

@@ -162,6 +162,10 @@ def test_two_workers_in_a_share_group_apply_every_message_once(app, session, sta
     assert session.scalar(select(func.count()).select_from(m.MeterReading)) == meters
 
 
+# The embedded broker is the one-command demo's, and the demo runs on SQLite. amqtt 0.12
+# drops a QoS 1 message whose PUBACK takes more than 5 s (hard-coded), which a loaded
+# CI machine on PostgreSQL can reach; production uses Mosquitto (tested on both databases).
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_embedded_broker_keeps_the_bridges_session_across_a_clean_restart(app, session, station, amqtt_broker):
     messages = workload("s1", ["F1", "F2"], ["D1"], ["G-in", "G-out"], 300, T0 - timedelta(minutes=30))
     bridge = run_in_thread(app, amqtt_broker, "e2e-amqtt-restart", periodic_seconds=0)
