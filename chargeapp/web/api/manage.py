@@ -18,6 +18,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from chargeapp.db import db
 from chargeapp.services import manage
 from chargeapp.web.fields import StationTime
+from chargeapp.web.schemas import ReceiptSchema, ZoneSchema
 from chargeapp.web.security import clock, current_user, manager_required
 
 blp = Blueprint("manage", __name__, url_prefix="/api/v1/manage",
@@ -125,16 +126,6 @@ class ManagedChargerChanged(ManagedCharger):
     moved_booking_ids = fields.List(fields.Integer(), metadata={"description": "bookings moved, delayed or disrupted"})
 
 
-class ManagedZone(Schema):
-    code = fields.String()
-    name = fields.String()
-    name_en = fields.String(allow_none=True)
-    capacity = fields.Integer()
-    count = fields.Integer()
-    free = fields.Integer()
-    uncertain = fields.Boolean(metadata={"description": "a door sensor of the zone is offline"})
-
-
 class AttentionSchema(Schema):
     kind = fields.String(metadata={"description": "charger_faulted, charger_unavailable, charger_offline, "
                                                   "sensor_offline, gate_offline, session_stuck, "
@@ -147,7 +138,7 @@ class AttentionSchema(Schema):
 
 class StationLive(ManagedStation):
     chargers = fields.List(fields.Nested(ManagedCharger))
-    zones = fields.List(fields.Nested(ManagedZone))
+    zones = fields.List(fields.Nested(ZoneSchema))
     attention = fields.List(fields.Nested(AttentionSchema))
     dead_letters_24h = fields.Integer()
 
@@ -212,24 +203,6 @@ class ManagedTariff(Schema):
     parking_daily_cap_fen = fields.Integer(allow_none=True)
     currency = fields.String()
     created_at = StationTime()
-
-
-class ManagedReceipt(Schema):
-    id = fields.Integer()
-    kind = fields.String()
-    corrects_id = fields.Integer(allow_none=True)
-    session_id = fields.Integer(allow_none=True)
-    stay_id = fields.Integer(allow_none=True)
-    energy_wh = fields.Integer()
-    energy_fen = fields.Integer()
-    service_fen = fields.Integer()
-    idle_fen = fields.Integer()
-    parking_fen = fields.Integer()
-    total_fen = fields.Integer()
-    currency = fields.String()
-    explanation = fields.String()
-    issued_at = StationTime()
-    superseded = fields.Boolean()
 
 
 class ManagedSession(Schema):
@@ -483,14 +456,14 @@ class ChargerView(ManageView):
 
 @blp.route("/stations/<code>/zones")
 class Zones(ManageView):
-    @blp.response(200, ManagedZone(many=True))
+    @blp.response(200, ZoneSchema(many=True))
     @blp.doc(security=AUTH)
     def get(self, code):
         """The lounge zones with their count now."""
         return manage.list_zones(db.session, clock().now(), current_user(), code)
 
     @blp.arguments(ZoneCreate)
-    @blp.response(201, ManagedZone)
+    @blp.response(201, ZoneSchema)
     @blp.doc(security=AUTH)
     def post(self, body, code):
         """Add a lounge zone."""
@@ -504,7 +477,7 @@ class Zones(ManageView):
 @blp.route("/stations/<code>/zones/<zone>")
 class ZoneView(ManageView):
     @blp.arguments(ZonePatch)
-    @blp.response(200, ManagedZone)
+    @blp.response(200, ZoneSchema)
     @blp.doc(security=AUTH)
     def patch(self, body, code, zone):
         """Rename a zone or change its capacity."""
@@ -517,7 +490,7 @@ class ZoneView(ManageView):
 @blp.route("/stations/<code>/zones/<zone>/count")
 class ZoneCount(ManageView):
     @blp.arguments(ZoneCountBody)
-    @blp.response(200, ManagedZone)
+    @blp.response(200, ZoneSchema)
     @blp.doc(security=AUTH)
     def post(self, body, code, zone):
         """Set a zone's head count now (a new baseline); audited."""
@@ -633,7 +606,7 @@ class Tariffs(ManageView):
 @blp.route("/receipts/<int:receipt_id>/waive")
 class WaiveReceipt(ManageView):
     @blp.arguments(WaiveBody)
-    @blp.response(200, ManagedReceipt)
+    @blp.response(200, ReceiptSchema)
     @blp.doc(security=AUTH)
     def post(self, body, receipt_id):
         """Waive a fee (one component or the whole receipt); returns the correction; audited."""
@@ -646,7 +619,7 @@ class WaiveReceipt(ManageView):
 @blp.route("/receipts/<int:receipt_id>/correct")
 class CorrectReceipt(ManageView):
     @blp.arguments(CorrectBody)
-    @blp.response(200, ManagedReceipt)
+    @blp.response(200, ReceiptSchema)
     @blp.doc(security=AUTH)
     def post(self, body, receipt_id):
         """Correct some components (fen); returns the correction; audited."""

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from chargeapp.db import db
 from chargeapp.db import models as m
 from chargeapp.web.fields import StationTime
+from chargeapp.web.schemas import ReceiptSchema
 from chargeapp.web.security import clock, current_user, login_required
 
 blp = Blueprint("me", __name__, url_prefix="/api/v1/me", description="My notifications, sessions, receipts, parking")
@@ -59,26 +60,6 @@ class SessionSchema(Schema):
         if s.start_meter_wh is None or s.stop_meter_wh is None:
             return None
         return max(0, s.stop_meter_wh - s.start_meter_wh)
-
-
-class ReceiptSchema(Schema):
-    id = fields.Integer()
-    kind = fields.String()
-    station = fields.Function(lambda r: r.station.code)
-    session_id = fields.Integer(allow_none=True)
-    stay_id = fields.Integer(allow_none=True)
-    corrects_id = fields.Integer(allow_none=True)
-    energy_wh = fields.Integer()
-    energy_fen = fields.Integer()
-    service_fen = fields.Integer()
-    idle_fen = fields.Integer()
-    parking_fen = fields.Integer()
-    total_fen = fields.Integer()
-    currency = fields.String()
-    explanation = fields.String()
-    details = fields.Dict()
-    issued_at = StationTime()
-    superseded = fields.Boolean()
 
 
 class ParkingStatusSchema(Schema):

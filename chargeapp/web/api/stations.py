@@ -10,6 +10,7 @@ from chargeapp.services import booking as booking_service
 from chargeapp.services import stations as station_service
 from chargeapp.services.common import station_by_code, station_tz
 from chargeapp.web.fields import StationTime
+from chargeapp.web.schemas import ZoneSchema
 from chargeapp.web.security import clock
 
 blp = Blueprint("stations", __name__, url_prefix="/api/v1/stations", description="Find a station")
@@ -29,16 +30,6 @@ class FinderArgs(Schema):
 class Point(Schema):
     latitude = fields.Float()
     longitude = fields.Float()
-
-
-class ZoneSchema(Schema):
-    code = fields.String()
-    name = fields.String()
-    name_en = fields.String(allow_none=True)
-    capacity = fields.Integer()
-    count = fields.Integer()
-    free = fields.Integer()
-    uncertain = fields.Boolean()
 
 
 class StationSummary(Schema):
