@@ -43,8 +43,10 @@ def free_port() -> int:
 class Mosquitto:
     """A private Mosquitto on 127.0.0.1: anonymous, no persistence, queues without limit, config in ``workdir``."""
 
-    def __init__(self, workdir: Path, port: int | None = None, *, max_inflight: int = 100, binary: str = MOSQUITTO):
+    def __init__(self, workdir: Path, port: int | None = None, *, max_inflight: int = 100, binary: str = MOSQUITTO,
+                 extra_conf: str = ""):
         self.workdir = Path(workdir)
+        self.extra_conf = extra_conf  # more configuration lines (e.g. "set_tcp_nodelay true\n")
         self.port = port or free_port()
         self.max_inflight = max_inflight
         self.binary = binary
@@ -67,6 +69,7 @@ class Mosquitto:
             "max_queued_messages 0\n"
             "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
+            + self.extra_conf
         )
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stdout=self._log, stderr=subprocess.STDOUT)
@@ -98,12 +101,15 @@ class Mosquitto:
 
 
 def workload(station: str, chargers: list[str], sensors: list[str], gates: list[str], n: int,
-             start: datetime, seed: int = 7) -> list[tuple[str, bytes]]:
+             start: datetime, seed: int = 7, transaction_share: float = 0.0) -> list[tuple[str, bytes]]:
     """N contract messages of a busy station, in publish order, device timestamps from ``start`` 50 ms apart.
 
     Mostly meter samples of running transactions, with status changes, door
     counts and gate passages; every (device, boot, seq) distinct, every
     charger's transactions started before their samples and stopped at the end.
+    ``transaction_share`` of the draws (taken from the meter samples) end a
+    charger's transaction and start its next one (stop, Available, Preparing,
+    start, Charging: five messages), so sessions also turn over mid-stream.
     """
     rnd = random.Random(seed)
     seq: dict[str, int] = {}
@@ -129,7 +135,17 @@ def workload(station: str, chargers: list[str], sensors: list[str], gates: list[
     while len(out) < n - 2 * len(chargers):
         ts += timedelta(milliseconds=50)
         roll = rnd.random()
-        if roll < 0.70:
+        if roll < transaction_share:
+            c = rnd.choice(chargers)
+            emit(t.TransactionEvent(**header(c), event="stop", connector=1, transaction_id=tx[c], meter_wh=energy[c],
+                                    reason="EVDisconnected"))
+            emit(t.StatusMessage(**header(c), connector=1, status="Available"))
+            emit(t.StatusMessage(**header(c), connector=1, status="Preparing"))
+            tx[c] += 1
+            emit(t.TransactionEvent(**header(c), event="start", connector=1, transaction_id=tx[c], meter_wh=energy[c],
+                                    id_tag=f"TAG-{c}"))
+            emit(t.StatusMessage(**header(c), connector=1, status="Charging"))
+        elif roll < 0.70:
             c = rnd.choice(chargers)
             energy[c] += rnd.randint(50, 400)
             emit(t.MeterSample(**header(c), connector=1, transaction_id=tx[c], energy_wh=energy[c],
@@ -261,8 +277,14 @@ def _station_database(workdir: Path, chargers: int, sensors: int, gates: int, da
 
 
 def run(messages: int, batch_size: int, batch_ms: float, chargers: int = 20, sensors: int = 4, gates: int = 2,
-        workdir: Path | None = None, profile: str | None = None, database_url: str | None = None) -> dict:
-    """Both measurements in one run; returns the figures (messages/s) and the settings used."""
+        workdir: Path | None = None, profile: str | None = None, database_url: str | None = None,
+        transaction_share: float = 0.0) -> dict:
+    """Both measurements in one run; returns the figures (messages/s) and the settings used.
+
+    ``db_applied_rows`` counts the messages the database holds as applied
+    (``applied_messages``, one row per device message): with ``messages`` it
+    shows that no QoS 1 message was lost on the way.
+    """
     from mqtt_bridge.bridge import Bridge, BridgeOptions
     from mqtt_bridge.worker import WorkerOptions
 
@@ -288,7 +310,7 @@ def run(messages: int, batch_size: int, batch_ms: float, chargers: int = 20, sen
             # 2. N messages, queued by the broker for both sessions.
             batch = workload("m1", [f"F{i}" for i in range(1, chargers + 1)], [f"D{i}" for i in range(1, sensors + 1)],
                              [f"G{i}" for i in range(1, gates + 1)], messages,
-                             datetime.now(timezone.utc) - timedelta(hours=2))
+                             datetime.now(timezone.utc) - timedelta(hours=2), transaction_share=transaction_share)
             publish_seconds = publish_all(broker.port, batch)
 
             # 3a. The bare subscriber drains its queue.
@@ -330,8 +352,17 @@ def run(messages: int, batch_size: int, batch_ms: float, chargers: int = 20, sen
             if "last" not in stamps:
                 raise RuntimeError(f"the bridge handled {mt.value('chargeapp_bridge_batch_size_sum'):.0f} of {len(batch)}")
             bridge_rate = (len(batch) - 1) / (stamps["last"] - stamps["first"])
+            with app.app_context():
+                from sqlalchemy import func, select
+
+                from chargeapp.db import db
+                from chargeapp.db import models as m
+
+                applied_rows = db.session.scalar(select(func.count()).select_from(m.AppliedMessage))
+                db.session.remove()
             figures = {
                 "messages": len(batch), "publish_seconds": round(publish_seconds, 2),
+                "bare_received": bare.count, "db_applied_rows": applied_rows,
                 "bare_per_second": round(bare_rate), "bridge_per_second": round(bridge_rate),
                 "ratio": round(bridge_rate / bare_rate, 3),
                 "applied": int(sum(mt.value("chargeapp_bridge_messages_applied_total", {"kind": k.value})
@@ -367,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--batch-ms", type=float, default=50.0)
     parser.add_argument("--chargers", type=int, default=20)
+    parser.add_argument("--transaction-share", type=float, default=0.0,
+                        help="share of draws that end a transaction and start the next (five messages each)")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the bridge's worker thread here")
     parser.add_argument("--database-url", help="an EMPTY database to measure on instead of a temporary SQLite file")
     args = parser.parse_args(argv)
@@ -374,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     figures = run(args.messages, args.batch_size, args.batch_ms, chargers=args.chargers, profile=args.profile,
-                  database_url=args.database_url)
+                  database_url=args.database_url, transaction_share=args.transaction_share)
     width = max(len(k) for k in figures)
     for key, value in figures.items():
         print(f"{key:<{width}}  {value}")
