@@ -194,7 +194,8 @@ def _probe(rig: Rig, pub: Publisher, samples: int, timeout: float = 10.0) -> dic
     from chargeapp import telemetry as t
 
     conn = http.client.HTTPConnection("127.0.0.1", int(rig.base.rsplit(":", 1)[1]), timeout=30)
-    latencies, polls, poll_times, timeouts = [], 0, [], 0
+    latencies, polls, poll_times, timeouts, when = [], 0, [], 0, []
+    t_begin = time.perf_counter()
     rnd = random.Random(5)
     statuses = ("Preparing", "Available")
     for i in range(samples):
@@ -212,12 +213,15 @@ def _probe(rig: Rig, pub: Publisher, samples: int, timeout: float = 10.0) -> dic
             poll_times.append(end - p0)
             if resp.status == 200 and _probe_status(body) == want:
                 latencies.append(end - started)
+                when.append(round(started - t_begin, 2))
                 break
             if end - started > timeout:
                 timeouts += 1
                 break
     conn.close()
-    return {"latencies": latencies, "polls": polls, "poll_times": poll_times, "timeouts": timeouts}
+    slowest = sorted(zip(latencies, when), reverse=True)[:5]
+    return {"latencies": latencies, "polls": polls, "poll_times": poll_times, "timeouts": timeouts,
+            "slowest": [{"at_s": w, "ms": ms(v)} for v, w in slowest]}
 
 
 def _probe_status(body: bytes) -> str | None:
@@ -253,7 +257,8 @@ def run_latency(backend: str, dbs: Databases, workdir: Path, sizes: dict) -> lis
                 "meter_msg_per_s": rate,
                 "p50_ms": ms(percentile(lat, 50)), "p99_ms": ms(percentile(lat, 99)), "max_ms": ms(max(lat) if lat else None),
                 "samples": len(lat), "timeouts": got["timeouts"],
-                "poll_p50_ms": ms(percentile(got["poll_times"], 50)), "polls": got["polls"],
+                "poll_p50_ms": ms(percentile(got["poll_times"], 50)), "poll_p99_ms": ms(percentile(got["poll_times"], 99)),
+                "polls": got["polls"], "slowest": got["slowest"],
                 "bridge_applied_per_s": round(applied / elapsed, 1),
                 "bridge_received_per_s": round(received / elapsed, 1),
                 "load_sent": sent,

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import deque
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -31,6 +32,7 @@ from pathlib import Path
 from chargeapp import telemetry as t
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+PUBLISH_WINDOW = 20_000
 
 
 def free_port() -> int:
@@ -186,12 +188,21 @@ def publish_all(url_port: int, messages: list[tuple[str, bytes]], *, timeout: fl
     c.connect("127.0.0.1", url_port, keepalive=30)
     c.loop_start()
     started = time.monotonic()
+
+    def acknowledged(info) -> None:
+        info.wait_for_publish(timeout=max(0.1, timeout - (time.monotonic() - started)))
+        if not info.is_published():
+            raise TimeoutError("the broker did not acknowledge every publish in time")
+
     try:
-        infos = [c.publish(topic, payload, qos=1, retain=t.parse_topic(topic).retained) for topic, payload in messages]
+        # Packet ids wrap at 65,535: at most PUBLISH_WINDOW unacknowledged publishes, or paho refuses a reused id.
+        infos: deque = deque()
+        for topic, payload in messages:
+            if len(infos) >= PUBLISH_WINDOW:
+                acknowledged(infos.popleft())
+            infos.append(c.publish(topic, payload, qos=1, retain=t.parse_topic(topic).retained))
         for info in infos:
-            info.wait_for_publish(timeout=max(0.1, timeout - (time.monotonic() - started)))
-            if not info.is_published():
-                raise TimeoutError("the broker did not acknowledge every publish in time")
+            acknowledged(info)
         return time.monotonic() - started
     finally:
         c.disconnect()
