@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from chargeapp.db import models as m
@@ -27,11 +27,31 @@ class ChargerNotFound(NotFound):
     code = "charger_not_found"
 
 
+_STATION_IDS = "chargeapp.station_ids"
+_STATION_BY_CODE = select(m.Station).where(m.Station.code == bindparam("code"))
+
+
 def station_by_code(session: Session, code: str) -> m.Station:
-    """The station with this code, or StationNotFound."""
-    station = session.scalar(select(m.Station).where(m.Station.code == code))
+    """The station with this code, or StationNotFound.
+
+    The session remembers each code's id, so a station already in its identity
+    map (the bridge pins a batch's stations) is answered without a query: every
+    telemetry message looks its station up, and the lookup was a sixth of a
+    meter sample's cost. The row is still the session's (expired after a
+    commit, reloaded on access); a code whose station went away, or now names
+    another station, is looked up again.
+    """
+    ids = session.info.setdefault(_STATION_IDS, {})
+    station_id = ids.get(code)
+    if station_id is not None:
+        station = session.get(m.Station, station_id)
+        if station is not None and station.code == code:
+            return station
+        ids.pop(code, None)
+    station = session.scalar(_STATION_BY_CODE, {"code": code})
     if station is None:
         raise StationNotFound(f"No station '{code}'.")
+    ids[code] = station.id
     return station
 
 
