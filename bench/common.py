@@ -217,11 +217,13 @@ class ThrowawayPostgres:
     """A PostgreSQL cluster of our own on a free loopback port, started with .ci/pg-start (fsync off, as in CI)."""
 
     def __init__(self, workdir: Path):
-        self.dir = workdir / "pg"
+        # A directory of its own under /tmp: the postgres user must reach it (the work directory is private).
+        import tempfile
+
+        self.dir = Path(tempfile.mkdtemp(prefix="chargeapp-bench-pg-"))
         self.url: str | None = None
 
     def start(self) -> str:
-        self.dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PGDIR_TEST": str(self.dir), "PGPORT_TEST": str(free_port())}
         out = subprocess.run(["bash", str(ROOT / ".ci" / "pg-start")], env=env, capture_output=True, text=True,
                              timeout=120)
@@ -236,6 +238,7 @@ class ThrowawayPostgres:
         subprocess.run(["runuser", "-u", "postgres", "--", _pg_bin("pg_ctl"), "-D", str(self.dir / "data"),
                         "-m", "fast", "stop"], capture_output=True, timeout=60)
         self.url = None
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def create_schema(url: str) -> None:
