@@ -148,6 +148,9 @@ def _end_sessions_begun_before(session: Session, connector: m.Connector, at: dat
     candidates = session.scalars(
         select(m.ChargingSession)
         .where(
+            # charger_id is implied by the connector, but only (charger_id, started_at) is indexed: without it
+            # the database scans every session ever recorded (quadratic over a year of history).
+            m.ChargingSession.charger_id == connector.charger_id,
             m.ChargingSession.connector_id == connector.id,
             (m.ChargingSession.closed_by.is_(None))
             | (m.ChargingSession.closed_by.in_(_INFERRED_CLOSES) & (m.ChargingSession.stopped_at > at)),
@@ -178,6 +181,7 @@ def _next_start_after(session: Session, connector: m.Connector, at: datetime,
                       exclude: m.ChargingSession) -> datetime | None:
     return session.scalar(
         select(func.min(m.ChargingSession.started_at)).where(
+            m.ChargingSession.charger_id == connector.charger_id,  # the indexed column (see above)
             m.ChargingSession.connector_id == connector.id,
             m.ChargingSession.started_at > at,
             m.ChargingSession.id != exclude.id,
