@@ -37,6 +37,14 @@ class Settings:
     # Demo clock: start (RFC 3339) and speed factor; unset means the real clock.
     clock_start: str | None = None
     clock_speed: float = 1.0
+    # Map tiles for the pages (GCJ-02 tiles: markers are shifted to GCJ-02); a Leaflet
+    # URL template. Its host is added to the pages' Content-Security-Policy img-src.
+    map_tiles: str = "https://webrd0{s}.is.autonavi.com/appmaptile?lang=zh_cn&size=1&scale=1&style=8&x={x}&y={y}&z={z}"
+    map_tile_subdomains: str = "1234"
+    map_attribution: str = "\u00a9 AutoNavi"
+    # The pages' session cookie Secure flag: "auto" (set when the request came over
+    # HTTPS, e.g. through nginx), "1" always, "0" never (plain http demos and tests).
+    session_cookie_secure: str = "auto"
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -53,6 +61,10 @@ class Settings:
             trusted_proxies=int(_env("CHARGEAPP_TRUSTED_PROXIES", "0")),
             clock_start=_env("CHARGEAPP_CLOCK_START"),
             clock_speed=float(_env("CHARGEAPP_CLOCK_SPEED", "1")),
+            map_tiles=_env("CHARGEAPP_MAP_TILES", d.map_tiles),
+            map_tile_subdomains=_env("CHARGEAPP_MAP_TILE_SUBDOMAINS", d.map_tile_subdomains),
+            map_attribution=_env("CHARGEAPP_MAP_ATTRIBUTION", d.map_attribution),
+            session_cookie_secure=_env("CHARGEAPP_SESSION_COOKIE_SECURE", d.session_cookie_secure),
         )
 
     def flask_config(self) -> dict:
@@ -68,4 +80,8 @@ class Settings:
             "CHARGEAPP_TRUSTED_PROXIES": self.trusted_proxies,
             "CHARGEAPP_CLOCK_START": self.clock_start,
             "CHARGEAPP_CLOCK_SPEED": self.clock_speed,
+            "CHARGEAPP_MAP_TILES": self.map_tiles,
+            "CHARGEAPP_MAP_TILE_SUBDOMAINS": self.map_tile_subdomains,
+            "CHARGEAPP_MAP_ATTRIBUTION": self.map_attribution,
+            "CHARGEAPP_SESSION_COOKIE_SECURE": self.session_cookie_secure,
         }
