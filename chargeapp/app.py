@@ -93,6 +93,10 @@ def create_app(overrides: dict | None = None) -> Flask:
     errors.register(app)
     routes.register(app, api)
 
+    from chargeapp.web import pages
+
+    pages.init_app(app)
+
     from chargeapp import cli
 
     cli.register(app)

@@ -1,0 +1,263 @@
+"""Languages of the pages (Simplified Chinese by default, English) and how things are written in each.
+
+The services speak English (their error messages, notification and receipt texts are
+stored or raised in English). The pages translate what they can name: statuses,
+amenities, notification kinds and every refusal by its stable error ``code``; free
+texts written by the services (a receipt's explanation) are shown as they are.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime, tzinfo
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_date, format_skeleton
+from babel.numbers import format_currency
+from flask import current_app, request, session
+from flask_babel import get_locale, gettext, lazy_gettext as _l, lazy_pgettext
+
+from chargeapp.domain.errors import DomainError
+
+LANGUAGES = {"zh_Hans": "中文", "en": "English"}
+DEFAULT_LANGUAGE = "zh_Hans"
+
+
+def select_locale() -> str:
+    """``?lang=`` (a TV board's URL), else the language chosen in this session, else the default."""
+    wanted = request.args.get("lang") if request else None
+    if wanted in LANGUAGES:
+        return wanted
+    chosen = session.get("lang")
+    if chosen in LANGUAGES:
+        return chosen
+    return current_app.config.get("BABEL_DEFAULT_LOCALE", DEFAULT_LANGUAGE)
+
+
+def lang() -> str:
+    """The language of this response ("zh_Hans" or "en")."""
+    return str(get_locale() or DEFAULT_LANGUAGE)
+
+
+def html_lang() -> str:
+    return "zh-Hans" if lang().startswith("zh") else "en"
+
+
+def is_english() -> bool:
+    return lang() == "en"
+
+
+# -- names of things --------------------------------------------------------------------
+
+STATUS = {
+    "Available": _l("Free"),
+    "Preparing": _l("Plugged in"),
+    "Charging": lazy_pgettext("charger status", "Charging"),
+    "SuspendedEV": _l("Paused by car"),
+    "SuspendedEVSE": _l("Paused by charger"),
+    "Finishing": _l("Finishing"),
+    "Reserved": _l("Reserved"),
+    "Unavailable": _l("Unavailable"),
+    "Faulted": _l("Faulted"),
+    "offline": _l("Offline"),
+    "out_of_service": _l("Out of service"),
+}
+
+# Connector status -> the colour family the pages draw it in.
+STATUS_CLASS = {
+    "Available": "free", "Preparing": "busy", "Charging": "charging", "SuspendedEV": "busy",
+    "SuspendedEVSE": "busy", "Finishing": "busy", "Reserved": "reserved", "Unavailable": "down",
+    "Faulted": "down", "offline": "off", "out_of_service": "off",
+}
+
+AMENITIES = {
+    "hot_water_24h": _l("Hot water 24 h"),
+    "microwave": _l("Microwave"),
+    "wifi": _l("Wi-Fi"),
+    "phone_charging": _l("Phone charging"),
+    "books": _l("Books"),
+    "tables": _l("Tables"),
+    "restroom": _l("Restroom"),
+}
+
+BOOKING_STATUS = {
+    "booked": _l("Booked"),
+    "held": _l("Charger held for you"),
+    "waiting": _l("Waiting for a free charger"),
+    "checked_in": _l("Checked in"),
+    "cancelled": _l("Cancelled"),
+    "no_show": _l("No-show"),
+    "disrupted": _l("Disrupted (charger out of service)"),
+}
+
+NOTIFICATION_KIND = {
+    "booked": _l("Booked"),
+    "cancelled": _l("Cancelled"),
+    "held": _l("Charger held"),
+    "moved": _l("Moved to another charger"),
+    "delayed": _l("Delayed"),
+    "disrupted": _l("Disrupted"),
+    "no_show": _l("No-show"),
+    "no_show_reversed": _l("No-show withdrawn"),
+    "checked_in": _l("Checked in"),
+    "suspended": _l("Booking suspended"),
+    "suspension_lifted": _l("Suspension lifted"),
+    "receipt_corrected": _l("Receipt corrected"),
+}
+
+RECEIPT_KIND = {
+    "charging": _l("Charging"),
+    "parking": _l("Parking"),
+    "correction": _l("Correction"),
+}
+
+
+def connector_state(charger: dict) -> str:
+    """The state a driver sees: offline and out of service before the connector's own status."""
+    if not charger.get("online", True):
+        return "offline"
+    if not charger.get("in_service", True):
+        return "out_of_service"
+    return charger.get("status") or "Unavailable"
+
+
+def status_label(state: str) -> str:
+    return str(STATUS.get(state, state))
+
+
+def status_class(state: str) -> str:
+    return STATUS_CLASS.get(state, "down")
+
+
+def amenity_label(code: str) -> str:
+    return str(AMENITIES.get(code, code.replace("_", " ")))
+
+
+def station_name(station) -> str:
+    """The station's name in the page's language (the Chinese name is the station's own)."""
+    name_en = station.get("name_en") if isinstance(station, dict) else getattr(station, "name_en", None)
+    name = station.get("name") if isinstance(station, dict) else station.name
+    return name_en if is_english() and name_en else name
+
+
+def zone_name(zone: dict) -> str:
+    return zone.get("name_en") if is_english() and zone.get("name_en") else zone["name"]
+
+
+# -- refusals ------------------------------------------------------------------------------
+
+REFUSALS = {
+    "slot_not_on_grid": _l("Slots start at :00 and :30 station time."),
+    "slot_in_past": _l("That slot has already started: pick a later one."),
+    "slot_too_far_ahead": _l("Slots can be booked at most 24 hours ahead."),
+    "station_closed": _l("The station is closed at that time."),
+    "station_maintenance": _l("The station has maintenance at that time."),
+    "slot_unavailable": _l("Sorry, that slot was just taken: every bookable fast charger is booked. Pick another slot."),
+    "charger_not_bookable": _l("That charger cannot be booked (only fast chargers in service can)."),
+    "active_booking_exists": _l("You already have a booking. Cancel it first to book another slot."),
+    "driver_suspended": _l("Booking is suspended after repeated no-shows."),
+    "booking_not_found": _l("No such booking."),
+    "booking_not_cancellable": _l("This booking can no longer be cancelled."),
+    "idempotency_key_reused": _l("This form was already used for another booking: please try again."),
+    "station_not_found": _l("No such station."),
+    "charger_not_found": _l("No such charger at this station."),
+    "charging_session_not_found": _l("No such charging session."),
+    "session_not_open": _l("That charging session has already ended."),
+    "charger_offline": _l("The charger is offline: start with your card or use another charger."),
+    "charger_out_of_service": _l("The charger is out of service: please use another one."),
+    "charger_busy": _l("The charger is in use: please use another one."),
+    "charger_held_for_booking": _l("The charger is held for another driver's booking: please use another one."),
+    "no_id_tag": _l("Your account has no charging tag yet: ask the station staff."),
+    "invalid_credentials": _l("Wrong email or password."),
+    "email_taken": _l("An account with this email already exists: log in instead."),
+}
+
+
+def refusal(err: DomainError, tz: tzinfo | None = None) -> str:
+    """A refusal in the page's language: the service's own sentence in English, else by its code."""
+    if is_english():
+        return err.message
+    template = REFUSALS.get(err.code)
+    if template is None:
+        return err.message
+    text = str(template)
+    until = err.details.get("until") if err.details else None
+    if err.code == "driver_suspended" and until:
+        when = datetime.fromisoformat(until)
+        text += " " + gettext("You can book again from %(when)s.", when=local_datetime(when, tz))
+    return text
+
+
+# -- times and money --------------------------------------------------------------------
+
+
+def _aware_local(at: datetime, tz: tzinfo | str | None) -> datetime:
+    if isinstance(tz, str):
+        tz = ZoneInfo(tz)
+    return at.astimezone(tz) if tz is not None else at
+
+
+def hhmm(at: datetime | None, tz: tzinfo | None = None) -> str:
+    """Station wall time as HH:MM (24 h in both languages)."""
+    return "" if at is None else _aware_local(at, tz).strftime("%H:%M")
+
+
+def local_date(day: date) -> str:
+    """A day as "11月22日 周日" / "Sun, Nov 22"."""
+    return format_skeleton("MMMEd", day, locale=lang())
+
+
+def local_datetime(at: datetime | None, tz: tzinfo | None = None) -> str:
+    """A date and a time, station time: "11月22日 周日 14:30" / "Sun, Nov 22 14:30"."""
+    if at is None:
+        return ""
+    local = _aware_local(at, tz)
+    return f"{local_date(local.date())} {local:%H:%M}"
+
+
+def day_word(day: date, today: date) -> str:
+    """"today" / "tomorrow" / the date."""
+    delta = (day - today).days
+    if delta == 0:
+        return gettext("today")
+    if delta == 1:
+        return gettext("tomorrow")
+    return local_date(day)
+
+
+def when(at: datetime | None, tz: tzinfo | None, now: datetime) -> str:
+    """"14:30", "tomorrow 09:00" or a date and time, relative to ``now`` in the station's zone."""
+    if at is None:
+        return ""
+    local, today = _aware_local(at, tz), _aware_local(now, tz).date()
+    if local.date() == today:
+        return f"{local:%H:%M}"
+    return f"{day_word(local.date(), today)} {local:%H:%M}"
+
+
+def money(fen: int | None, currency: str = "CNY") -> str:
+    """Integer fen as "¥12.34" (exact: no float on the way)."""
+    if fen is None:
+        return ""
+    return format_currency(Decimal(fen) / 100, currency, locale=lang())
+
+
+def distance(metres: int | None) -> str:
+    if metres is None:
+        return ""
+    if metres < 1000:
+        return gettext("%(m)d m", m=metres)
+    return gettext("%(km)s km", km=f"{metres / 1000:.1f}")
+
+
+def minutes(seconds: int | float | None) -> str:
+    if seconds is None:
+        return ""
+    total = int(seconds)
+    m, s = divmod(total, 60)
+    if s and m < 60:
+        return gettext("%(m)d min %(s)d s", m=m, s=s) if m else gettext("%(s)d s", s=s)
+    return gettext("%(m)d min", m=m)
+
+
+def long_date(day: date) -> str:
+    return format_date(day, format="long", locale=lang())
