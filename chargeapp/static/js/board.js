@@ -77,7 +77,7 @@
       markLive();
       try { var d = JSON.parse(e.data); if (d.as_of) { setText("as-of", d.as_of); } } catch (err) { /* ignore */ }
     });
-    source.addEventListener("open", markLive);
+    // Not "open": a connection that sends nothing is no evidence of fresh data.
     source.addEventListener("error", function () {
       // CLOSED: the browser gave up (an HTTP error); CONNECTING: it retries by itself.
       if (source.readyState === EventSource.CLOSED) { window.setTimeout(connect, 5000); }

@@ -1,0 +1,184 @@
+"""The pages in a real browser (Chromium through Playwright), as drivers and a lounge TV see them."""
+from __future__ import annotations
+
+import re
+import time
+from datetime import timedelta
+
+import pytest
+
+from chargeapp.seed import DEMO_DRIVER
+
+pytestmark = pytest.mark.e2e
+STATION = "yangpu-liaoyuan"
+
+
+def _log_in(w, live, next_path: str = "/stations"):
+    page = w.page
+    page.goto(f"{live.url}/login?next={next_path}")
+    page.fill("#email", DEMO_DRIVER[0])
+    page.fill("#password", DEMO_DRIVER[1])
+    page.click("form.stack button[type=submit]")
+
+
+def test_driver_on_a_phone_finds_the_station_by_district_books_and_cancels(live, phone):
+    page = phone.page
+    page.goto(f"{live.url}/stations")
+    assert page.locator("html").get_attribute("lang") == "zh-Hans"
+    # The map is drawn from /static (Leaflet) with a marker per station, although no
+    # tile can load here (no internet): it says so and the list stays usable.
+    page.wait_for_selector("#map.map-on .leaflet-marker-icon")
+    assert page.locator(".leaflet-marker-icon").count() == 3
+    page.wait_for_selector("#map.map-offline .map-note", timeout=8000)
+    phone.shot("01-finder-zh-phone")
+
+    page.select_option("#district", "杨浦区")  # submits by itself
+    page.wait_for_url(re.compile(r"district="))
+    cards = page.locator(".station-card")
+    assert cards.count() == 2
+    phone.shot("02-finder-district-zh-phone")
+
+    page.click(f'.station-card[data-code="{STATION}"] a')  # tap 1: the station
+    page.wait_for_url(re.compile(rf"/stations/{STATION}$"))
+    assert page.locator(".tiles .tile").count() >= 5
+    phone.shot("03-station-zh-phone")
+
+    page.locator("a.slot").first.click()  # tap 2: a slot (logging in on the way)
+    page.wait_for_url(re.compile(r"/login"))
+    phone.shot("04-login-zh-phone")
+    page.fill("#email", DEMO_DRIVER[0])
+    page.fill("#password", DEMO_DRIVER[1])
+    page.click("form.stack button[type=submit]")
+    page.wait_for_url(re.compile(rf"/stations/{STATION}/book\?slot="))
+    phone.shot("05-confirm-zh-phone")
+
+    page.click("#confirm-booking")  # tap 3: confirm
+    page.wait_for_url(re.compile(r"/bookings/\d+$"))
+    assert page.locator(".flash-ok").count() == 1
+    assert page.locator(".charger-code").inner_text() == "F1"
+    countdown = page.locator(".countdown")
+    first = countdown.inner_text()
+    assert re.fullmatch(r"\d+:\d\d(:\d\d)?", first)
+    page.wait_for_function("t => document.querySelector('.countdown').textContent !== t", arg=first, timeout=3000)
+    phone.shot("06-booking-zh-phone")
+
+    page.click("#cancel-booking")
+    page.wait_for_selector(".flash-ok")
+    assert "免费" in page.locator(".flash-ok").inner_text()
+    assert page.locator("#cancel-booking").count() == 0
+    phone.shot("07-cancelled-zh-phone")
+
+    page.click('nav.tabs a[href="/notifications"]')
+    assert page.locator(".note").count() >= 2
+    phone.shot("08-notifications-zh-phone")
+    page.click('nav.tabs a[href="/charging"]')
+    page.wait_for_selector("h1")
+    phone.shot("09-charging-zh-phone")
+
+
+def test_lounge_board_shows_a_charger_status_change_within_2_seconds(live, tv):
+    from chargeapp.services import charging
+
+    page = tv.page
+    page.goto(f"{live.url}/board/{STATION}")
+    page.wait_for_selector("#live.live")
+    tile = page.locator('#fast-tiles .btile[data-code="F2"]')
+    assert "st-free" in tile.get_attribute("class")
+    before = int(page.locator("#fast-free").inner_text())
+    time.sleep(1.2)  # the stream's first snapshot is in; the next change must be a new one
+
+    at = live.clock.advance(seconds=1)
+    with live.write() as session:
+        charging.record_status(session, station_code=STATION, charger_code="F2", connector=1,
+                               status="Charging", at=at, now=at)
+    changed = time.monotonic()
+    page.wait_for_selector('#fast-tiles .btile[data-code="F2"].st-charging', timeout=2000)
+    assert time.monotonic() - changed < 2.0
+    assert int(page.locator("#fast-free").inner_text()) == before - 1
+    assert page.locator('#fast-tiles .btile[data-code="F2"] .btile-state').inner_text() == "充电中"
+    tv.shot("20-board-zh-tv", full_page=False)
+
+    with live.write() as session:
+        at = live.clock.advance(seconds=1)
+        charging.record_status(session, station_code=STATION, charger_code="F2", connector=1,
+                               status="Available", at=at, now=at)
+    page.wait_for_selector('#fast-tiles .btile[data-code="F2"].st-free', timeout=2000)
+
+
+def test_lounge_board_says_stale_when_the_stream_goes_quiet_and_recovers_by_itself(live, tv):
+    config = live.app.config
+    config["CHARGEAPP_BOARD_HEARTBEAT_SECONDS"] = 0.5  # stale after 3 quiet heartbeats + 2 s = 3 s
+    config["CHARGEAPP_BOARD_STREAM_SECONDS"] = 1  # short streams: the browser reconnects every ~3 s
+    page = tv.page
+    try:
+        page.goto(f"{live.url}/board/{STATION}")
+        page.wait_for_selector("#live.live")
+        # From now on every stream ends at once without an event (a server that answers
+        # but sends nothing): the board must say its figures are stale.
+        config["CHARGEAPP_BOARD_STREAM_SECONDS"] = 0
+        page.wait_for_selector("#live.stale", timeout=8000)
+        assert page.locator("#board.stale").count() == 1
+        tv.shot("21-board-stale-zh-tv", full_page=False)
+        config["CHARGEAPP_BOARD_STREAM_SECONDS"] = 30
+        page.wait_for_selector("#live.live", timeout=8000)  # it reconnected by itself
+    finally:
+        config["CHARGEAPP_BOARD_HEARTBEAT_SECONDS"] = 5.0
+        config["CHARGEAPP_BOARD_STREAM_SECONDS"] = 30
+
+
+PAGES = [
+    ("finder", "/stations", {"zh_Hans": "找快充桩", "en": "Find a fast charger"}),
+    ("station", f"/stations/{STATION}", {"zh_Hans": "预约快充时段", "en": "Book a fast-charge slot"}),
+    ("charger", f"/stations/{STATION}/chargers/F3", {"zh_Hans": "充电桩 F3", "en": "Charger F3"}),
+    ("bookings", "/bookings", {"zh_Hans": "我的预约", "en": "My bookings"}),
+    ("charging", "/charging", {"zh_Hans": "\n免费停车至 16:10\n", "en": "\nParking free until 16:10\n"}),
+    ("notifications", "/notifications", {"zh_Hans": "消息", "en": "Messages"}),
+]
+
+
+def _a_stay_with_a_charge_and_a_receipt(live):
+    """At 15:30: the demo driver's car in since 14:10 (the plate is theirs since the 14:00 seed);
+    F3 charged 14:30-14:50 (receipt issued), S01 charging since 15:20."""
+    from chargeapp.services import charging, gates, receipts
+
+    now = live.clock.advance(minutes=90)
+    t = now.replace(hour=6, minute=10, second=0, microsecond=0)  # 14:10 Shanghai
+    minute = timedelta(minutes=1)
+    with live.write() as s:
+        gates.record_gate_passage(s, station_code=STATION, gate_code="gate-in", plate="沪A12345", direction="in",
+                                  at=t, now=now)
+        charging.record_transaction(s, station_code=STATION, charger_code="F3", event="start", connector=1,
+                                    transaction_id=501, id_tag="D-DEMO01", meter_wh=1000, at=t + 20 * minute, now=now)
+        charging.record_status(s, station_code=STATION, charger_code="F3", connector=1, status="Charging",
+                               at=t + 20 * minute, now=now)
+        charging.record_status(s, station_code=STATION, charger_code="F3", connector=1, status="Finishing",
+                               at=t + 40 * minute, now=now)
+        charging.record_transaction(s, station_code=STATION, charger_code="F3", event="stop", connector=1,
+                                    transaction_id=501, id_tag="D-DEMO01", meter_wh=19500, at=t + 41 * minute, now=now)
+        charging.record_status(s, station_code=STATION, charger_code="F3", connector=1, status="Available",
+                               at=t + 45 * minute, now=now)
+        charging.record_transaction(s, station_code=STATION, charger_code="S01", event="start", connector=1,
+                                    transaction_id=502, id_tag="D-DEMO01", meter_wh=0, at=t + 70 * minute, now=now)
+        charging.record_status(s, station_code=STATION, charger_code="S01", connector=1, status="Charging",
+                               at=t + 70 * minute, now=now)
+        receipts.settle_due(s, now)
+
+
+def test_pages_render_in_chinese_and_in_english_without_csp_violations(live, phone):
+    _a_stay_with_a_charge_and_a_receipt(live)
+    page = phone.page
+    _log_in(phone, live)
+    page.wait_for_url(re.compile(r"/stations$"))
+    for lang in ("zh_Hans", "en"):
+        if lang == "en":
+            page.click('form.lang button[value="en"]')  # the language switch
+            page.wait_for_selector("html[lang=en]")
+        for name, path, expected in PAGES:
+            page.goto(live.url + path)
+            assert page.locator("html").get_attribute("lang") == ("zh-Hans" if lang == "zh_Hans" else "en")
+            assert expected[lang] in page.locator("main").inner_text(), (name, lang)
+            phone.shot(f"3x-{name}-{lang}-phone")
+    page.goto(f"{live.url}/board/{STATION}?lang=en")
+    page.wait_for_selector("#live.live")
+    assert "fast chargers free" in page.locator(".board-summary").inner_text()
+    phone.shot("3x-board-en-phone", full_page=False)
