@@ -133,6 +133,8 @@ PAGES = [
     ("bookings", "/bookings", {"zh_Hans": "我的预约", "en": "My bookings"}),
     ("charging", "/charging", {"zh_Hans": "\n免费停车至 16:10\n", "en": "\nParking free until 16:10\n"}),
     ("notifications", "/notifications", {"zh_Hans": "消息", "en": "Messages"}),
+    ("register", "/register", {"zh_Hans": "注册司机账号", "en": "Create a driver account"}),
+    ("not-found", "/bookings/999999", {"zh_Hans": "没有这个预约", "en": "No such booking"}),
 ]
 
 
