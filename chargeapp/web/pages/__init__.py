@@ -1,4 +1,4 @@
-"""The web pages: the driver app, the lounge board (and later the manager dashboard).
+"""The web pages: the driver app, the lounge board and the manager dashboard.
 
 Server-rendered Jinja pages with a little JavaScript, calling the same services
 as the JSON API (never the API over HTTP). ``init_app`` sets up everything the
@@ -58,9 +58,9 @@ def init_app(app: Flask) -> None:
 
     app.after_request(add_security_headers)
 
-    from chargeapp.web.pages import account, board, driver
+    from chargeapp.web.pages import account, board, driver, manage, reports
 
-    for module in (account, driver, board):
+    for module in (account, driver, board, manage, reports):
         app.register_blueprint(module.bp)
 
     _template_helpers(app)

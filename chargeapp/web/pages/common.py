@@ -58,6 +58,8 @@ def register_error_pages(bp: Blueprint) -> None:
     def _http(err: HTTPException):
         if err.code == 404:
             return error_page(404, gettext("There is no such page."), gettext("Not found"))
+        if err.code == 403:
+            return error_page(403, gettext("This page is for station managers."), gettext("Not allowed"))
         if err.code == 429:
             return error_page(429, gettext("Too many attempts: wait a minute and try again."))
         return error_page(err.code or 400, gettext("The request could not be handled."))

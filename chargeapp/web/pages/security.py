@@ -70,6 +70,26 @@ def login_required(view):
     return wrapper
 
 
+def manager_required(view):
+    """Manager pages: anonymous visitors go to the login page, drivers get a 403 page.
+
+    What a manager may see within these pages is scoped by the services
+    (``services.manage.managed_station``: another manager's station is a 404).
+    """
+    from flask import abort
+
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        user = page_user()
+        if user is None:
+            return redirect(url_for("pages_account.login", next=request.full_path.rstrip("?")))
+        if user.role not in ("manager", "admin"):
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
 def safe_next(target: str | None, default: str) -> str:
     """Only a path on this site (no scheme, no host, no ``//``): never an open redirect."""
     if not target:
