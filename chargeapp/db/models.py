@@ -520,3 +520,47 @@ class DoorContact(db.Model):
     state_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     battery: Mapped[Optional[float]] = mapped_column()
     linkquality: Mapped[Optional[int]] = mapped_column()
+
+
+class OcppCharger(db.Model):
+    """A charger that speaks OCPP 1.6J through ``chargeapp ocpp-gateway``: its identity and Basic-auth password
+    (security profile 1/2), and the gateway's per-charger state, persisted so a gateway restart continues it."""
+
+    __tablename__ = "ocpp_chargers"
+    charger_id: Mapped[int] = mapped_column(ForeignKey("chargers.id", ondelete="CASCADE"), primary_key=True)
+    # The chargePointId in ws(s)://host/ocpp/<ocpp_id> and the Basic-auth username.
+    ocpp_id: Mapped[str] = mapped_column(String(48), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))  # Argon2id
+    password_set_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The contract's boot/seq the gateway stamps on this charger's messages, and the
+    # device time of the last one published (a replay older than it starts a new boot).
+    boot: Mapped[int] = mapped_column(BigInteger, default=0)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_ts: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    # The highest transaction id ever assigned to this charger (never reused).
+    last_transaction_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    boot_info: Mapped[dict] = mapped_column(JSON, default=dict)  # vendor, model, serials, firmware
+    booted_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+
+
+class OcppTransaction(db.Model):
+    """A transaction the gateway assigned an id to: lets a replayed StartTransaction get the same id back, and
+    gives StopTransaction (which names no connector) its connector."""
+
+    __tablename__ = "ocpp_transactions"
+    __table_args__ = (
+        UniqueConstraint("charger_id", "transaction_id"),
+        Index("ix_ocpp_transactions_start", "charger_id", "connector", "started_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    charger_id: Mapped[int] = mapped_column(ForeignKey("chargers.id", ondelete="CASCADE"))
+    transaction_id: Mapped[int] = mapped_column(BigInteger)
+    connector: Mapped[int] = mapped_column()
+    id_tag: Mapped[str] = mapped_column(String(20))
+    meter_start: Mapped[int] = mapped_column(BigInteger)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)  # the charger's timestamp
+    reservation_id: Mapped[Optional[int]] = mapped_column()
+    start_published: Mapped[bool] = mapped_column(Boolean, default=False)
+    stopped_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    meter_stop: Mapped[Optional[int]] = mapped_column(BigInteger)
+    stop_published: Mapped[bool] = mapped_column(Boolean, default=False)
