@@ -50,6 +50,7 @@ import io
 import statistics
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from decimal import Decimal
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
 from sqlalchemy import func, or_, select
@@ -682,7 +683,7 @@ def to_csv(rows: Sequence[dict], columns: Sequence[str] | None = None, tz: tzinf
     """Rows as CSV bytes for Excel and WPS: UTF-8 with a BOM, CRLF line ends, a header of the keys (first-seen order, or ``columns``).
 
     Datetimes are RFC 3339 in ``tz`` (the station's; their own offset when None),
-    dates ISO, None empty, booleans true/false. Text that Excel would run as a
+    dates ISO, None empty, booleans true/false, numbers (Decimal too) as written. Text that Excel would run as a
     formula (=, +, -, @) gets a leading apostrophe.
     """
     header = list(columns) if columns is not None else _keys(rows)
@@ -713,6 +714,8 @@ def _cell(value, tz: tzinfo | None) -> str:
         return value.isoformat()
     if isinstance(value, (int, float)):
         return str(value)
+    if isinstance(value, Decimal):  # exact amounts (yuan from fen): a number, never a formula
+        return format(value, "f")
     text = str(value)
     return "'" + text if text.startswith(_FORMULA_START) else text
 
