@@ -3,17 +3,21 @@
 The app runs in this process on werkzeug's threaded server (a free port on
 127.0.0.1), on a SQLite file seeded with the demo stations and logins, with a
 FixedClock at 2026-11-22 14:00 Shanghai, so a test can write through the services
-(``live.write``) and see the pages follow. Playwright's own browser download does
-not work here: the tests use /usr/bin/chromium (``.ci/run`` installs Debian's
-``chromium`` and ``fonts-noto-cjk``) and are skipped without it. Each test gets a
-fresh browser context; every console message about the Content-Security-Policy and
-every uncaught script error fails the test. Screenshots go to
-test-artifacts/pages/ (gitignored) for a person to look at.
+(``live.write``) and see the pages follow. ``station_over_mqtt`` adds what a
+station really goes through: a private Mosquitto on a free loopback port, the MQTT
+bridge (in this process, on the live app, so on its database and its clock) and a
+charger publishing contract messages with paho. Playwright's own browser download
+does not work here: the tests use /usr/bin/chromium (``.ci/run`` installs Debian's
+``chromium`` and ``fonts-noto-cjk``) and fail without it (a skipped browser test
+would look like a pass). Each test gets a fresh browser context; every console
+message about the Content-Security-Policy and every uncaught script error fails the
+test. Screenshots go to test-artifacts/pages/ (gitignored) for a person to look at.
 """
 from __future__ import annotations
 
 import os
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -87,11 +91,95 @@ def live(tmp_path_factory):
         db.engine.dispose()
 
 
+class Charger:
+    """A charger of the live app's demo station speaking the telemetry contract to the broker, as a real one would."""
+
+    def __init__(self, port: int, station: str, code: str, clock):
+        import paho.mqtt.client as mqtt
+
+        self.station, self.code, self.clock = station, code, clock
+        self.boot, self.seq = 1, 0
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{station}.{code}",
+                                  protocol=mqtt.MQTTv311)
+        self.client.connect("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+
+    def publish_status(self, status: str, connector: int = 1) -> float:
+        """Publish a StatusNotification (retained, QoS 1) stamped with the app's clock; the monotonic time it was sent.
+
+        The live app's clock is fixed (2026-11-22), so the device time is that clock's
+        now: the bridge, on the same clock, then takes it as it is (not skewed, not late).
+        """
+        from chargeapp import telemetry as t
+
+        self.seq += 1
+        message = t.StatusMessage(station=self.station, device_id=self.code, device_ts=self.clock.now(),
+                                  boot=self.boot, seq=self.seq, connector=connector, status=status)
+        topic, payload = t.format_message(message)
+        sent = time.monotonic()
+        info = self.client.publish(topic, payload, qos=t.QOS, retain=True)
+        info.wait_for_publish(5)
+        assert info.is_published(), f"the broker did not acknowledge {topic} within 5 s"
+        return sent
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@dataclass
+class StationOverMqtt:
+    """Mosquitto, the bridge writing into the live app's database, and chargers publishing to the broker."""
+
+    port: int
+    station: str
+    clock: object
+    bridge: object
+    chargers: dict = field(default_factory=dict)
+
+    def charger(self, code: str) -> Charger:
+        if code not in self.chargers:
+            self.chargers[code] = Charger(self.port, self.station, code, self.clock)
+        return self.chargers[code]
+
+
+@pytest.fixture
+def station_over_mqtt(live, tmp_path):
+    """A private Mosquitto on a free 127.0.0.1 port and the real bridge (in this process, on ``live.app``: the
+    same SQLite file and FixedClock); ``.charger("F2").publish_status("Charging")`` sends what the charger would."""
+    from mqtt_bridge.bridge import Bridge, BridgeOptions
+    from mqtt_bridge.measure import MOSQUITTO, Mosquitto
+    from mqtt_bridge.worker import WorkerOptions
+
+    if not os.path.exists(MOSQUITTO):
+        pytest.fail(f"no Mosquitto at {MOSQUITTO}: apt-get install mosquitto (the board test needs a real broker)")
+    broker = Mosquitto(tmp_path / "mosquitto").start()
+    bridge = None
+    station = StationOverMqtt(broker.port, "yangpu-liaoyuan", live.clock, None)
+    try:
+        # Telemetry only: no periodic work (holds, no-shows, receipts) or outbox behind the other tests' backs.
+        options = BridgeOptions(mqtt_url=f"mqtt://127.0.0.1:{broker.port}?client_id=pages-bridge&protocol=5",
+                                metrics_port=0, worker=WorkerOptions(periodic_seconds=0, outbox_seconds=0))
+        bridge = station.bridge = Bridge(live.app, options).start()
+        assert bridge.client.wait_subscribed(10), f"the bridge did not subscribe:\n{broker.log_path.read_text()}"
+        yield station
+    finally:
+        for charger in station.chargers.values():
+            charger.close()
+        if bridge is not None:
+            bridge.stop()
+        broker.stop()
+
+
 @pytest.fixture(scope="session")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
+    try:
+        from playwright import sync_api
+    except ImportError:
+        pytest.fail("Playwright is not installed: pip install -e '.[test]' (and apt-get install chromium)")
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install chromium fonts-noto-cjk "
+                    "(or point CHARGEAPP_CHROMIUM at one); the browser tests need a real browser")
     with sync_api.sync_playwright() as p:
         # launch() starts Chromium on a new, temporary user-data-dir of its own.
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
