@@ -104,7 +104,8 @@
       maintainAspectRatio: false,
       interaction: { mode: round ? "nearest" : "index", intersect: round },
       plugins: {
-        legend: { position: round ? "right" : "bottom" },
+        legend: { position: round ? "right" : "bottom",
+                  labels: { usePointStyle: spec.type === "line", pointStyle: "line", boxHeight: 10 } },
         tooltip: {
           callbacks: {
             label: function (ctx) {
@@ -124,13 +125,13 @@
         y: { stacked: !!spec.stacked, beginAtZero: true }
       };
       if (spec.percent) {
-        options.scales.y.max = 100;
+        options.scales.y.suggestedMax = 10;
         options.scales.y.ticks = { callback: function (v) { return v + "%"; } };
       }
       if (spec.y2) {
         options.scales.y2 = { position: "right", beginAtZero: true, grid: { drawOnChartArea: false } };
         if (spec.y2_percent) {
-          options.scales.y2.max = 100;
+          options.scales.y2.suggestedMax = 10;
           options.scales.y2.ticks = { callback: function (v) { return v + "%"; } };
         }
       }
