@@ -28,14 +28,19 @@ def _home() -> str:
     return url_for("pages_driver.finder")
 
 
+def _landing(user) -> str:
+    """Where a login without ``?next=`` leads: managers to their dashboard, drivers to the finder."""
+    return url_for("pages_manage.index") if user.role in ("manager", "admin") else _home()
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @limiter.limit(_login_limit, methods=["POST"])
 def login():
     """The login form; Argon2id through services.auth, as the API's login."""
-    target = safe_next(request.values.get("next"), _home())
+    target = safe_next(request.values.get("next"), "")  # "": none asked for, so by role
     if request.method == "GET":
         if page_user() is not None:
-            return redirect(target)
+            return redirect(target or _landing(page_user()))
         return render_template("account/login.html", next=target, email="")
     email = (request.form.get("email") or "").strip()[:254]
     password = (request.form.get("password") or "")[:200]
@@ -47,7 +52,7 @@ def login():
                                error=i18n.refusal(err)), status_of(err)
     db.session.commit()  # a rehashed password is kept
     log_in(user)
-    return redirect(target)
+    return redirect(target or _landing(user))
 
 
 @bp.post("/logout")
