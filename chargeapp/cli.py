@@ -1,7 +1,8 @@
 """The ``chargeapp`` command: a Flask CLI group with the project's commands.
 
 ``chargeapp db upgrade`` (Flask-Migrate), ``seed --demo``, ``create-manager``,
-``tick`` and ``report``.
+``tick``, ``report``, ``mqtt-credentials`` and ``ocpp-password``; and the process
+commands ``bridge``, ``simulate``, ``demo`` and ``ocpp-gateway``.
 """
 from __future__ import annotations
 
@@ -102,8 +103,10 @@ def report_command(station, start, end, fmt):
 
 def register(app) -> None:
     from chargeapp.mqtt_credentials import mqtt_credentials_command
+    from ocpp_gateway.cli import ocpp_password_command
 
-    for cmd in (seed_command, create_manager_command, tick_command, report_command, mqtt_credentials_command):
+    for cmd in (seed_command, create_manager_command, tick_command, report_command, mqtt_credentials_command,
+                ocpp_password_command):
         app.cli.add_command(cmd)
 
 
@@ -122,9 +125,10 @@ def _add_process_commands() -> None:
     """Commands that run their own processes or app: no app context around them."""
     from chargeapp.demo import demo_command
     from mqtt_bridge.cli import bridge_command
+    from ocpp_gateway.cli import ocpp_gateway_command
     from simulators.cli import simulate_command
 
-    for cmd in (bridge_command, simulate_command, demo_command):
+    for cmd in (bridge_command, simulate_command, demo_command, ocpp_gateway_command):
         main.add_command(cmd)
 
 

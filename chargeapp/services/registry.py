@@ -2,6 +2,7 @@
 and gates; drivers with id tags and plates; managers."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, time
 
@@ -9,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from chargeapp.db import models as m
-from chargeapp.domain.errors import Conflict
+from chargeapp.domain.errors import Conflict, InvalidRequest
 
 
 class EmailTaken(Conflict):
@@ -148,3 +149,50 @@ def create_user(session: Session, *, email: str, password_hash: str, now: dateti
         session.add(m.PlateRegistration(user_id=user.id, plate=normalise_plate(plate), valid_from=now))
     session.flush()
     return user
+
+
+class InvalidOcppId(InvalidRequest):
+    """An OCPP chargePointId is 1-48 characters of [A-Za-z0-9._-] (it is a URL segment and a Basic-auth username)."""
+
+    code = "invalid_ocpp_id"
+
+
+class OcppIdTaken(Conflict):
+    """Another charger already has that OCPP chargePointId."""
+
+    code = "ocpp_id_taken"
+
+
+_OCPP_ID = re.compile(r"[A-Za-z0-9._-]{1,48}")
+
+
+def set_ocpp_credentials(session: Session, *, station_code: str, charger_code: str, ocpp_id: str | None,
+                         password_hash: str, now: datetime) -> m.OcppCharger:
+    """Let a charger connect to the OCPP gateway as ``ocpp_id`` (default ``<station>.<charger>``) with this password hash.
+
+    A second call replaces the password (and the id, if given) and keeps the gateway's
+    counters, so boot, seq and transaction ids carry on. Raises ChargerNotFound,
+    InvalidOcppId, OcppIdTaken.
+    """
+    from chargeapp.services.common import ChargerNotFound, station_by_code
+
+    station = station_by_code(session, station_code)
+    charger = session.scalar(select(m.Charger).where(m.Charger.station_id == station.id,
+                                                     m.Charger.code == charger_code))
+    if charger is None:
+        raise ChargerNotFound(f"No charger {charger_code} at {station_code}.", charger=charger_code)
+    row = session.get(m.OcppCharger, charger.id)
+    ocpp_id = ocpp_id or (row.ocpp_id if row is not None else f"{station_code}.{charger_code}")
+    if not _OCPP_ID.fullmatch(ocpp_id):
+        raise InvalidOcppId(f"OCPP id {ocpp_id[:60]!r} is not 1-48 characters of [A-Za-z0-9._-]: give --ocpp-id.")
+    taken = session.scalar(select(m.OcppCharger.charger_id).where(m.OcppCharger.ocpp_id == ocpp_id))
+    if taken is not None and taken != charger.id:
+        raise OcppIdTaken(f"Another charger already connects as {ocpp_id}.", ocpp_id=ocpp_id)
+    if row is None:
+        row = m.OcppCharger(charger_id=charger.id, boot=0, seq=0, last_transaction_id=0, boot_info={})
+        session.add(row)
+    row.ocpp_id = ocpp_id
+    row.password_hash = password_hash
+    row.password_set_at = now
+    session.flush()
+    return row

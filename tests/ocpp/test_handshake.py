@@ -1,0 +1,51 @@
+"""The handshake: only registered chargers with their own password get a WebSocket (OCPP security profile 1)."""
+from __future__ import annotations
+
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from tests.bridge.support import read_count, wait_for
+from tests.ocpp.support import WAIT, basic
+
+pytestmark = pytest.mark.e2e
+
+
+def handshake_status(port: int, path: str, authorization: str | None, subprotocols=("ocpp1.6",)) -> int:
+    """The HTTP status the gateway answers a WebSocket handshake with (101 when it opens)."""
+    headers = {"Authorization": authorization} if authorization else {}
+    try:
+        with connect(f"ws://127.0.0.1:{port}{path}", subprotocols=list(subprotocols) or None,
+                     additional_headers=headers, open_timeout=WAIT):
+            return 101
+    except InvalidStatus as exc:
+        return exc.response.status_code
+
+
+def test_wrong_password_unknown_charger_and_borrowed_identity_are_refused_with_401(
+        app, start_gateway, f1_credentials):
+    ocpp_id, password = f1_credentials
+    port = start_gateway().port
+    path = f"/ocpp/{ocpp_id}"
+    assert handshake_status(port, path, basic(ocpp_id, password)) == 101
+    assert handshake_status(port, path, basic(ocpp_id, password + "x")) == 401
+    assert handshake_status(port, path, None) == 401
+    assert handshake_status(port, "/ocpp/s1.F9", basic("s1.F9", password)) == 401  # not in the registry
+    assert handshake_status(port, "/ocpp/s1.F2", basic("s1.F2", password)) == 401  # registered, but no OCPP password
+    assert handshake_status(port, path, basic("s1.F2", password)) == 401  # username is not the chargePointId
+    assert handshake_status(port, path, basic(ocpp_id, password), subprotocols=()) == 400
+    assert handshake_status(port, f"/other/{ocpp_id}", basic(ocpp_id, password)) == 404
+
+
+def test_a_wrong_password_leaves_the_charger_offline_and_a_right_one_brings_it_online(
+        app, start_gateway, f1_credentials, bridge):
+    ocpp_id, password = f1_credentials
+    gateway = start_gateway()
+    online = "SELECT online FROM chargers WHERE code = 'F1'"
+    wait_for(lambda: read_count(app, online) == 0, WAIT, "the gateway to say F1 is offline at start")
+    assert handshake_status(gateway.port, f"/ocpp/{ocpp_id}", basic(ocpp_id, "wrong-password-123")) == 401
+    assert gateway.counters.get("refused_401") == 1 and gateway.counters.get("connections") == 0
+    with connect(f"ws://127.0.0.1:{gateway.port}/ocpp/{ocpp_id}", subprotocols=["ocpp1.6"],
+                 additional_headers={"Authorization": basic(ocpp_id, password)}, open_timeout=WAIT):
+        wait_for(lambda: read_count(app, online) == 1, WAIT, "F1 online while its WebSocket is open")
+    wait_for(lambda: read_count(app, online) == 0, WAIT, "F1 offline once its WebSocket closed")
