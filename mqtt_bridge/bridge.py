@@ -52,7 +52,7 @@ class Bridge:
             subscriptions = telemetry.bridge_subscriptions(o.station)
         self.client = BridgeClient(
             self.settings, subscriptions=subscriptions, on_received=self._received, clock=self.clock,
-            receive_maximum=max(2 * o.worker.batch_size, 100),
+            receive_maximum=max(2 * o.worker.batch_size, 100), on_session=self._session,
         )
         self.worker = Worker(
             app, clock=self.clock, ack=self._ack, metrics=self.metrics, publish=self.client.publish,
@@ -64,6 +64,18 @@ class Bridge:
 
     def _received(self, received: Received) -> None:
         self.worker.submit(received)
+
+    def _session(self, present: bool) -> None:
+        """Count every connection by whether the broker resumed our session; a new one is a possible gap."""
+        self.metrics.sessions.labels("true" if present else "false").inc()
+        if not present:
+            # The broker kept no session for us: on a first start that is expected; otherwise it lost it (restarted
+            # without its persistence file, killed before its first save, or the session expired). Whatever devices
+            # published while no session existed was dropped by the broker; we resubscribe now, and each device's
+            # next message shows what is missing as a sequence gap (seq_gaps_total, device_sequences.missing).
+            log.warning("the broker has no session for this bridge (user %s, client id %s): anything published "
+                        "while it had none is lost to us; resubscribing, and the devices' next messages will show "
+                        "it as sequence gaps", self.settings.username, self.settings.client_id)
 
     def _ack(self, received: Received) -> bool:
         return self.client.ack(received)
@@ -99,6 +111,7 @@ class Bridge:
               and age is not None and age < STALE_LOOP_SECONDS and not self.client.subscribe_failures)
         return {
             "ok": ok, "connected": connected, "subscribed": self.client.subscribed, "protocol": self.client.protocol,
+            "session_present": self.client.session_present,
             "worker_alive": self.worker.alive, "loop_age_s": age, "database_ok": not self.worker.db_failing,
             "last_commit_age_s": monotonic_age(self.worker.last_commit), "queue_depth": self.worker.queue.qsize(),
             "subscribe_failures": list(self.client.subscribe_failures),

@@ -205,11 +205,13 @@ class BridgeClient:
 
     def __init__(self, settings: BrokerSettings, *, subscriptions: tuple[str, ...],
                  on_received: Callable[[Received], None], clock: Clock, receive_maximum: int = 1000,
-                 reconnect_min: float = 1.0, reconnect_max: float = 30.0):
+                 reconnect_min: float = 1.0, reconnect_max: float = 30.0,
+                 on_session: Callable[[bool], None] | None = None):
         self.settings = settings
         self.subscriptions = tuple(subscriptions)
         self.receive_maximum = max(1, min(int(receive_maximum), 65535))
         self._on_received = on_received
+        self._on_session = on_session
         self._clock = clock
         self._reconnect = (reconnect_min, reconnect_max)
         self._lock = threading.Lock()
@@ -299,6 +301,8 @@ class BridgeClient:
         self.session_present = bool(flags.session_present)
         log.info("connected to %s (MQTT %s, session %s)", self.settings.url, self.protocol,
                  "resumed" if flags.session_present else "new")
+        if self._on_session is not None:
+            self._on_session(self.session_present)
         if self.protocol == "5":
             # Retained messages only for a new subscription: a resumed session does not replay every retained status.
             topics = [(t, SubscribeOptions(qos=telemetry.QOS, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB))

@@ -68,6 +68,9 @@ class BridgeMetrics:
                                     registry=r)
         self.queue_depth = Gauge(p + "queue_depth", "Messages received and not yet applied", registry=r)
         self.connected = Gauge(p + "connected", "1 while connected to the broker", registry=r)
+        self.sessions = Counter(p + "sessions", "Connections, by whether the broker resumed the persistent session "
+                                "(present=\"false\" after the first start: the broker lost it, a possible gap)",
+                                ["present"], registry=r)
         self.last_commit = Gauge(p + "last_commit_timestamp_seconds", "Unix time of the last committed batch",
                                  registry=r)
         self.commands_published = Counter(p + "commands_published", "Commands published (first attempt)",
@@ -80,6 +83,8 @@ class BridgeMetrics:
                                        ["command", "result"], registry=r)
         self.periodic_runs = Counter(p + "periodic_runs", "Periodic work: ran here, skipped (lease held elsewhere), error",
                                      ["result"], registry=r)
+        for present in ("true", "false"):
+            self.sessions.labels(present)
         for reason in DEAD_LETTER_REASONS:
             self.dead_letters.labels(reason)  # every reason exported from the start, at 0
 
