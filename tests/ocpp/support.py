@@ -19,6 +19,7 @@ from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from ocpp_gateway.translate import ocpp_time
 
@@ -88,11 +89,18 @@ class ChargePointClient:
             self.ws = await connect(self.url, subprotocols=["ocpp1.6"], open_timeout=WAIT,
                                     additional_headers={"Authorization": basic(self.ocpp_id, self.password)})
             self.cp = SimChargePoint(self.ocpp_id, self.ws, self.answers, self.received)
-            self._reader = asyncio.ensure_future(self.cp.start())
+            self._reader = asyncio.ensure_future(self._read(self.cp))
 
         self._run(opening())
         assert self.ws.subprotocol == "ocpp1.6"
         return self
+
+    @staticmethod
+    async def _read(cp: SimChargePoint) -> None:
+        try:
+            await cp.start()
+        except ConnectionClosed:
+            pass
 
     def send(self, payload) -> Any:
         """Send one CALL and return the gateway's CALLRESULT payload (a CALLERROR raises)."""

@@ -1,0 +1,165 @@
+"""Replays a charger sends after an outage, gateway restarts, and commands: through Mosquitto and the real bridge."""
+from __future__ import annotations
+
+import paho.mqtt.client as mqtt
+import pytest
+from ocpp.v16 import call
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import func, select
+
+from chargeapp import telemetry as t
+from chargeapp.db import models as m
+from chargeapp.services import charging
+from chargeapp.services.common import enqueue_command
+from tests.bridge.support import read_count, wait_for
+from tests.e2e.test_scripted_day import local
+from tests.ocpp.support import WAIT, at
+
+pytestmark = pytest.mark.e2e
+
+ONLINE = "SELECT online FROM chargers WHERE code = 'F1'"
+
+
+def status(connector: int, value: str, when) -> call.StatusNotification:
+    return call.StatusNotification(connector_id=connector, error_code="NoError", status=value, timestamp=at(when))
+
+
+def meter(tx: int, wh: int, when) -> call.MeterValues:
+    return call.MeterValues(connector_id=1, transaction_id=tx, meter_value=[
+        {"timestamp": at(when), "sampled_value": [{"value": str(wh), "unit": "Wh"}]}])
+
+
+def charger_sequence(session) -> m.DeviceSequence:
+    session.expire_all()
+    return session.scalar(select(m.DeviceSequence).where(m.DeviceSequence.device.like("charger:%")))
+
+
+def test_messages_queued_while_offline_are_applied_once_with_their_own_device_times(
+        app, session, clock, station, driver, f1_credentials, bridge, start_gateway, charge_points):
+    tag = driver_tag(session)
+    ocpp_id, password = f1_credentials
+    gateway = start_gateway()
+    cp = charge_points(gateway.port, ocpp_id, password).connect()
+    cp.send(call.BootNotification(charge_point_model="AC22", charge_point_vendor="ACME"))
+    cp.send(status(1, "Available", clock.now()))
+    clock.set(local(14, 10))
+    start = call.StartTransaction(connector_id=1, id_tag=tag, meter_start=1_000, timestamp=at(local(14, 10)))
+    tx = cp.send(start).transaction_id
+    cp.send(status(1, "Charging", local(14, 10)))
+
+    # The network drops at 14:15; the EV finishes at 14:30 while the charger is offline.
+    cp.disconnect()
+    wait_for(lambda: read_count(app, ONLINE) == 0, WAIT, "F1 offline")
+    clock.set(local(14, 40))
+    cp.connect()
+    wait_for(lambda: read_count(app, ONLINE) == 1, WAIT, "F1 online again")
+    cp.send(status(1, "Available", local(14, 40)))  # its current state first, then what it queued
+    assert cp.send(start).transaction_id == tx  # the StartTransaction whose answer it never got: the same id
+    cp.send(meter(tx, 4_000, local(14, 20)))
+    stop = call.StopTransaction(meter_stop=7_000, timestamp=at(local(14, 30)), transaction_id=tx, reason="Local")
+    cp.send(stop)
+    cp.send(meter(tx, 4_000, local(14, 20)))  # and once more, as if the answers were lost
+    cp.send(stop)
+    published = gateway.counters.get("published")
+    wait_for(lambda: read_count(app, "SELECT count(*) FROM applied_messages") == published, WAIT,
+             "the bridge to apply every message the gateway published")
+    wait_for(lambda: read_count(app, "SELECT count(*) FROM charging_sessions WHERE closed_by = 'stop'") == 1, WAIT,
+             "the stop applied")
+    bridge.stop()
+
+    [cs] = session.scalars(select(m.ChargingSession)).all()
+    assert (cs.transaction_id, cs.started_at, cs.stopped_at, cs.start_meter_wh, cs.stop_meter_wh, cs.closed_by) == (
+        tx, local(14, 10), local(14, 30), 1_000, 7_000, "stop")
+    assert [(r.at, r.energy_wh) for r in session.scalars(select(m.MeterReading))] == [(local(14, 20), 4_000)]
+    assert gateway.counters.get("replays") == 2  # the start and the second stop: answered, not published again
+    seq = charger_sequence(session)
+    # Each message older than the one before it (the 14:20 meter after the 14:40 status, and its repeat after the
+    # 14:30 stop) started a new boot after the BootNotification's boot 1, so no device time was taken for skewed.
+    assert (seq.skewed, seq.missing, seq.gaps) == (0, 0, 0)
+    assert seq.boot == 3
+    assert session.scalar(select(m.DeadLetter.id)) is None
+
+
+def driver_tag(session) -> str:
+    """The one driver's id tag (the session is ended again: it must not hold SQLite's write lock)."""
+    tag = session.scalar(select(m.IdTag.tag))
+    session.remove()
+    return tag
+
+
+def test_transaction_ids_never_repeat_for_a_charger_across_a_gateway_restart(
+        app, session, clock, station, driver, f1_credentials, bridge, start_gateway, charge_points):
+    # F1 spoke MQTT before and reached transaction 4711: the gateway's ids start above it.
+    charging.record_transaction(session, station_code="s1", charger_code="F1", event="start", connector=1,
+                                transaction_id=4711, id_tag=None, meter_wh=0, at=local(13, 0), now=clock.now())
+    session.commit()
+    session.remove()
+    tag = driver_tag(session)
+    ocpp_id, password = f1_credentials
+    ids = []
+    for minute in (10, 20):
+        gateway = start_gateway()
+        cp = charge_points(gateway.port, ocpp_id, password).connect()
+        wait_for(lambda: read_count(app, ONLINE) == 1, WAIT, "F1 online")
+        clock.set(local(14, minute))
+        tx = cp.send(call.StartTransaction(connector_id=1, id_tag=tag, meter_start=minute, timestamp=at(clock.now())))
+        ids.append(tx.transaction_id)
+        cp.send(call.StopTransaction(meter_stop=minute + 5, timestamp=at(clock.now()), transaction_id=tx.transaction_id))
+        gateway.stop()  # closes the charger's connection and says it is offline
+        wait_for(lambda: read_count(app, ONLINE) == 0, WAIT, "F1 offline after the gateway stopped")
+        cp.close()
+    assert ids == [4712, 4713]
+    wait_for(lambda: read_count(app, "SELECT count(*) FROM charging_sessions WHERE closed_by = 'stop'") == 2, WAIT,
+             "both stops applied")
+    bridge.stop()
+    seq = charger_sequence(session)
+    assert (seq.boot, seq.last_seq, seq.missing, seq.skewed) == (0, 4, 0, 0)  # the count carried on over the restart
+    assert session.scalar(select(func.count()).select_from(m.ChargingSession)) == 3
+
+
+def test_commands_become_ocpp_calls_and_their_answers_command_results(
+        app, session, clock, station, f1_credentials, bridge, start_gateway, charge_points):
+    ocpp_id, password = f1_credentials
+    gateway = start_gateway()
+    cp = charge_points(gateway.port, ocpp_id, password, answers={
+        "ChangeAvailability": "Rejected", "RemoteStopTransaction": "CALLERROR"}).connect()
+    wait_for(lambda: read_count(app, ONLINE) == 1, WAIT, "F1 online")
+    f1 = session.scalar(select(m.Charger).where(m.Charger.code == "F1"))
+    sent = {
+        "remote_start": {"connector": 1, "id_tag": "APP-1234"},
+        "change_availability": {"connector": 1, "type": "Inoperative"},
+        "cancel_reservation": {"reservation_id": 55},
+        "remote_stop": {"transaction_id": 77},
+    }
+    request_ids = {name: enqueue_command(session, f1, name, payload, clock.now()).request_id
+                   for name, payload in sent.items()}
+    session.commit()
+    session.remove()
+    calls = dict(cp.received.get(timeout=WAIT) for _ in sent)
+    assert calls == {
+        "RemoteStartTransaction": {"connector_id": 1, "id_tag": "APP-1234"},
+        "ChangeAvailability": {"connector_id": 1, "type": "Inoperative"},
+        "CancelReservation": {"reservation_id": 55},
+        "RemoteStopTransaction": {"transaction_id": 77},
+    }
+    answered = "SELECT count(*) FROM command_outbox WHERE status = 'answered'"
+    wait_for(lambda: read_count(app, answered) == 4, WAIT, "four answers recorded")
+    results = dict(session.execute(select(m.CommandOutbox.name, m.CommandOutbox.result)).all())
+    assert results == {"remote_start": "Accepted", "change_availability": "Rejected",
+                       "cancel_reservation": "Accepted", "remote_stop": "Rejected"}  # a CALLERROR is a refusal
+    session.remove()
+
+    # The bridge's retry of an answered command (same request_id) gets the same answer, with no second CALL.
+    retry = t.RemoteStart(station="s1", charger="F1", request_id=request_ids["remote_start"], connector=1,
+                          id_tag="APP-1234")
+    results_before = gateway.counters.get("commands_answered_again")
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="ocpp-test-retry")
+    publisher.connect("127.0.0.1", bridge.client.settings.port)
+    publisher.loop_start()
+    try:
+        publisher.publish(*t.format_command(retry), qos=1).wait_for_publish(WAIT)
+        wait_for(lambda: gateway.counters.get("commands_answered_again") == results_before + 1, WAIT, "the answer again")
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
+    assert cp.received.empty()
