@@ -182,6 +182,7 @@ def _manage_helpers():
         "yuan": yuan,
         "price": price_text,
         "local_input": local_input,
+        "stamp": stamp,
     }
 
 
@@ -214,6 +215,11 @@ def price_text(units: int | None) -> str:
     if units is None:
         return ""
     return str((Decimal(units) / 10000).quantize(Decimal("0.0001")))
+
+
+def stamp(at: datetime | None, tz: str) -> str:
+    """An instant as "2026-11-22 14:00" in station time, with the year (histories span years)."""
+    return "" if at is None else at.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
 
 
 def local_input(at: datetime | None, tz: str) -> str:
