@@ -406,10 +406,9 @@ class Gateway:
                 if ready is not None:
                     ready.set()
                 await stop.wait()
-                connected = [s.identity for s in self.sessions.values()]
+                # Closing a connection ends its handler, which says the charger is offline.
                 server.close()
                 await server.wait_closed()
-            await asyncio.gather(*(self.publish_online(identity, False) for identity in connected))
         finally:
             self.mqtt.stop()
             self.store.close()

@@ -102,7 +102,7 @@ class MqttLink:
 
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
-        log.warning("disconnected from %s (%s)", self.settings.url, reason_code)
+        (log.warning if reason_code.is_failure else log.info)("disconnected from %s (%s)", self.settings.url, reason_code)
 
     def _handle_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
         topic, payload = message.topic, bytes(message.payload)
