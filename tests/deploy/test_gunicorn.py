@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import runpy
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,3 +153,98 @@ def test_login_rate_limit_is_per_client_behind_the_proxy(tmp_path):
         first = [_bad_login(base, "203.0.113.7") for _ in range(6)]
         assert first[:5] == [401] * 5 and first[5] == 429  # the sixth bad login in a minute
         assert _bad_login(base, "198.51.100.23") == 401  # another client is not locked out
+
+
+# --------------------------------------------------------------------------- login limits across workers
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+LIMIT_WORKERS = 3
+# The access log with the serving worker's pid (GUNICORN_CMD_ARGS overrides gunicorn.conf.py's format).
+PID_LOG = "--access-logformat '%(p)s %({x-forwarded-for}i)s \"%(r)s\" %(s)s'"
+
+
+@contextlib.contextmanager
+def running_redis(workdir):
+    """redis-server on a free 127.0.0.1 port, nothing saved to disk; yields its URL."""
+    if not os.path.exists(REDIS_SERVER):
+        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(workdir), "--logfile", str(workdir / "redis.log")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+
+        def ready():
+            if proc.poll() is not None:
+                raise AssertionError(f"redis-server exited {proc.returncode}")
+            try:
+                return client.ping()
+            except redis.exceptions.ConnectionError:
+                return False
+
+        assert wait_for(ready, 10, interval=0.05), "redis-server did not answer PING within 10 s"
+        client.close()
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def _spread_bad_logins(base: str, log_path, client_ip: str, n: int) -> tuple[list[int], set[str]]:
+    """``n`` bad logins from one client, sent at once on separate connections; (statuses, pids of the workers that served them)."""
+    with ThreadPoolExecutor(n) as pool:
+        statuses = list(pool.map(lambda _: _bad_login(base, client_ip), range(n)))
+    pids: set[str] = set()
+
+    def logged() -> bool:
+        lines = [line for line in log_path.read_text().splitlines()
+                 if f" {client_ip} " in line and "POST /api/v1/auth/login" in line]
+        pids.clear()
+        pids.update(line.split()[0] for line in lines)
+        return len(lines) >= n
+
+    assert wait_for(logged, 5), "the access log lacks the logins"
+    return statuses, pids
+
+
+def _logins_over_several_workers(base: str, log_path, n: int) -> tuple[list[int], set[str], str]:
+    """Bad logins of one client that reached at least two workers (each try a new client address, at most 10)."""
+    for attempt in range(10):
+        client_ip = f"203.0.113.{10 + attempt}"
+        statuses, pids = _spread_bad_logins(base, log_path, client_ip, n)
+        if len(pids) >= 2:
+            return statuses, pids, client_ip
+    raise AssertionError(f"10 bursts of {n} logins all went to one worker")
+
+
+@pytest.mark.e2e
+def test_login_rate_limit_is_counted_across_gunicorn_workers_in_redis(tmp_path):
+    """docs/deploy.md: CHARGEAPP_RATELIMIT_STORAGE_URL=redis://...; five bad logins spread over workers, the sixth is 429."""
+    with running_redis(tmp_path / "redis") as redis_url, running_gunicorn(
+            tmp_path, workers=LIMIT_WORKERS, threads=4, CHARGEAPP_TRUSTED_PROXIES="1",
+            CHARGEAPP_RATELIMIT_STORAGE_URL=redis_url, GUNICORN_CMD_ARGS=PID_LOG) as (base, log_path):
+        statuses, pids, client_ip = _logins_over_several_workers(base, log_path, 5)
+        assert statuses == [401] * 5, statuses
+        sixth = [_bad_login(base, client_ip) for _ in range(LIMIT_WORKERS)]  # whichever worker takes it
+        assert sixth == [429] * LIMIT_WORKERS
+        assert _bad_login(base, "198.51.100.23") == 401  # another client is not locked out
+    print(f"\nredis: 5 bad logins over workers {sorted(pids)}: 401; the next {LIMIT_WORKERS}: 429")
+
+
+@pytest.mark.e2e
+def test_memory_storage_counts_login_attempts_per_worker(tmp_path):
+    """Why production needs Redis: with the default memory:// each worker counts alone, so a client gets more tries."""
+    with running_gunicorn(tmp_path, workers=LIMIT_WORKERS, threads=16, CHARGEAPP_TRUSTED_PROXIES="1",
+                          GUNICORN_CMD_ARGS=PID_LOG) as (base, log_path):
+        statuses, pids, _ = _logins_over_several_workers(base, log_path, 15)
+    accepted = statuses.count(401)
+    print(f"\nmemory://: of 15 bad logins over workers {sorted(pids)}, {accepted} were tried (limit 5)")
+    assert accepted > 5 and set(statuses) <= {401, 429}
