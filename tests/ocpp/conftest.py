@@ -40,9 +40,10 @@ def start_gateway(app, mosquitto):  # noqa: F811
     """Start a gateway on a free port (call again after stopping one: a restart); all are stopped at teardown."""
     started: list[Gateway] = []
 
-    def start() -> Gateway:
-        gateway = Gateway(app, GatewayOptions(port=0, mqtt_url=f"{mosquitto.url}?client_id=ocpp-gateway",
-                                              call_timeout=5, puback_timeout=5)).start()
+    def start(**options) -> Gateway:
+        options = {"port": 0, "mqtt_url": f"{mosquitto.url}?client_id=ocpp-gateway", "call_timeout": 5,
+                   "puback_timeout": 5, **options}
+        gateway = Gateway(app, GatewayOptions(**options)).start()
         started.append(gateway)
         return gateway
 

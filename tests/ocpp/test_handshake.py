@@ -1,5 +1,8 @@
-"""The handshake: only registered chargers with their own password get a WebSocket (OCPP security profile 1)."""
+"""The handshake: only registered chargers with their own password get a WebSocket (OCPP security profiles 1 and 2)."""
 from __future__ import annotations
+
+import ssl
+import subprocess
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -49,3 +52,22 @@ def test_a_wrong_password_leaves_the_charger_offline_and_a_right_one_brings_it_o
                  additional_headers={"Authorization": basic(ocpp_id, password)}, open_timeout=WAIT):
         wait_for(lambda: read_count(app, online) == 1, WAIT, "F1 online while its WebSocket is open")
     wait_for(lambda: read_count(app, online) == 0, WAIT, "F1 offline once its WebSocket closed")
+
+
+def test_security_profile_2_is_the_same_basic_auth_over_wss(app, tmp_path, start_gateway, f1_credentials):
+    cert, key = tmp_path / "gateway.pem", tmp_path / "gateway.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    ocpp_id, password = f1_credentials
+    port = start_gateway(certfile=str(cert), keyfile=str(key)).port
+    trust = ssl.create_default_context(cafile=str(cert))
+    url = f"wss://127.0.0.1:{port}/ocpp/{ocpp_id}"
+    with connect(url, ssl=trust, subprotocols=["ocpp1.6"], open_timeout=WAIT,
+                 additional_headers={"Authorization": basic(ocpp_id, password)}) as ws:
+        assert ws.subprotocol == "ocpp1.6"
+    with pytest.raises(InvalidStatus) as refused:
+        with connect(url, ssl=trust, subprotocols=["ocpp1.6"], open_timeout=WAIT,
+                     additional_headers={"Authorization": basic(ocpp_id, "not-the-password-at-all")}):
+            pass
+    assert refused.value.response.status_code == 401
