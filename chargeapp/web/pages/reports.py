@@ -441,19 +441,30 @@ def build_tables(station: m.Station, first: date, last: date, names, measure: st
     needs = set().union(*(NEEDS[n] for n in names))
     at, session = now(), db.session
     out: dict[str, Table] = {}
+    if len(needs) > 1:  # the whole page: one pass over the status history serves every section
+        every = svc.station_report(session, station, first, last, measure, at)
+        computed = {"utilization": lambda: every["utilization"], "heatmap": lambda: every["heatmap"],
+                    "trend": lambda: every["trend"], "lounge": lambda: every["lounge"]}
+    else:
+        computed = {
+            "utilization": lambda: svc.utilization(session, station, first, last, at),
+            "heatmap": lambda: svc.heatmap(session, station, first, last, measure, at),
+            "trend": lambda: svc.daily_trend(session, station, first, last, at),
+            "lounge": lambda: svc.lounge_by_hour(session, station, first, last, at),
+        }
     if "utilization" in needs:
-        report = svc.utilization(session, station, first, last, at)
+        report = computed["utilization"]()
         builders = {"summary": summary_table, "utilization": utilization_table, "energy": energy_table,
                     "bookings": bookings_table, "availability": availability_table, "revenue": revenue_table}
         for name, build in builders.items():
             if name in names:
                 out[name] = build(report)
     if "heatmap" in needs:
-        out["heatmap"] = heatmap_table(svc.heatmap(session, station, first, last, measure, at))
+        out["heatmap"] = heatmap_table(computed["heatmap"]())
     if "trend" in needs:
-        out["trend"] = trend_table(svc.daily_trend(session, station, first, last, at))
+        out["trend"] = trend_table(computed["trend"]())
     if "lounge" in needs:
-        out["lounge"] = lounge_table(svc.lounge_by_hour(session, station, first, last, at), list(station.zones))
+        out["lounge"] = lounge_table(computed["lounge"](), list(station.zones))
     return {n: out[n] for n in names}
 
 
