@@ -559,3 +559,68 @@ def test_every_manager_form_carries_the_csrf_token_and_a_post_without_it_is_refu
     r = manager.post("/manage/s1/zones/hall/count", data={"count": "3", "reason": "x"})
     assert r.status_code == 400
     assert audit_actions(session) == []
+
+
+# -- no input is a 500 -------------------------------------------------------------------------------
+
+JUNK = ["", " ", "-1", "1.5", "1e9", str(10**30), "x" * 5000, "a\x00b", "25:00", "2026-13-45T99:99", "<script>"]
+
+
+def test_no_junk_in_any_form_field_is_a_500(manager, session, clock):
+    stay = _stay(session, clock)
+    receipt = _charging_receipt(session, clock)
+    charging.record_transaction(session, station_code="s1", charger_code="F3", event="start", connector=1,
+                                transaction_id=8, id_tag="T", meter_wh=0, at=clock.now() - timedelta(hours=1),
+                                now=clock.now())
+    session.commit()
+    cs = session.scalar(select(m.ChargingSession).where(m.ChargingSession.transaction_id == 8))
+    forms = {
+        "/manage/s1/chargers/F1": ["in_service", "reason"],
+        "/manage/s1/zones": ["code", "name", "name_en", "capacity", "reason"],
+        "/manage/s1/zones/hall": ["name", "name_en", "capacity", "reason"],
+        "/manage/s1/zones/hall/count": ["count", "reason"],
+        "/manage/s1/hours": ["opens_at", "closes_at", "reason"],
+        "/manage/s1/maintenance": ["starts_at", "ends_at", "reason"],
+        "/manage/s1/tariffs": ["effective_from", "periods", "peak_price", "idle_grace_minutes",
+                               "idle_fee_cap_fen", "reason"],
+        f"/manage/s1/receipts/{receipt.id}/waive": ["component", "reason"],
+        f"/manage/s1/receipts/{receipt.id}/correct": ["energy_fen", "service_fen", "idle_fen", "reason"],
+        f"/manage/s1/sessions/{cs.id}/close": ["at", "reason"],
+        f"/manage/s1/stays/{stay.id}/plate": ["plate", "reason"],
+    }
+    csrf = token(manager, "/manage/")
+    for path, names in forms.items():
+        for value in JUNK:
+            data = {name: value for name in names}
+            if "reason" in names and value.strip() == "":
+                data["reason"] = "junk test"
+            r = manager.post(path, data={**data, "csrf_token": csrf})
+            assert r.status_code < 500, (path, value[:20], r.status_code)
+            assert r.mimetype == "text/html", (path, value[:20])  # the page's own answer, not a JSON error
+    for path in ("/manage/s1/receipts?q=" + "9" * 40, "/manage/s1/stays?plate=%25_%00",
+                 "/manage/s1/audit?before=-1", "/manage/s1/maintenance?past=yes"):
+        assert manager.get(path).status_code == 200, path
+
+
+def test_unacknowledged_holds_and_dead_letters_need_attention_and_link_onwards(manager, session, clock, station):
+    f1 = next(c for c in station.chargers if c.code == "F1")
+    session.add(m.CommandOutbox(request_id="hold-1", station_id=station.id, charger_id=f1.id, name="reserve_now",
+                                payload={}, status="sent", attempts=2, created_at=clock.now() - timedelta(minutes=5)))
+    session.add(m.DeadLetter(received_at=clock.now() - timedelta(minutes=3), topic="cs/s1/F9/status", payload=b"?",
+                             reason="unknown_charger", station_code="s1"))
+    session.commit()
+    html = text(manager.get("/manage/s1/live"))
+    assert "保留指令未确认" in html and "死信" in html
+    assert 'href="/manage/s1/dead-letters"' in html
+
+
+def test_the_detail_pages_render_in_english(english, session, clock):
+    receipt = _charging_receipt(session, clock)
+    stay = _stay(session, clock)
+    cs = session.get(m.ChargingSession, receipt.session_id)
+    for path, words in ((f"/manage/s1/receipts/{receipt.id}", ["Waive a fee", "Correct the amounts", "Service fee"]),
+                        (f"/manage/s1/sessions/{cs.id}", ["Session #", "Closed by"]),
+                        (f"/manage/s1/stays/{stay.id}", ["Fix a misread plate", "Save the plate"])):
+        r = english.get(path)
+        assert r.status_code == 200, path
+        assert all(w in text(r) for w in words), path

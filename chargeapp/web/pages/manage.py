@@ -310,7 +310,18 @@ class Form:
 
 
 def posted(key: str) -> Form:
-    return Form(key, {k: v for k, v in request.form.items() if k != "csrf_token"})
+    """The form just posted; a NUL character (no database text column takes it) is refused on its field."""
+    form = Form(key, {k: v for k, v in request.form.items() if k != "csrf_token"})
+    for name, value in form.values.items():
+        if "\x00" in value:
+            form.values[name] = value.replace("\x00", "")
+            form.errors[name] = gettext("Contains a character that cannot be stored.")
+    return form
+
+
+def _query_text(name: str) -> str:
+    """A search box's text (at most 64 characters, no NUL)."""
+    return request.args.get(name, "").replace("\x00", "").strip()[:64]
 
 
 class Forms:
@@ -766,7 +777,7 @@ def receipts(code: str):
     """The station's receipts, newest first; ``?q=`` a receipt number or a plate."""
     station = _station_row(code)
     q = select(m.Receipt).where(m.Receipt.station_id == station.id)
-    wanted = request.args.get("q", "").strip()[:64]
+    wanted = _query_text("q")
     if wanted:
         stays = select(m.ParkingStay.id).where(m.ParkingStay.station_id == station.id,
                                                m.ParkingStay.plate == wanted.upper().replace(" ", ""))
@@ -941,7 +952,7 @@ def stays(code: str):
     """Parking stays, newest first; ``?plate=`` finds one plate's stays."""
     station = _station_row(code)
     q = select(m.ParkingStay).where(m.ParkingStay.station_id == station.id)
-    plate = request.args.get("plate", "").strip()[:64]
+    plate = _query_text("plate")
     if plate:
         q = q.where(m.ParkingStay.plate.contains(plate.upper().replace(" ", ""), autoescape=True))
     rows, next_before = _page_of(q, m.ParkingStay.id)
