@@ -242,6 +242,8 @@ def test_the_page_has_every_section_with_a_chart_and_a_csv_link(boss, history, s
     assert "<script>" not in html and "style=" not in html
     assert 'src="/static/vendor/chartjs-4.6.1/chart.umd.min.js' in html and 'src="/static/js/reports.js' in html
     assert 'media="print"' in html and 'id="print-report"' in html
+    # The station's tabs of the manager dashboard, with this page among them.
+    assert 'href="/manage/s1/reports"' in html and 'href="/manage/s1/chargers"' in html
 
 
 def test_both_languages_render(boss, history):

@@ -476,7 +476,7 @@ def _context(station: m.Station, today: date) -> dict:
     for key, label in PRESETS.items():
         a, b = preset_range(key, today)
         presets.append({"key": key, "label": label, "from": a, "to": b})
-    return {"station": station, "presets": presets, "today": today, "measures": MEASURE_NAMES,
+    return {"station": station, "presets": presets, "today": today, "measures": MEASURE_NAMES, "has_reports": True,
             "max_days": rules_of(station).max_report_days}
 
 
