@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import paho.mqtt.client as mqtt
 import pytest
+from ocpp.exceptions import InternalError
 from ocpp.v16 import call
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
@@ -11,6 +12,7 @@ from chargeapp import telemetry as t
 from chargeapp.db import models as m
 from chargeapp.services import charging
 from chargeapp.services.common import enqueue_command
+from mqtt_bridge.measure import Mosquitto
 from tests.bridge.support import read_count, wait_for
 from tests.e2e.test_scripted_day import local
 from tests.ocpp.support import WAIT, at
@@ -163,3 +165,32 @@ def test_commands_become_ocpp_calls_and_their_answers_command_results(
         publisher.disconnect()
         publisher.loop_stop()
     assert cp.received.empty()
+
+
+def test_a_message_the_broker_never_acknowledged_is_refused_so_the_chargers_repeat_is_applied_once(
+        app, session, clock, station, driver, f1_credentials, mosquitto, bridge, start_gateway, charge_points,  # noqa: F811
+        tmp_path):
+    tag = driver_tag(session)
+    ocpp_id, password = f1_credentials
+    gateway = start_gateway(puback_timeout=1)
+    cp = charge_points(gateway.port, ocpp_id, password).connect()
+    tx = cp.send(call.StartTransaction(connector_id=1, id_tag=tag, meter_start=0, timestamp=at(clock.now())))
+    tx = tx.transaction_id
+    wait_for(lambda: read_count(app, "SELECT count(*) FROM charging_sessions") == 1, WAIT, "the start applied")
+
+    mosquitto.stop()  # the broker goes away (and, without persistence, forgets every session)
+    stop = call.StopTransaction(meter_stop=9_000, timestamp=at(clock.now()), transaction_id=tx)
+    with pytest.raises(InternalError):
+        cp.send(stop)  # no PUBACK within 1 s: the charger is told to try again, not that it was done
+
+    again = Mosquitto(tmp_path / "mosquitto-again", port=mosquitto.port).start()
+    try:
+        wait_for(lambda: bridge.client.subscribed and gateway.mqtt.connected.is_set(), 15, "both clients back")
+        cp.send(stop)  # the charger's retry
+        wait_for(lambda: read_count(app, "SELECT count(*) FROM charging_sessions WHERE closed_by = 'stop'") == 1,
+                 WAIT, "the stop applied")
+        bridge.stop()
+    finally:
+        again.stop()
+    [cs] = session.scalars(select(m.ChargingSession)).all()
+    assert (cs.transaction_id, cs.stop_meter_wh) == (tx, 9_000)
