@@ -202,6 +202,13 @@ def test_a_range_longer_than_the_station_allows_is_422_in_both_languages_and_for
                     ).status_code == 200
 
 
+def test_presets_and_csv_links_keep_the_heat_map_measure_and_a_lang_given_in_the_url(boss):
+    html = boss.get(URL, query_string={**RANGE, "measure": "charging", "lang": "en"}).get_data(as_text=True)
+    assert "/manage/s1/reports?measure=charging&amp;lang=en&amp;from=2026-11-21&amp;to=2026-11-21" in html
+    assert "/manage/s1/reports/heatmap.csv?from=2026-11-10&amp;to=2026-11-11&amp;lang=en&amp;measure=charging" in html
+    assert '<option value="charging" selected>' in html
+
+
 def test_one_date_alone_is_a_report_of_that_day(boss, history):
     html = boss.get(URL, query_string={"from": "2026-11-10", "lang": "en"}).get_data(as_text=True)
     assert 'name="to" value="2026-11-10"' in html
@@ -275,6 +282,7 @@ def test_the_utilization_csv_is_the_services_numbers(boss, history, session, sta
     r = boss.get(f"{URL}/utilization.csv", query_string={**RANGE, "lang": "en"})
     assert r.status_code == 200 and r.headers["Content-Type"] == "text/csv; charset=utf-8"
     assert r.headers["Content-Disposition"] == 'attachment; filename="s1-utilization-2026-11-10-2026-11-11.csv"'
+    assert r.headers["Cache-Control"] == "private, no-store"
     rows = rows_of(r)
     assert rows[0] == ["Charger", "Kind", "Level", "In service (min)", "Occupied (min)", "Occupied (%)",
                        "Charging (min)", "Charging (%)"]

@@ -471,11 +471,23 @@ def build_tables(station: m.Station, first: date, last: date, names, measure: st
 # -- views -----------------------------------------------------------------------------------
 
 
+def kept_args() -> dict:
+    """The query arguments a preset or CSV link keeps: the heat map's measure and a ``lang`` given in the URL."""
+    kept = {}
+    if request.args.get("measure") in svc.MEASURES:
+        kept["measure"] = request.args["measure"]
+    if request.args.get("lang") in i18n.LANGUAGES:
+        kept["lang"] = request.args["lang"]
+    return kept
+
+
 def _context(station: m.Station, today: date) -> dict:
     presets = []
     for key, label in PRESETS.items():
         a, b = preset_range(key, today)
-        presets.append({"key": key, "label": label, "from": a, "to": b})
+        presets.append({"key": key, "label": label, "from": a, "to": b,
+                        "url": url_for("pages_reports.report", code=station.code, **kept_args(),
+                                       **{"from": a.isoformat(), "to": b.isoformat()})})
     return {"station": station, "presets": presets, "today": today, "measures": MEASURE_NAMES, "has_reports": True,
             "max_days": rules_of(station).max_report_days}
 
@@ -505,7 +517,8 @@ def report(code: str):
         return _refused(station, today, range_message(err), measure, 422)
     tables = build_tables(station, first, last, TABLES, measure)
     query = {"from": first.isoformat(), "to": last.isoformat()}
-    csv_urls = {name: url_for("pages_reports.csv_export", code=station.code, table=name, **query,
+    lang = {k: v for k, v in kept_args().items() if k == "lang"}
+    csv_urls = {name: url_for("pages_reports.csv_export", code=station.code, table=name, **query, **lang,
                               **({"measure": measure} if name == "heatmap" else {}))
                 for name in TABLES}
     current = next((p["key"] for p in ctx["presets"] if (p["from"], p["to"]) == (first, last)), None)
@@ -539,6 +552,7 @@ def csv_export(code: str, table: str):
     filename = f"{csv_code(station.code)}-{name}-{first.isoformat()}-{last.isoformat()}.csv"
     resp = Response(body, status=200, content_type="text/csv; charset=utf-8")
     resp.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    resp.headers["Cache-Control"] = "private, no-store"  # a station's figures: kept by no shared cache
     return resp
 
 
