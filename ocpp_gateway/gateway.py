@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import http
 import logging
 import ssl
@@ -38,7 +39,7 @@ from urllib.parse import unquote, urlsplit
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from ocpp.exceptions import OCPPError
+from ocpp.exceptions import OCPPError, PropertyConstraintViolationError
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action, RegistrationStatus
@@ -96,6 +97,22 @@ class Counters:
             return dict(self._values)
 
 
+def _refusals_as_call_errors(handler):
+    """A message the contract cannot carry (a bad timestamp, an id tag with control characters...) is answered with
+    PropertyConstraintViolation, not the library's InternalError, so the charger's log says what is wrong."""
+
+    @functools.wraps(handler)
+    async def checked(self, *args, **kwargs):
+        try:
+            return await handler(self, *args, **kwargs)
+        except (t.BadMessage, tr.UnusableMessage) as exc:
+            self.gw.counters.add("refused_messages")
+            log.warning("%s: refused a message: %s", self.identity, exc)
+            raise PropertyConstraintViolationError(description=str(exc)[:200]) from None
+
+    return checked
+
+
 class OcppSession(ChargePoint):
     """One connected charger: OCPP handlers that translate to the contract, and the commands sent to it."""
 
@@ -124,6 +141,7 @@ class OcppSession(ChargePoint):
         return call_result.Heartbeat(current_time=tr.ocpp_time(self.gw.now()))
 
     @on(Action.status_notification)
+    @_refusals_as_call_errors
     async def on_status_notification(self, **payload: Any):
         await self.gw.emit(self.identity, [tr.status_draft(self.address, payload, self.gw.now())])
         return call_result.StatusNotification()
@@ -135,7 +153,9 @@ class OcppSession(ChargePoint):
         return call_result.Authorize(id_tag_info=tr.id_tag_info(driver))
 
     @on(Action.start_transaction)
+    @_refusals_as_call_errors
     async def on_start_transaction(self, **payload: Any):
+        t.format_message(tr.start_draft(self.address, payload, 1))  # refuse what the contract cannot carry before an id is spent
         record = await self.gw.store.run(st.start_transaction, self.identity.charger_id, payload)
         if record.start_published:
             self.gw.counters.add("replays")
@@ -147,6 +167,7 @@ class OcppSession(ChargePoint):
         return call_result.StartTransaction(transaction_id=record.transaction_id, id_tag_info=tr.id_tag_info(driver))
 
     @on(Action.meter_values)
+    @_refusals_as_call_errors
     async def on_meter_values(self, connector_id: int, meter_value: list, transaction_id: int | None = None):
         record = await self.gw.store.run(
             *((st.transaction, self.identity.charger_id, transaction_id) if transaction_id is not None
@@ -170,6 +191,7 @@ class OcppSession(ChargePoint):
             self.readings[tx] = latest
 
     @on(Action.stop_transaction)
+    @_refusals_as_call_errors
     async def on_stop_transaction(self, **payload: Any):
         tx = payload["transaction_id"]
         record = await self.gw.store.run(st.record_stop, self.identity.charger_id, tx,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import paho.mqtt.client as mqtt
 import pytest
-from ocpp.exceptions import InternalError
+from ocpp.exceptions import InternalError, PropertyConstraintViolationError
 from ocpp.v16 import call
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
@@ -194,3 +194,17 @@ def test_a_message_the_broker_never_acknowledged_is_refused_so_the_chargers_repe
         again.stop()
     [cs] = session.scalars(select(m.ChargingSession)).all()
     assert (cs.transaction_id, cs.stop_meter_wh) == (tx, 9_000)
+
+
+def test_messages_the_contract_cannot_carry_are_refused_with_a_call_error_and_spend_no_id(
+        app, session, clock, station, f1_credentials, start_gateway, charge_points):
+    ocpp_id, password = f1_credentials
+    gateway = start_gateway()
+    cp = charge_points(gateway.port, ocpp_id, password).connect()
+    with pytest.raises(PropertyConstraintViolationError):
+        cp.send(call.StartTransaction(connector_id=1, id_tag="APP-\x07", meter_start=0, timestamp=at(clock.now())))
+    with pytest.raises(PropertyConstraintViolationError):
+        cp.send(call.StatusNotification(connector_id=1, error_code="NoError", status="Available", timestamp="soon"))
+    assert cp.send(call.StartTransaction(connector_id=1, id_tag="APP-1", meter_start=0,
+                                         timestamp=at(clock.now()))).transaction_id == 1
+    assert gateway.counters.get("refused_messages") == 2
