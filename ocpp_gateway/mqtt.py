@@ -121,7 +121,13 @@ class MqttLink:
             future.set_exception(ConnectionError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}"))
         else:
             self._pending[info.mid] = future
+            # A publish given up on (timeout) leaves no entry behind; paho may still deliver it, unwatched.
+            future.add_done_callback(lambda f, mid=info.mid: self._forget(mid, f))
         return future
+
+    def _forget(self, mid: int, future: asyncio.Future) -> None:
+        if future.cancelled() and self._pending.get(mid) is future:
+            del self._pending[mid]
 
     def _handle_publish(self, client, userdata, mid, reason_code, properties) -> None:
         self.loop.call_soon_threadsafe(self._published, mid)
