@@ -52,6 +52,19 @@ def shipped_broker(credentials, tmp_path):
     broker.stop()
 
 
+@pytest.fixture
+def plain_mosquitto(tmp_path):
+    """A private Mosquitto without ACL (anonymous, no persistence), like a broker in front of a gateway that speaks
+    for many devices: whatever a client publishes reaches the bridge."""
+    from mqtt_bridge.measure import Mosquitto
+
+    if not Path(MOSQUITTO).exists():
+        pytest.skip("mosquitto is not installed (Debian: apt-get install mosquitto)")
+    broker = Mosquitto(tmp_path / "mosquitto").start()
+    yield broker
+    broker.stop()
+
+
 def start_bridge(app, port: int, user: str | None = None, password: str | None = None, **worker) -> Bridge:
     """The bridge in this process (the app's fixed clock), MQTT 5, its own persistent session; waits until subscribed."""
     auth = f"{user}:{password}@" if user else "bridge@"

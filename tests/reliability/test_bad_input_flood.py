@@ -11,31 +11,28 @@ import json
 import random
 from collections import Counter
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from chargeapp import telemetry as t
 from chargeapp.db import models as m
-from mqtt_bridge.measure import MOSQUITTO, Mosquitto, workload
+from mqtt_bridge.measure import workload
 from tests.conftest import T0
-from tests.reliability.broker_support import database_url, handled, metric, start_bridge, wait_until_idle  # noqa: F401
+from tests.reliability.broker_support import (  # noqa: F401  (fixtures)
+    database_url,
+    handled,
+    metric,
+    plain_mosquitto,
+    start_bridge,
+    wait_until_idle,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 BAD = 10_000
 VALID = 1_000
 TS = "2026-11-22T13:30:00+08:00"
-
-
-@pytest.fixture
-def plain_mosquitto(tmp_path):
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed (Debian: apt-get install mosquitto)")
-    broker = Mosquitto(tmp_path / "mosquitto").start()
-    yield broker
-    broker.stop()
 
 
 def publish_raw(port: int, messages, timeout: float) -> None:

@@ -104,7 +104,7 @@ def test_broker_killed_mid_burst_loses_nothing_undetected_and_applies_nothing_tw
         for topic, payload in finals:
             fleet.publish(topic, payload)
         assert fleet.wait_acknowledged(10)
-        wait_until_idle(bridge, timeout=60)
+        wait_until_idle(bridge, timeout=90, quiet=2.0)
         health = bridge.health()
     finally:
         if fleet is not None:
@@ -130,7 +130,10 @@ def test_broker_killed_mid_burst_loses_nothing_undetected_and_applies_nothing_tw
         assert row.missing == lost[device], (device, row.missing, lost[device])
     assert metric(bridge, "seq_missing_messages_total") - metric(bridge, "seq_filled_messages_total") == sum(
         lost.values())
-    assert (metric(bridge, "seq_gaps_total") > 0) == (sum(lost.values()) > 0)
+    if sum(lost.values()):
+        assert metric(bridge, "seq_gaps_total") > 0
+    # (Gaps may be counted and filled again with nothing lost: after the restart a device's resent messages can
+    # arrive before the older ones the broker had saved for the bridge.)
 
     # No effect applied twice: one meter row per applied meter message, one session per transaction.
     meter_applied = 0

@@ -10,7 +10,6 @@ import random
 import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -18,25 +17,22 @@ from sqlalchemy import func, select
 from chargeapp import telemetry as t
 from chargeapp.db import models as m
 from chargeapp.services import lounge, receipts
-from mqtt_bridge.measure import MOSQUITTO, Mosquitto, publish_all
+from mqtt_bridge.measure import publish_all
 from tests.bridge.wire import Device
 from tests.conftest import T0
 from tests.factories import make_driver, make_station
-from tests.reliability.broker_support import database_url, metric, start_bridge, wait_until_idle  # noqa: F401
+from tests.reliability.broker_support import (  # noqa: F401  (fixtures)
+    database_url,
+    metric,
+    plain_mosquitto,
+    start_bridge,
+    wait_until_idle,
+)
 
 pytestmark = [pytest.mark.e2e]
 
 UTC = timezone.utc
 SHUFFLED = ("s2", "s3", "s4")
-
-
-@pytest.fixture
-def plain_mosquitto(tmp_path):
-    if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed (Debian: apt-get install mosquitto)")
-    broker = Mosquitto(tmp_path / "mosquitto").start()
-    yield broker
-    broker.stop()
 
 
 def publish_in_chunks(port: int, messages, chunks: int = 4, pause: float = 0.4) -> None:
