@@ -19,6 +19,14 @@ compose file set them), so the same file serves a 2-core VM and a bigger host.
   killed by it; a worker stuck for 30 s (a deadlock, a CPU loop) is.
   ``graceful_timeout`` bounds a restart or reload: open streams are cut after
   it, and browsers' EventSource reconnects on its own.
+- Board streams are capped per worker at ``threads`` minus a reserve (a quarter,
+  at least 2): 12 of 16 by default. Past the cap a board is answered 503 at once
+  and retries, so pages and the API always find a free thread; without the cap a
+  worker whose threads all hold streams would queue every other request behind
+  streams that last minutes (``CHARGEAPP_WEB_BOARD_STREAMS`` overrides it).
+- On SIGTERM (stop, reload, restart) the worker ends its open board streams
+  within a poll (each says ``bye`` and the browser reconnects to a new worker), so
+  a reload with lounge TVs open takes a second, not the whole graceful timeout.
 - No ``preload_app``: each worker imports the app after the fork, so no
   database connection (or pool) is ever shared between processes, and a
   ``kill -HUP`` reload picks up new code (see docs/deploy.md, upgrades).
@@ -27,6 +35,7 @@ compose file set them), so the same file serves a 2-core VM and a bigger host.
 from __future__ import annotations
 
 import os
+import signal
 
 
 def _int(name: str, default: int, minimum: int = 1) -> int:
@@ -51,7 +60,7 @@ bind = [b.strip() for b in os.environ.get("CHARGEAPP_BIND", "127.0.0.1:8000").sp
 
 worker_class = "gthread"
 workers = _int("CHARGEAPP_WEB_WORKERS", min(_cores() + 1, 8))
-threads = _int("CHARGEAPP_WEB_THREADS", 16)
+threads = _int("CHARGEAPP_WEB_THREADS", 16, minimum=2)  # one thread would be a board's alone
 
 timeout = _int("CHARGEAPP_WEB_TIMEOUT", 30)
 graceful_timeout = _int("CHARGEAPP_WEB_GRACEFUL_TIMEOUT", 30)
@@ -78,3 +87,25 @@ if os.path.isdir("/dev/shm"):
     worker_tmp_dir = "/dev/shm"
 
 proc_name = "chargeapp-web"
+
+# Board streams one worker may hold at once; the rest of its threads stay free for pages and the API.
+board_streams = _int("CHARGEAPP_WEB_BOARD_STREAMS", max(1, threads - max(2, threads // 4)))
+if board_streams >= threads:
+    raise ValueError(f"CHARGEAPP_WEB_BOARD_STREAMS ({board_streams}) must leave threads for other requests "
+                     f"(CHARGEAPP_WEB_THREADS is {threads})")
+
+
+def post_worker_init(worker):
+    """Tell the app in this worker how many board streams it may hold, and end them when the worker must stop."""
+    from chargeapp.web.pages import board
+
+    config = getattr(worker.wsgi, "config", None)  # the Flask app (wsgi:app)
+    if config is not None:
+        config["CHARGEAPP_BOARD_MAX_STREAMS"] = board_streams
+    graceful_exit = signal.getsignal(signal.SIGTERM)  # the worker's own handler: stop accepting, finish requests
+
+    def exit_ending_streams(sig, frame):
+        board.stop_streams()
+        graceful_exit(sig, frame)
+
+    signal.signal(signal.SIGTERM, exit_ending_streams)

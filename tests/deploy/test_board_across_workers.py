@@ -70,18 +70,19 @@ class Event:
 class Stream:
     """One board stream read by a plain HTTP/1.1 client (as EventSource reads it): every event and when it came."""
 
-    def __init__(self, port: int, path: str):
-        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=READ_TIMEOUT)
+    def __init__(self, port: int, path: str = f"/board/{STATION}/events", timeout: float = READ_TIMEOUT):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
         self.conn.request("GET", path, headers={"Accept": "text/event-stream", "Cache-Control": "no-cache"})
-        self.response = self.conn.getresponse()
-        assert self.response.status == 200, self.response.status
-        assert self.response.getheader("Content-Type", "").startswith("text/event-stream")
         self.client_port = self.conn.sock.getsockname()[1]
+        self.response = self.conn.getresponse()
+        self.status = self.response.status
         self.worker: int | None = None
         self.events: list[Event] = []
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._read, name=f"board-stream-{self.client_port}", daemon=True)
-        self._thread.start()
+        if self.status == 200:
+            assert self.response.getheader("Content-Type", "").startswith("text/event-stream")
+            self._thread.start()
 
     def _read(self) -> None:
         name, data = None, []
@@ -116,7 +117,8 @@ class Stream:
                 sock.shutdown(socket.SHUT_RDWR)  # the reader thread's readline returns, then it ends
             except OSError:
                 pass
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(5)
         self.conn.close()
 
 
@@ -252,7 +254,8 @@ def open_streams_over_workers(port: int, log_path: Path) -> tuple[list[Stream], 
     assert len(pids) >= WORKERS, log_path.read_text()
     streams: list[Stream] = []
     while len(streams) < MAX_STREAMS:
-        stream = Stream(port, f"/board/{STATION}/events")
+        stream = Stream(port)
+        assert stream.status == 200, stream.status
         streams.append(stream)
         stream.worker = worker_of(stream, port, pids)
         assert stream.worker is not None, f"no gunicorn worker {pids} holds the stream from port {stream.client_port}"
@@ -317,3 +320,48 @@ def test_every_board_stream_on_every_worker_shows_a_published_status_within_2_se
             broker.stop()
         assert bridge_rc == 0, bridge_log.read_text()
         assert "not authorised" not in broker.log(), broker.log()
+
+
+def test_boards_past_a_workers_cap_are_refused_at_once_pages_stay_served_and_a_stop_ends_streams(tmp_path):
+    """gunicorn.conf.py caps board streams per worker below its threads (2 of 4 here), so open boards never take
+    the threads pages and the API need: a board past the cap is a 503 at once (board.js retries) instead of a
+    request queued behind streams that last minutes. SIGTERM ends the open streams with ``bye`` at once, so a
+    stop or reload with lounge TVs open is not held for the whole graceful timeout (30 s)."""
+    workers, threads, cap = 2, 4, 2
+    attempts = workers * threads + 2
+    streams: list[Stream] = []
+    with running_gunicorn(tmp_path, workers=workers, threads=threads) as (base, gunicorn_log):
+        port = int(base.rsplit(":", 1)[1])
+        pids = gunicorn_workers(gunicorn_log.read_text())
+        refused = []
+        for _ in range(attempts):
+            started = time.monotonic()
+            stream = Stream(port, timeout=5.0)  # without the cap the fifth stream on a worker never gets an answer
+            answered = time.monotonic() - started
+            if stream.status == 200:
+                stream.worker = worker_of(stream, port, pids)
+                streams.append(stream)
+            else:
+                refused.append((stream.status, stream.response.getheader("Retry-After"), answered))
+                stream.close()
+        per_worker = {pid: sum(1 for s in streams if s.worker == pid) for pid in pids}
+        assert all(n <= cap for n in per_worker.values()), per_worker
+        assert len(refused) >= attempts - workers * cap
+        assert all(status == 503 and retry == "5" and took < 2.0 for status, retry, took in refused), refused
+        assert wait_for(lambda: all(s.latest_css(CHARGER) == "free" for s in streams), 5.0)
+
+        # Every worker still has threads for everything else (each request lands on either worker).
+        for path in ("/healthz", "/api/v1/stations", f"/board/{STATION}") * 4:
+            started = time.monotonic()
+            with urllib.request.urlopen(base + path, timeout=5) as r:
+                assert r.status == 200, path
+            assert time.monotonic() - started < 2.0, path
+
+        stop_started = time.monotonic()  # leaving the block stops gunicorn (SIGTERM) with the boards still open
+    stopped_after = time.monotonic() - stop_started
+    for s in streams:
+        s.close()
+    # Idle, this gunicorn takes about 3 s to stop; cut at the graceful timeout the streams would end without bye.
+    assert all(s.events and s.events[-1].name == "bye" for s in streams), [s.events[-1:] for s in streams]
+    assert stopped_after < 10.0, f"gunicorn took {stopped_after:.1f} s to stop with {len(streams)} boards open"
+    print(f"cap: streams per worker {per_worker}, {len(refused)} refused; stop with boards open {stopped_after:.1f} s")

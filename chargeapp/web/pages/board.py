@@ -10,10 +10,19 @@ A stream ends after ``CHARGEAPP_BOARD_STREAM_SECONDS`` (default 300), so a worke
 thread is never pinned for ever; the browser's EventSource reconnects by itself.
 Any worker can serve any board: the state is read from the database, never from one
 process's memory.
+
+Each open stream holds a thread of its worker. ``CHARGEAPP_BOARD_MAX_STREAMS`` (per
+process; unset: no limit) caps them, so a worker whose threads are all held by boards
+never leaves a page or API request waiting minutes for one: past the cap a stream is
+answered 503 at once and the board retries, likely on another worker. gunicorn.conf.py
+sets it per worker from its thread count, and calls ``stop_streams`` when the worker is
+told to stop, so open streams say ``bye`` within a poll instead of holding a restart
+for its whole graceful timeout.
 """
 from __future__ import annotations
 
 import json
+import threading
 import time
 from datetime import datetime
 
@@ -28,6 +37,42 @@ from chargeapp.web.pages.common import now, register_error_pages
 
 bp = Blueprint("pages_board", __name__)
 register_error_pages(bp)
+
+# Set when this process is told to stop (gunicorn.conf.py): every open stream ends within a poll.
+_stopping = threading.Event()
+BUSY_RETRY_SECONDS = 5  # Retry-After of a stream refused at the cap (board.js reconnects after 5 s too)
+
+
+def stop_streams() -> None:
+    """End every open board stream of this process (with ``bye``) within one poll; for a worker that is stopping."""
+    _stopping.set()
+
+
+class _StreamCount:
+    """Open streams of one app in this process, against CHARGEAPP_BOARD_MAX_STREAMS."""
+
+    def __init__(self):
+        self.open = 0
+        self._lock = threading.Lock()
+
+    def take(self, limit) -> bool:
+        with self._lock:
+            if limit is not None and self.open >= int(limit):
+                return False
+            self.open += 1
+            return True
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.open -= 1
+
+
+_count_lock = threading.Lock()
+
+
+def _stream_count(app) -> _StreamCount:
+    with _count_lock:
+        return app.extensions.setdefault("chargeapp.board_streams", _StreamCount())
 
 
 def snapshot(code: str, at: datetime) -> dict:
@@ -79,13 +124,21 @@ def events(code: str):
     poll = float(config["CHARGEAPP_BOARD_POLL_SECONDS"])
     heartbeat = float(config["CHARGEAPP_BOARD_HEARTBEAT_SECONDS"])
     lifetime = float(config["CHARGEAPP_BOARD_STREAM_SECONDS"])
+    count = _stream_count(current_app)
+    if _stopping.is_set() or not count.take(config.get("CHARGEAPP_BOARD_MAX_STREAMS")):
+        # Every stream thread of this worker is taken (or it is stopping): refuse now rather than queue the
+        # request behind streams that last minutes. EventSource gives up on a 503; board.js tries again.
+        busy = Response("busy: too many open boards on this worker\n", status=503, mimetype="text/plain")
+        busy.headers["Retry-After"] = str(BUSY_RETRY_SECONDS)
+        busy.headers["Cache-Control"] = "no-store"
+        return busy
 
     def stream():
         started = time.monotonic()
         last_sent = 0.0
         previous = None
         yield "retry: 2000\n\n"
-        while time.monotonic() - started < lifetime:
+        while time.monotonic() - started < lifetime and not _stopping.is_set():
             try:
                 at = now()
                 snap = snapshot(code, at)
@@ -102,10 +155,12 @@ def events(code: str):
             elif time.monotonic() - last_sent >= heartbeat:
                 last_sent = time.monotonic()
                 yield _event("heartbeat", {"as_of": as_of})
-            time.sleep(poll)
+            _stopping.wait(poll)
         yield _event("bye", {"reason": gettext("reconnecting")})
 
     response = Response(stream_with_context(stream()), mimetype="text/event-stream")
+    # The server closes the response when the stream ends, the client goes away, or it never started.
+    response.call_on_close(count.give_back)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
     return response
