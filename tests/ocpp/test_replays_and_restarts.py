@@ -208,3 +208,32 @@ def test_messages_the_contract_cannot_carry_are_refused_with_a_call_error_and_sp
     assert cp.send(call.StartTransaction(connector_id=1, id_tag="APP-1", meter_start=0,
                                          timestamp=at(clock.now()))).transaction_id == 1
     assert gateway.counters.get("refused_messages") == 2
+
+
+def test_meter_values_without_a_transaction_id_go_to_the_connectors_open_transaction_or_nowhere(
+        app, session, clock, station, driver, f1_credentials, bridge, start_gateway, charge_points):
+    tag = driver_tag(session)
+    ocpp_id, password = f1_credentials
+    gateway = start_gateway()
+    cp = charge_points(gateway.port, ocpp_id, password).connect()
+
+    def reading(wh: int, minute: int) -> call.MeterValues:
+        return call.MeterValues(connector_id=1, meter_value=[
+            {"timestamp": at(local(14, minute)), "sampled_value": [{"value": str(wh)}]}])
+
+    cp.send(reading(100, 0))  # no transaction yet: a clock-aligned reading the contract has no place for
+    clock.set(local(14, 5))
+    tx = cp.send(call.StartTransaction(connector_id=1, id_tag=tag, meter_start=100, timestamp=at(local(14, 5))))
+    clock.set(local(14, 10))
+    cp.send(reading(3_100, 10))  # 3 kWh in 5 min and no power sent: 36 kW on average
+    # A stop of a transaction the gateway never gave (say, from a central system before it): F1 has one connector.
+    cp.send(call.StopTransaction(meter_stop=50, timestamp=at(local(14, 10)), transaction_id=999))
+    wait_for(lambda: read_count(app, "SELECT count(*) FROM applied_messages") == gateway.counters.get("published"),
+             WAIT, "the bridge to apply every message the gateway published")
+    bridge.stop()
+    assert gateway.counters.get("meter_values_outside_transaction") == 1
+    [(energy, power, at_)] = session.execute(select(m.MeterReading.energy_wh, m.MeterReading.power_w,
+                                                    m.MeterReading.at)).all()
+    assert (energy, power, at_) == (3_100, 36_000, local(14, 10))
+    sessions = {cs.transaction_id: cs for cs in session.scalars(select(m.ChargingSession))}
+    assert set(sessions) == {tx.transaction_id, 999} and sessions[999].flags == ["stop_without_start"]
