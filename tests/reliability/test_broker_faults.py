@@ -234,14 +234,16 @@ def test_a_device_killed_without_disconnecting_is_shown_offline_within_1_5_keepa
     assert [i["message"] for i in offline_items(session, station, "F2")] == ["F2 is offline."]
 
 
-MOSQUITTO_2_0_KEEPALIVE_SLACK = 7  # keepalive__check runs every 6 s and compares whole seconds (see docs/reliability.md)
+# Mosquitto 2.0's keepalive__check runs when 5 whole seconds have passed since the last one (so every 6 s) and
+# disconnects when now - last packet > 1.5 keepalives in whole seconds: up to 1 + 6 + 1 s late (docs/reliability.md).
+MOSQUITTO_2_0_KEEPALIVE_SLACK = 8
 
 
 def test_a_device_gone_silent_is_shown_offline_when_mosquitto_checks_its_keepalive(
         app, session, station, credentials, shipped_broker):
     """A charger whose link goes silent (power cut, cable pulled: no DISCONNECT, no FIN) is found only by the
     broker's keepalive check. MQTT says 1.5 keepalives after its last packet; Mosquitto 2.0.11 checks every
-    6 s in whole seconds, so it takes up to 7 s more (measured and documented in docs/reliability.md). A
+    6 s in whole seconds, so it takes up to 8 s more (measured and documented in docs/reliability.md). A
     2 s keepalive keeps the test short; the device sends a packet just before the cut (the worst case)."""
     keepalive = 2
     user = BRIDGE_USERS[0]
@@ -261,7 +263,7 @@ def test_a_device_gone_silent_is_shown_offline_when_mosquitto_checks_its_keepali
         cut = time.monotonic()
         device.loop_stop()  # the device is dead: it sends nothing more
         bound = 1.5 * keepalive + MOSQUITTO_2_0_KEEPALIVE_SLACK
-        assert wait_for_all(lambda: charger_online(app, "F3") == 0, bound + 1), f"F3 not offline within {bound} s"
+        assert wait_for_all(lambda: charger_online(app, "F3") == 0, bound + 2), f"F3 not offline within {bound} s"
         took = time.monotonic() - cut
     finally:
         device.loop_stop()
