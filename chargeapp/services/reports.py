@@ -245,16 +245,18 @@ class _BookingRow(NamedTuple):
     status: str
     held: bool
     delay_seconds: int
+    slot_start: datetime
 
 
 def _bookings(session: Session, station: m.Station, rng: ReportRange) -> list[_BookingRow]:
     """Bookings whose slot starts in the range (the (station_id, slot_start) index)."""
     b = m.Booking
     rows = session.execute(
-        select(func.coalesce(b.charger_id, b.booked_charger_id), b.status, b.held_at, b.delay_seconds)
+        select(func.coalesce(b.charger_id, b.booked_charger_id), b.status, b.held_at, b.delay_seconds, b.slot_start)
         .where(b.station_id == station.id, b.slot_start >= rng.start, b.slot_start < rng.end)
     )
-    return [_BookingRow(cid, status, held_at is not None, delay or 0) for cid, status, held_at, delay in rows]
+    return [_BookingRow(cid, status, held_at is not None, delay or 0, slot)
+            for cid, status, held_at, delay, slot in rows]
 
 
 def _booked_session_ids(session: Session, station: m.Station, rng: ReportRange) -> set[int]:
@@ -309,20 +311,20 @@ def _qualified_before(session: Session, receipt_id: int | None) -> bool:
     return False
 
 
-def _receipts(session: Session, station: m.Station, rng: ReportRange) -> list[tuple[int | None, _Money]]:
-    """(charger id or None, amounts) of each receipt issued in the range; a correction's amounts are its deltas.
+def _receipts(session: Session, station: m.Station, rng: ReportRange) -> list[tuple[int | None, datetime, _Money]]:
+    """(charger id or None, issued at, amounts) of each receipt issued in the range; a correction's amounts are its deltas.
 
     Free-parking grants: +1 for a parking receipt that qualified; a correction that
     changes the grant adds +1 or -1 (only corrections of the range walk their chain).
     """
     r, cs = m.Receipt, m.ChargingSession
     rows = session.execute(
-        select(cs.charger_id, r.kind, r.stay_id, r.corrects_id, r.details, *(getattr(r, k) for k in _MONEY))
+        select(cs.charger_id, r.issued_at, r.kind, r.stay_id, r.corrects_id, r.details, *(getattr(r, k) for k in _MONEY))
         .outerjoin(cs, cs.id == r.session_id)
         .where(r.station_id == station.id, r.issued_at >= rng.start, r.issued_at < rng.end)
     )
     out = []
-    for charger_id, kind, stay_id, corrects_id, details, *amounts in rows:
+    for charger_id, issued_at, kind, stay_id, corrects_id, details, *amounts in rows:
         money = _Money(*(a or 0 for a in amounts))
         if kind == "parking":
             money.free_parking_grants = int(bool(_qualified(details)))
@@ -330,7 +332,7 @@ def _receipts(session: Session, station: m.Station, rng: ReportRange) -> list[tu
             now_qualified = _qualified(details)
             if now_qualified is not None:
                 money.free_parking_grants = int(now_qualified) - int(_qualified_before(session, corrects_id))
-        out.append((charger_id, money))
+        out.append((charger_id, issued_at, money))
     return out
 
 
@@ -475,7 +477,7 @@ def _utilization(session: Session, station: m.Station, rng: ReportRange, history
             if b.held:
                 f.waits.append(b.delay_seconds)
 
-    for charger_id, money in _receipts(session, station, rng):
+    for charger_id, _, money in _receipts(session, station, rng):
         if charger_id in per:
             per[charger_id].money.add(money)
         total.money.add(money)
@@ -652,7 +654,9 @@ def heatmap_rows(report: dict) -> list[dict]:
 
 def daily_trend(session: Session, station: m.Station, start_date: date, end_date: date,
                 now: datetime | None = None) -> list[dict]:
-    """Per local day of the range: energy (Wh, apportioned), sessions started, in-service minutes, occupied and charging share.
+    """Per local day of the range: energy (Wh, apportioned), sessions started, walk-ins (fast chargers),
+    bookings, cancellations and no-shows (by slot start), revenue (fen, by issue day), in-service minutes,
+    occupied and charging share. Each counts as in ``utilization``: the days add up to its station row.
 
     Days wholly after ``now`` are left out. Raises InvalidReportRange, ReportRangeTooLong.
     """
@@ -673,9 +677,14 @@ def _daily_trend(session: Session, station: m.Station, rng: ReportRange,
     windows = {day: (lo, hi) for day, lo, hi in days}
     energy = {day: 0 for day in windows}
     sessions = {day: 0 for day in windows}
+    walk_ins = {day: 0 for day in windows}
+    fast = {c.id for c in station.chargers if c.kind == "fast"}
+    booked = _booked_session_ids(session, station, rng) if days else set()
     for s in _sessions(session, station, rng):
         if rng.start <= s.started_at < rng.end:
-            sessions[s.started_at.astimezone(rng.tz).date()] += 1
+            day = s.started_at.astimezone(rng.tz).date()
+            sessions[day] += 1
+            walk_ins[day] += s.charger_id in fast and s.id not in booked
         if _metered_wh(s) is None:
             continue
         day = max(s.started_at, rng.start).astimezone(rng.tz).date()
@@ -684,11 +693,23 @@ def _daily_trend(session: Session, station: m.Station, rng: ReportRange,
             if day in windows:
                 energy[day] += _wh_between(s, *windows[day])
             day += timedelta(days=1)
+    counts = {day: {"bookings": 0, "cancellations": 0, "no_shows": 0} for day in windows}
+    for b in _bookings(session, station, rng) if days else ():
+        c = counts[b.slot_start.astimezone(rng.tz).date()]
+        c["bookings"] += 1
+        c["cancellations"] += b.status == "cancelled"
+        c["no_shows"] += b.status == "no_show"
+    revenue = {day: 0 for day in windows}
+    for _, issued_at, money in _receipts(session, station, rng) if days else ():
+        revenue[issued_at.astimezone(rng.tz).date()] += money.total_fen
     return [
         {
             "date": day,
             "energy_wh": energy[day],
             "sessions": sessions[day],
+            "walk_ins": walk_ins[day],
+            **counts[day],
+            "revenue_fen": revenue[day],
             "in_service_min": _minutes(times[day].in_service),
             "occupied_share": times[day].share("occupied"),
             "charging_share": times[day].share("charging"),

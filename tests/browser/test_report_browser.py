@@ -24,7 +24,8 @@ from tests.browser.conftest import ARTIFACTS, CSP_PROBE, _watched
 pytestmark = pytest.mark.e2e
 STATION = "hongkou-quyang"
 SH = ZoneInfo("Asia/Shanghai")
-CHARTS = ("utilization", "energy", "bookings", "availability", "revenue", "trend", "lounge")
+SECTIONS = ("summary", "utilization", "energy", "bookings", "availability", "revenue", "heatmap", "trend", "lounge")
+CHARTS = ("utilization", "energy", "bookings", "availability", "revenue", "trend", "trend-2", "lounge")
 
 
 @pytest.fixture
@@ -142,7 +143,7 @@ def test_a_manager_opens_a_report_sees_the_charts_downloads_the_csv_and_prints(l
     assert "报表" in page.locator("h1").inner_text()
     # The default range is the last 7 full days: 15-21 November.
     assert page.input_value("#from") == "2026-11-15" and page.input_value("#to") == "2026-11-21"
-    page.wait_for_function("() => window.Chart && document.querySelectorAll('canvas[data-chart]').length === 7 && "
+    page.wait_for_function("() => window.Chart && document.querySelectorAll('canvas[data-chart]').length === 8 && "
                            "[...document.querySelectorAll('canvas[data-chart]')].every(c => window.Chart.getChart(c))")
     drawn = drawn_charts(page)
     assert set(drawn) == set(CHARTS)
@@ -156,7 +157,7 @@ def test_a_manager_opens_a_report_sees_the_charts_downloads_the_csv_and_prints(l
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.locator(".report-head").screenshot(path=str(ARTIFACTS / "r1-0-head-zh.png"))
     page.locator(".report-controls").screenshot(path=str(ARTIFACTS / "r1-0-controls-zh.png"))
-    for i, name in enumerate(("summary", *CHARTS[:5], "heatmap", *CHARTS[5:]), start=1):
+    for i, name in enumerate(SECTIONS, start=1):
         page.locator(f"#{name}").screenshot(path=str(ARTIFACTS / f"r1-{i}-{name}-zh.png"))
 
     # The submit button says it is working while the next report is worked out.

@@ -219,7 +219,7 @@ def test_one_date_alone_is_a_report_of_that_day(boss, history):
 
 def charts(html: str) -> dict[str, dict]:
     return {name: json.loads(unescape(spec)) for name, spec in
-            re.findall(r'<canvas id="chart-(\w+)"[^>]*data-chart=\'([^\']*)\'', html)}
+            re.findall(r'<canvas id="chart-([\w-]+)"[^>]*data-chart=\'([^\']*)\'', html)}
 
 
 def test_the_page_has_every_section_with_a_chart_and_a_csv_link(boss, history, session, station):
@@ -231,7 +231,7 @@ def test_the_page_has_every_section_with_a_chart_and_a_csv_link(boss, history, s
         assert f'id="{name}"' in html, name
         assert f"/manage/s1/reports/{name}.csv?" in html, name
     drawn = charts(html)
-    assert set(drawn) == {"utilization", "energy", "bookings", "availability", "revenue", "trend", "lounge"}
+    assert set(drawn) == {"utilization", "energy", "bookings", "availability", "revenue", "trend", "trend-2", "lounge"}
     # The charts carry the service's numbers.
     report = reports.utilization(session, station, NOV10, NOV11)
     f1 = next(r for r in report["chargers"] if r["charger"] == "F1")
@@ -241,6 +241,7 @@ def test_the_page_has_every_section_with_a_chart_and_a_csv_link(boss, history, s
     assert drawn["revenue"]["datasets"][0]["data"] == [32.27, 24.0, 0.0, 5.0]
     trend = reports.daily_trend(session, station, NOV10, NOV11)
     assert drawn["trend"]["datasets"][0]["data"] == [d["energy_wh"] / 1000 for d in trend]
+    assert drawn["trend-2"]["datasets"][3]["data"] == [64.27, -3.0]  # revenue per day, yuan
     # The heat map is a table of classed cells: Tuesday 08:00 at F1 was occupied.
     hm = reports.heatmap(session, station, NOV10, NOV11)
     tue8 = hm["matrix"][1][8]
@@ -355,8 +356,13 @@ def test_summary_heatmap_trend_and_lounge_csvs_are_the_services_numbers(boss, hi
 
     rows = rows_of(boss.get(f"{URL}/trend.csv", query_string={**RANGE, "lang": "en"}))
     trend = reports.daily_trend(session, station, NOV10, NOV11)
-    assert rows[1:] == [[d["date"].isoformat(), kwh(d["energy_wh"]), num(d["sessions"]), num(d["in_service_min"]),
-                         pct(d["occupied_share"]), pct(d["charging_share"])] for d in trend]
+    assert rows[0] == ["Date", "Energy (kWh)", "Sessions", "Walk-ins", "Bookings", "Cancellations", "No-shows",
+                       "Revenue (yuan)", "In service (min)", "Occupied (%)", "Charging (%)"]
+    assert rows[1:] == [[d["date"].isoformat(), kwh(d["energy_wh"]), num(d["sessions"]), num(d["walk_ins"]),
+                         num(d["bookings"]), num(d["cancellations"]), num(d["no_shows"]), yuan(d["revenue_fen"]),
+                         num(d["in_service_min"]), pct(d["occupied_share"]), pct(d["charging_share"])] for d in trend]
+    # 10 Nov: F1's booked charge and a no-show, ¥59.27 + ¥5 parking; 11 Nov: a walk-in, a cancellation, -¥3 idle fee.
+    assert [r[3:8] for r in rows[1:]] == [["0", "2", "0", "1", "64.27"], ["1", "1", "1", "0", "-3.00"]]
 
     rows = rows_of(boss.get(f"{URL}/lounge.csv", query_string={**RANGE, "lang": "en"}))
     assert rows[0][:4] == ["Hour", "Hall peak (capacity 20)", "Hall peak day", "Hall average"]

@@ -17,7 +17,8 @@ from chargeapp.db import models as m
 from chargeapp.domain import charger as ch
 from chargeapp.services import reports
 from tests.factories import make_station
-from tests.integration.test_reports import charging_session, local, statuses
+from tests.factories import make_driver
+from tests.integration.test_reports import booking, charging_session, local, receipt, statuses
 
 pytestmark = pytest.mark.integration
 UTC = timezone.utc
@@ -134,3 +135,27 @@ def test_status_intervals_module_is_what_the_slots_count():
     history = [ch.StatusChange(t0, "Available"), ch.StatusChange(t0 + timedelta(hours=2), "Charging")]
     ivs = ch.status_intervals(history, t0, t0 + timedelta(hours=5))
     assert all(a[1].end <= b[1].start for a, b in zip(ivs, ivs[1:]))
+
+
+def test_the_daily_trend_counts_bookings_walk_ins_and_revenue_per_day_adding_up_to_the_station(session, station,
+                                                                                               clock):
+    drivers = [make_driver(session, clock.now()) for _ in range(3)]
+    booked = charging_session(session, station, "F1", local(10, 9, 2), local(10, 9, 40), wh=20_000)
+    walk_in = charging_session(session, station, "F2", local(10, 23, 30), local(11, 0, 30), wh=10_000)
+    charging_session(session, station, "S01", local(11, 8), local(11, 12), wh=20_000)  # slow: not a walk-in
+    booking(session, station, "F1", local(10, 9), "checked_in", drivers[0], cs=booked)
+    booking(session, station, "F1", local(10, 23, 30), "no_show", drivers[1])
+    booking(session, station, "F2", local(11, 0), "cancelled", drivers[2], held=False)
+    first = receipt(session, station, local(10, 23, 59), booked, energy_fen=1000, service_fen=500)
+    receipt(session, station, local(11, 0, 40), walk_in, energy_fen=700)
+    receipt(session, station, local(11, 9), booked, kind="correction", corrects=first, service_fen=-500)
+    session.flush()
+
+    days = reports.daily_trend(session, station, date(2026, 11, 10), date(2026, 11, 11))
+    assert [(d["walk_ins"], d["bookings"], d["cancellations"], d["no_shows"], d["revenue_fen"]) for d in days] == [
+        (1, 2, 0, 1, 1500), (0, 1, 1, 0, 200)]
+    total = reports.utilization(session, station, date(2026, 11, 10), date(2026, 11, 11))["total"]
+    for key, total_key in (("walk_ins", "walk_ins"), ("bookings", "bookings"), ("cancellations", "cancellations"),
+                           ("no_shows", "no_shows"), ("revenue_fen", "total_fen"), ("sessions", "sessions"),
+                           ("energy_wh", "energy_wh")):
+        assert sum(d[key] for d in days) == total[total_key], key

@@ -112,7 +112,9 @@
               var v = round ? ctx.parsed : ctx.parsed.y;
               if (v === null || v === undefined) { return ctx.dataset.label + ": —"; }
               var text = spec.money ? yuan.format(v) : number.format(v);
-              if (spec.percent || (ctx.dataset.yAxisID === "y2" && spec.y2_percent)) { text += "%"; }
+              var onY2 = ctx.dataset.yAxisID === "y2";
+              if (onY2 && spec.y2_money) { text = yuan.format(v); }
+              if (spec.percent || (onY2 && spec.y2_percent)) { text += "%"; }
               return (round ? ctx.label : ctx.dataset.label) + ": " + text;
             }
           }
@@ -122,7 +124,7 @@
     if (!round) {
       options.scales = {
         x: { stacked: !!spec.stacked, grid: { display: false } },
-        y: { stacked: !!spec.stacked, beginAtZero: true }
+        y: { stacked: !!spec.stacked, beginAtZero: true, ticks: { precision: 0 } }
       };
       if (spec.percent) {
         options.scales.y.suggestedMax = 10;
@@ -130,6 +132,9 @@
       }
       if (spec.y2) {
         options.scales.y2 = { position: "right", beginAtZero: true, grid: { drawOnChartArea: false } };
+        if (spec.y2_money) {
+          options.scales.y2.ticks = { callback: function (v) { return yuan.format(v); } };
+        }
         if (spec.y2_percent) {
           options.scales.y2.suggestedMax = 10;
           options.scales.y2.ticks = { callback: function (v) { return v + "%"; } };

@@ -96,6 +96,11 @@ class TrendDaySchema(Schema):
     date = fields.Date()
     energy_wh = fields.Integer()
     sessions = fields.Integer()
+    walk_ins = fields.Integer(metadata={"description": "fast-charger sessions started that no booking checked in with"})
+    bookings = fields.Integer(metadata={"description": "by the day their slot starts"})
+    cancellations = fields.Integer()
+    no_shows = fields.Integer()
+    revenue_fen = fields.Integer(metadata={"description": "receipts issued that day, corrections as their deltas"})
     in_service_min = fields.Float()
     occupied_share = fields.Float(allow_none=True)
     charging_share = fields.Float(allow_none=True)
@@ -182,7 +187,7 @@ class Trend(MethodView):
     @blp.alt_response(200, schema=CSV_FILE, content_type="text/csv", description=CSV_HELP, success=True)
     @blp.doc(security=AUTH)
     def get(self, args, code):
-        """Per station-local day: energy, sessions, in-service time, occupied and charging share."""
+        """Per station-local day: energy, sessions, walk-ins, bookings, cancellations, no-shows, revenue, in-service time, occupied and charging share."""
         station = managed_station(code)
         days = reports.daily_trend(db.session, station, args["start"], args["end"], clock().now())
         if args["format"] == "csv":

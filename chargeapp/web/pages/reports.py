@@ -190,8 +190,15 @@ class Table:
     columns: list[Col]
     rows: list[dict]
     footer: list[dict] = field(default_factory=list)
-    chart: dict | None = None
+    chart: dict | list[dict] | None = None
     note: object = None
+
+    @property
+    def charts(self) -> list[dict]:
+        """The section's charts (none, one or several)."""
+        if self.chart is None:
+            return []
+        return self.chart if isinstance(self.chart, list) else [self.chart]
 
     def cells(self, row: dict) -> list[tuple[str, bool]]:
         """A row as (display text, numeric) per column; a missing value is a dash."""
@@ -386,18 +393,31 @@ def heatmap_table(report: dict) -> Table:
 
 def trend_table(days: list[dict]) -> Table:
     rows = [{**d, "day": d["date"]} for d in days]
+    labels = [i18n.local_date(d["date"]) for d in days]
     return Table(
         "trend", _l("Daily trend"),
         [Col("day", _l("Date"), i18n.local_date, lambda d: d.isoformat(), numeric=False),
          kwh_col("energy_wh", _l("Energy (kWh)")), int_col("sessions", _l("Sessions")),
+         int_col("walk_ins", _l("Walk-ins")), int_col("bookings", _l("Bookings")),
+         int_col("cancellations", _l("Cancellations")), int_col("no_shows", _l("No-shows")),
+         yuan_col("revenue_fen", _l("Revenue (yuan)")),
          min_col("in_service_min", _l("In service (min)")), share_col("occupied_share", _l("Occupied (%)")),
          share_col("charging_share", _l("Charging (%)"))],
         rows,
-        chart={"type": "bar", "y2": True, "labels": [i18n.local_date(d["date"]) for d in days], "datasets": [
-            _series(_l("Energy (kWh)"), [d["energy_wh"] / 1000 for d in days]),
-            _series(_l("Occupied (%)"), [_pct(d["occupied_share"]) for d in days], type="line", axis="y2"),
-            _series(_l("Charging (%)"), [_pct(d["charging_share"]) for d in days], type="line", axis="y2"),
-        ], "y2_percent": True},
+        chart=[
+            {"type": "bar", "y2": True, "y2_percent": True, "labels": labels, "datasets": [
+                _series(_l("Energy (kWh)"), [d["energy_wh"] / 1000 for d in days]),
+                _series(_l("Occupied (%)"), [_pct(d["occupied_share"]) for d in days], type="line", axis="y2"),
+                _series(_l("Charging (%)"), [_pct(d["charging_share"]) for d in days], type="line", axis="y2"),
+            ]},
+            {"type": "bar", "y2": True, "y2_money": True, "labels": labels, "datasets": [
+                _series(_l("Walk-ins"), [d["walk_ins"] for d in days]),
+                _series(_l("Bookings"), [d["bookings"] for d in days]),
+                _series(_l("No-shows"), [d["no_shows"] for d in days]),
+                _series(_l("Revenue (yuan)"), [d["revenue_fen"] / 100 for d in days], type="line", axis="y2"),
+            ]},
+        ],
+        note=_l("Bookings count on the day their slot starts, revenue on the day a receipt is issued."),
     )
 
 
