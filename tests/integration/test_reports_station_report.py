@@ -18,7 +18,9 @@ from chargeapp.domain import charger as ch
 from chargeapp.services import reports
 from tests.factories import make_station
 from tests.factories import make_driver
-from tests.integration.test_reports import booking, charging_session, local, receipt, statuses
+from tests.integration.test_reports import (  # noqa: F401  (reports_api, manager: fixtures)
+    bearer, booking, charging_session, local, manager, receipt, reports_api, statuses,
+)
 
 pytestmark = pytest.mark.integration
 UTC = timezone.utc
@@ -159,3 +161,23 @@ def test_the_daily_trend_counts_bookings_walk_ins_and_revenue_per_day_adding_up_
                            ("no_shows", "no_shows"), ("revenue_fen", "total_fen"), ("sessions", "sessions"),
                            ("energy_wh", "energy_wh")):
         assert sum(d[key] for d in days) == total[total_key], key
+
+
+def test_the_api_trend_has_the_per_day_counts_and_revenue_in_json_and_csv(reports_api, client, session, station,
+                                                                         manager, clock):
+    driver = make_driver(session, clock.now())
+    cs = charging_session(session, station, "F1", local(10, 9), local(10, 10), wh=5_000)
+    booking(session, station, "F2", local(10, 12), "no_show", driver)
+    receipt(session, station, local(10, 10, 5), cs, energy_fen=1234)
+    session.commit()
+    r = client.get("/api/v1/manage/stations/s1/reports/trend?start=2026-11-10&end=2026-11-10", headers=bearer(manager))
+    assert r.status_code == 200
+    day = r.json["days"][0]
+    assert (day["walk_ins"], day["bookings"], day["no_shows"], day["cancellations"], day["revenue_fen"]) == (
+        1, 1, 1, 0, 1234)
+    r = client.get("/api/v1/manage/stations/s1/reports/trend?start=2026-11-10&end=2026-11-10&format=csv",
+                   headers=bearer(manager))
+    header, row = r.data.decode("utf-8-sig").splitlines()
+    assert header.split(",")[:8] == ["date", "energy_wh", "sessions", "walk_ins", "bookings", "cancellations",
+                                     "no_shows", "revenue_fen"]
+    assert row.split(",")[3:8] == ["1", "1", "0", "1", "1234"]
