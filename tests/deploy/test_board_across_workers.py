@@ -249,18 +249,30 @@ def database_url(request, tmp_path):
 
 
 def open_streams_over_workers(port: int, log_path: Path) -> tuple[list[Stream], list[int]]:
-    """Board streams, opened one by one until every worker holds one (at least MIN_STREAMS, at most MAX_STREAMS)."""
+    """Board streams, opened one by one until every worker holds one (at least MIN_STREAMS, at most MAX_STREAMS).
+
+    gunicorn answers /healthz as soon as one worker has imported the app, and the others may still be importing
+    it: until they are ready the first takes every connection (and refuses boards past its cap, 503), so this
+    keeps trying for a while rather than a fixed number of times.
+    """
     pids = gunicorn_workers(log_path.read_text())
     assert len(pids) >= WORKERS, log_path.read_text()
     streams: list[Stream] = []
-    while len(streams) < MAX_STREAMS:
+    deadline = time.monotonic() + START_TIMEOUT
+    while len(streams) < MAX_STREAMS and time.monotonic() < deadline:
         stream = Stream(port)
+        if stream.status == 503:  # that worker holds its cap of boards
+            stream.close()
+            time.sleep(0.2)
+            continue
         assert stream.status == 200, stream.status
         streams.append(stream)
         stream.worker = worker_of(stream, port, pids)
         assert stream.worker is not None, f"no gunicorn worker {pids} holds the stream from port {stream.client_port}"
         if len(streams) >= MIN_STREAMS and len({s.worker for s in streams}) >= WORKERS:
             break
+        if len(streams) >= MIN_STREAMS:
+            time.sleep(0.2)  # give a worker still importing the app time to take the next one
     return streams, pids
 
 
