@@ -219,6 +219,11 @@ def test_the_report_in_english_and_a_refused_range(live, desk):
                            ".every(c => window.Chart && window.Chart.getChart(c))")
     assert all(c and c["points"] > 0 for c in drawn_charts(page).values())
     desk.shot("r2-report-en")
+    # On a phone the sections stack and wide tables scroll sideways inside their section.
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    desk.shot("r5-report-phone-en", full_page=False)
+    page.set_viewport_size({"width": 1280, "height": 900})
 
     with page.expect_download() as info:
         page.click("#lounge a.csv")
