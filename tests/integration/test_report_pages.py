@@ -382,3 +382,14 @@ def test_the_chinese_csv_has_chinese_headers_and_the_same_numbers(boss, history)
     zh = rows_of(boss.get(f"{URL}/energy.csv", query_string={**RANGE, "lang": "zh_Hans"}))
     assert zh[0] != en[0] and zh[0][0] == "充电桩"
     assert [r[1:] for r in zh[1:]] == [r[1:] for r in en[1:]]
+
+
+def test_a_range_in_the_future_or_today_renders_with_what_there_is(boss, history):
+    r = boss.get(URL, query_string={"from": "2026-12-01", "to": "2026-12-07", "lang": "en"})
+    assert r.status_code == 200
+    html = r.get_data(as_text=True)
+    assert "Nothing in this range." in html  # the daily trend has no day yet
+    rows = rows_of(boss.get(f"{URL}/trend.csv", query_string={"from": "2026-12-01", "to": "2026-12-07"}))
+    assert len(rows) == 1  # the header alone
+    r = boss.get(URL, query_string={"from": "2026-11-22", "to": "2026-11-22"})
+    assert r.status_code == 200
