@@ -141,8 +141,10 @@ def test_a_manager_opens_a_report_sees_the_charts_downloads_the_csv_and_prints(l
     log_in(desk, live, f"/manage/{STATION}/reports")
     assert page.locator("html").get_attribute("lang") == "zh-Hans"
     assert "报表" in page.locator("h1").inner_text()
-    # The default range is the last 7 full days: 15-21 November.
-    assert page.input_value("#from") == "2026-11-15" and page.input_value("#to") == "2026-11-21"
+    # The default range is the last 7 full days: 15-21 November at the demo's clock (22 November).
+    yesterday = live.clock.now().astimezone(SH).date() - timedelta(days=1)
+    assert page.input_value("#from") == (yesterday - timedelta(days=6)).isoformat()
+    assert page.input_value("#to") == yesterday.isoformat()
     page.wait_for_function("() => window.Chart && document.querySelectorAll('canvas[data-chart]').length === 8 && "
                            "[...document.querySelectorAll('canvas[data-chart]')].every(c => window.Chart.getChart(c))")
     drawn = drawn_charts(page)
@@ -170,7 +172,7 @@ def test_a_manager_opens_a_report_sees_the_charts_downloads_the_csv_and_prints(l
     # A preset: yesterday (Saturday 21 November).
     page.goto(f"{live.url}/manage/{STATION}/reports")
     page.click(".presets a:has-text('昨天')")
-    page.wait_for_url(re.compile(r"from=2026-11-21&to=2026-11-21"))
+    page.wait_for_url(re.compile(rf"from={yesterday.isoformat()}&to={yesterday.isoformat()}"))
     assert page.locator(".presets a[aria-current=true]").inner_text() == "昨天"
 
     # Download the utilization CSV of 16-21 November: the service's numbers.
