@@ -298,10 +298,11 @@ def test_every_board_stream_on_every_worker_shows_a_published_status_within_2_se
         broker = Mosquitto(tmp_path / "broker", tmp_path / "creds" / "passwd", tmp_path / "creds" / "acl").start()
         bridge_log = tmp_path / "bridge.log"
         metrics_port = free_port()
-        bridge = start_bridge(database_url, broker, passwords["bridge-1"], metrics_port, bridge_log)
+        bridge = None
         streams: list[Stream] = []
         charger = None
         try:
+            bridge = start_bridge(database_url, broker, passwords["bridge-1"], metrics_port, bridge_log)
             assert wait_for(lambda: bridge.poll() is None and healthy(f"http://127.0.0.1:{metrics_port}/healthz"),
                             START_TIMEOUT, interval=0.1), bridge_log.read_text()
             streams, pids = open_streams_over_workers(port, gunicorn_log)
@@ -328,7 +329,7 @@ def test_every_board_stream_on_every_worker_shows_a_published_status_within_2_se
                 charger.close()
             for s in streams:
                 s.close()
-            bridge_rc = stop_process(bridge)
+            bridge_rc = stop_process(bridge) if bridge is not None else None
             broker.stop()
         assert bridge_rc == 0, bridge_log.read_text()
         assert "not authorised" not in broker.log(), broker.log()
