@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask
-from sqlalchemy import event
+from flask import Flask, current_app
+from sqlalchemy import event, make_url
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
@@ -40,6 +41,101 @@ def _sqlite_begin_immediate(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# PostgreSQL: how long an idle pooled connection may take to answer a ping at checkout (it
+# normally takes well under a millisecond; a hung server must not hold the request), and how
+# much longer than the server's statement_timeout the client waits for any answer at all.
+PING_TIMEOUT = 2.0
+REPLY_MARGIN = 5.0
+
+
+def engine_options(config) -> dict:
+    """SQLAlchemy engine options: on PostgreSQL, bounded connect, statement, lock and pool waits (seconds in
+    ``CHARGEAPP_DB_TIMEOUTS``); SQLite keeps its busy timeout (see ``_sqlite_pragmas``)."""
+    url = make_url(config["SQLALCHEMY_DATABASE_URI"])
+    if url.get_backend_name() != "postgresql":
+        return {"pool_pre_ping": True}
+    t = config["CHARGEAPP_DB_TIMEOUTS"]
+    server = [f"-c {name}={int(seconds * 1000)}" for name, seconds in
+              (("statement_timeout", t["statement"]), ("lock_timeout", t["lock"])) if seconds > 0]
+    options = " ".join(([str(url.query["options"])] if "options" in url.query else []) + server)
+    connect_args = {"connect_timeout": max(2, int(t["connect"]))} if t["connect"] > 0 else {}
+    if options:
+        connect_args["options"] = options
+    # No pool_pre_ping: _bound_postgres pings at checkout with its own short limit.
+    return {"pool_pre_ping": False, "pool_timeout": t["pool"], "connect_args": connect_args}
+
+
+def _bounded_connection_class():
+    """psycopg's Connection, giving up on a server that sends no answer within ``reply_timeout`` seconds.
+
+    statement_timeout is enforced by the server, so a server that is hung (stopped,
+    a frozen VM or disk, a dropped network path) would keep a worker waiting for
+    ever; the kernel still acknowledges what we send, so TCP timeouts never fire.
+    The connection is closed on timeout (its protocol state is unknown), which
+    SQLAlchemy sees as a disconnect: the pool drops it and the caller gets an
+    OperationalError (the API answers 503, the bridge rolls back and retries).
+    """
+    import inspect
+
+    import psycopg
+
+    if "timeout" not in inspect.signature(psycopg.Connection.wait).parameters:  # psycopg < 3.2
+        return psycopg.Connection
+
+    class BoundedConnection(psycopg.Connection):
+        reply_timeout: float | None = None
+
+        def wait(self, gen, interval=0.1, timeout=None):
+            limit = self.reply_timeout if timeout is None else timeout
+            try:
+                return super().wait(gen, interval=interval, timeout=limit)
+            except psycopg.OperationalError as exc:
+                if type(exc).__name__ != "_WaitTimeout":
+                    raise
+                self.pgconn.finish()
+                raise psycopg.OperationalError(f"the database server did not answer within {limit:g} s") from None
+
+    return BoundedConnection
+
+
+def _bound_postgres(app, engine) -> None:
+    """Connections from ``BoundedConnection``; a ping bounded by PING_TIMEOUT at every checkout."""
+    statement = app.config["CHARGEAPP_DB_TIMEOUTS"]["statement"]
+    reply = statement + REPLY_MARGIN if statement > 0 else None
+    connection_class = _bounded_connection_class()
+
+    @event.listens_for(engine, "do_connect")
+    def connect(dialect, connection_record, cargs, cparams):
+        migrating = app.extensions.get("chargeapp.migrating")
+        if migrating:  # schema changes (an index on a big table) may run long; the last -c wins
+            cparams["options"] = (cparams.get("options", "") + " -c statement_timeout=0").strip()
+        conn = connection_class.connect(*cargs, **cparams)
+        conn.reply_timeout = None if migrating else reply
+        return conn
+
+    @event.listens_for(engine, "checkout")
+    def ping(dbapi_connection, connection_record, connection_proxy):
+        saved = getattr(dbapi_connection, "reply_timeout", None)
+        if hasattr(dbapi_connection, "reply_timeout"):
+            dbapi_connection.reply_timeout = PING_TIMEOUT
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute(";")
+        except Exception as exc:  # psycopg.Error: the pool replaces the connection (and fails if it cannot)
+            raise DisconnectionError(f"the pooled connection did not answer a ping: {exc}") from exc
+        finally:
+            if hasattr(dbapi_connection, "reply_timeout"):
+                dbapi_connection.reply_timeout = saved
+
+
+@migrate.configure
+def _migrations_run_unlimited(config):
+    """`chargeapp db ...`: connections opened from now on have no statement_timeout (see _bound_postgres)."""
+    current_app.extensions["chargeapp.migrating"] = True
+    db.engine.dispose()
+    return config
+
+
 class BoundedIntConverter(IntegerConverter):
     """``<int:...>`` in every route: 0 .. 2**31-1 (the range of an integer key on every
     backend), so a huge id in a URL is a 404, not a database overflow."""
@@ -66,11 +162,11 @@ def create_app(overrides: dict | None = None) -> Flask:
                 "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}
             }
         },
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True},
         JSON_SORT_KEYS=False,
     )
     if overrides:
         app.config.update(overrides)
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config))
     if app.config.get("CHARGEAPP_TRUSTED_PROXIES"):
         # Behind nginx the peer is the proxy: take the client from X-Forwarded-For,
         # so login rate limits are per client, not one bucket for everyone.
@@ -84,6 +180,9 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.extensions["chargeapp.clock"] = app.config.get("CHARGEAPP_CLOCK") or clock_from_config(app.config)
 
     db.init_app(app)
+    if make_url(app.config["SQLALCHEMY_DATABASE_URI"]).get_backend_name() == "postgresql":
+        with app.app_context():
+            _bound_postgres(app, db.engine)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True)
     limiter.init_app(app)
     api.init_app(app)

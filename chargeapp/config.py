@@ -45,6 +45,12 @@ class Settings:
     # The pages' session cookie Secure flag: "auto" (set when the request came over
     # HTTPS, e.g. through nginx), "1" always, "0" never (plain http demos and tests).
     session_cookie_secure: str = "auto"
+    # PostgreSQL time limits, in seconds (0: none). A database that is down or hung
+    # costs a request or a bridge batch at most about connect + ping time, not forever.
+    db_connect_timeout: int = 5  # opening a connection (libpq connect_timeout; at least 2)
+    db_statement_timeout: float = 15.0  # the server cancels a statement running longer
+    db_lock_timeout: float = 5.0  # ...or waiting longer for a lock
+    db_pool_timeout: float = 10.0  # waiting for a free connection of the process's pool
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -65,6 +71,10 @@ class Settings:
             map_tile_subdomains=_env("CHARGEAPP_MAP_TILE_SUBDOMAINS", d.map_tile_subdomains),
             map_attribution=_env("CHARGEAPP_MAP_ATTRIBUTION", d.map_attribution),
             session_cookie_secure=_env("CHARGEAPP_SESSION_COOKIE_SECURE", d.session_cookie_secure),
+            db_connect_timeout=int(_env("CHARGEAPP_DB_CONNECT_TIMEOUT", str(d.db_connect_timeout))),
+            db_statement_timeout=float(_env("CHARGEAPP_DB_STATEMENT_TIMEOUT", str(d.db_statement_timeout))),
+            db_lock_timeout=float(_env("CHARGEAPP_DB_LOCK_TIMEOUT", str(d.db_lock_timeout))),
+            db_pool_timeout=float(_env("CHARGEAPP_DB_POOL_TIMEOUT", str(d.db_pool_timeout))),
         )
 
     def flask_config(self) -> dict:
@@ -84,4 +94,6 @@ class Settings:
             "CHARGEAPP_MAP_TILE_SUBDOMAINS": self.map_tile_subdomains,
             "CHARGEAPP_MAP_ATTRIBUTION": self.map_attribution,
             "CHARGEAPP_SESSION_COOKIE_SECURE": self.session_cookie_secure,
+            "CHARGEAPP_DB_TIMEOUTS": {"connect": self.db_connect_timeout, "statement": self.db_statement_timeout,
+                                      "lock": self.db_lock_timeout, "pool": self.db_pool_timeout},
         }

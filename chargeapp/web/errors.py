@@ -5,6 +5,7 @@ import logging
 
 from flask import jsonify
 from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from chargeapp.domain.errors import DomainError
@@ -53,7 +54,10 @@ def register(app) -> None:
                         "message": "A number in the request is out of range."}), 422
 
     @app.errorhandler(OperationalError)
+    @app.errorhandler(PoolTimeout)  # every pooled connection busy for CHARGEAPP_DB_POOL_TIMEOUT (a hung database)
     def db_unavailable(err):
-        log.exception("database error")
+        # One line, no traceback: an outage answers every request with this, and the cause is the database's.
+        first_line = (str(err).splitlines() or [type(err).__name__])[0]
+        log.warning("database unavailable, answered 503: %s", first_line[:300])
         return jsonify({"code": "database_unavailable", "status": 503,
                         "message": "The database is busy or unavailable; try again shortly."}), 503
