@@ -58,7 +58,7 @@ class WorkerOptions:
     outbox_seconds: float = 0.5  # how often to look at the command outbox (0: never)
     periodic_seconds: float = 5.0  # how often to try the periodic work (0: never)
     retry_min_seconds: float = 0.5  # database error backoff
-    retry_max_seconds: float = 30.0
+    retry_max_seconds: float = 5.0  # a retry costs one refused connection; a longer wait only delays the drain
     registry_max_age: float = 30.0
     log_repeat_seconds: float = 60.0  # the same bad topic and reason is logged at most this often
     outbox: OutboxSettings = OutboxSettings()
