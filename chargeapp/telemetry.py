@@ -98,6 +98,8 @@ REASONS = frozenset({
     "not_json", "not_object", "too_large", "bad_topic", "bad_shape", "bad_encoding",
     # decided by the bridge against the device registry, listed here so metrics share one vocabulary
     "unknown_device", "forbidden_topic",
+    # a vendor payload on a mapped device's topic that its adapter does not recognise (chargeapp.adapters)
+    "unknown_format",
 })
 
 

@@ -30,9 +30,9 @@ Decisions (docs/bridge.md):
   ever seen of a device starts its count, as in ``seq_gap``).
 - ``status/0`` (the charger as a whole, OCPP connector 0) is recorded in the
   sequence and ignored: the services keep status per connector.
-- zigbee2mqtt contact sensors: state (open/closed) by friendly name from the
-  registry (``door_contacts``), at the receive time; an unmapped name is
-  dead-lettered ``unknown_device``.
+- Vendor devices (zigbee2mqtt and Shelly Gen2 door contacts, people counters)
+  go through their registry adapter first (``mqtt_bridge.vendor``); an unmapped
+  zigbee2mqtt name is dead-lettered ``unknown_device``.
 - A zero-length payload on a retained topic (retained value cleared) is ignored.
 """
 from __future__ import annotations
@@ -49,8 +49,9 @@ from sqlalchemy.orm import Session, selectinload
 from chargeapp import telemetry as t
 from chargeapp.db import models as m
 from chargeapp.domain.errors import DomainError, NotFound
-from chargeapp.services import booking, charging, doors, gates, lounge
+from chargeapp.services import booking, charging, gates, lounge
 from chargeapp.services.common import enqueue_command
+from mqtt_bridge import vendor
 from mqtt_bridge.client import Received
 
 log = logging.getLogger("mqtt_bridge.handler")
@@ -222,6 +223,9 @@ def apply_message(session: Session, received: Received, now: datetime, *, contex
     database is unavailable: the caller rolls back and retries).
     """
     ctx = context or ApplyContext()
+    vendor_outcome = vendor.apply_vendor_message(session, received, now, ctx)  # zigbee2mqtt, Shelly, counters
+    if vendor_outcome is not None:
+        return vendor_outcome
     try:
         ref = t.parse_topic(received.topic)
     except t.BadMessage as exc:
@@ -229,14 +233,6 @@ def apply_message(session: Session, received: Received, now: datetime, *, contex
     if ref.kind is t.TopicKind.COMMAND:
         return dead_letter(session, received, "forbidden_topic",
                            "command topics are published by the bridge alone", ref=ref)
-    if ref.kind is t.TopicKind.ZIGBEE:
-        try:
-            contact = t.parse_message(received.topic, received.payload, received.received_at)
-        except t.BadMessage as exc:
-            return dead_letter(session, received, exc.reason, exc.detail, ref=ref)
-        return _apply_state(session, received, ref, now, lambda: doors.record_door_contact(
-            session, friendly_name=contact.friendly_name, contact=contact.contact, at=received.received_at,
-            battery=contact.battery, linkquality=contact.linkquality))
     if not ctx.knows(session, ref.device):
         what = ref.device_kind.value.replace("_", " ")
         detail = (f"no station {ref.station!r}" if ref.station not in ctx.registry.snapshot(session).stations

@@ -192,7 +192,7 @@ class Zone(db.Model):
 
 class DoorSensor(db.Model):
     __tablename__ = "door_sensors"
-    __table_args__ = (UniqueConstraint("station_id", "code"),)
+    __table_args__ = (UniqueConstraint("station_id", "code"), UniqueConstraint("vendor_topic", "vendor_line"))
     id: Mapped[int] = mapped_column(primary_key=True)
     station_id: Mapped[int] = mapped_column(ForeignKey("stations.id", ondelete="CASCADE"), index=True)
     code: Mapped[str] = mapped_column(String(64))
@@ -205,6 +205,13 @@ class DoorSensor(db.Model):
     in_total: Mapped[Optional[int]] = mapped_column(BigInteger)
     out_total: Mapped[Optional[int]] = mapped_column(BigInteger)
     mqtt_username: Mapped[Optional[str]] = mapped_column(String(140), unique=True)
+    # A counter that speaks its vendor's format instead of the contract (chargeapp.adapters):
+    # adapter "people_counter", the topic it publishes on and the counting line this door is;
+    # vendor_ts is the effective time of the last reading applied (older readings are stale).
+    adapter: Mapped[Optional[str]] = mapped_column(String(32))
+    vendor_topic: Mapped[Optional[str]] = mapped_column(String(600))
+    vendor_line: Mapped[Optional[str]] = mapped_column(String(64))
+    vendor_ts: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
 
 
 class OccupancyChange(db.Model):
@@ -511,7 +518,10 @@ class DoorContact(db.Model):
     __tablename__ = "door_contacts"
     id: Mapped[int] = mapped_column(primary_key=True)
     station_id: Mapped[int] = mapped_column(ForeignKey("stations.id", ondelete="CASCADE"), index=True)
+    # The device's address for its adapter (chargeapp.adapters): the zigbee2mqtt friendly name,
+    # or a Shelly Gen2 "<topic prefix>/input:<id>".
     friendly_name: Mapped[str] = mapped_column(String(200), unique=True)
+    adapter: Mapped[str] = mapped_column(String(32), default="zigbee2mqtt", server_default="zigbee2mqtt")
     name: Mapped[str] = mapped_column(String(200), default="")
     # zigbee2mqtt says contact=true for CLOSED; a sensor mounted the other way round inverts it.
     inverted: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -196,3 +196,94 @@ def set_ocpp_credentials(session: Session, *, station_code: str, charger_code: s
     row.password_set_at = now
     session.flush()
     return row
+
+
+# --------------------------------------------------------------------------- device adapters
+
+
+class InvalidDeviceAddress(InvalidRequest):
+    """A vendor device's adapter or address cannot be used (unknown adapter, or an address its topics cannot hold)."""
+
+    code = "invalid_device_address"
+
+
+class DeviceAddressTaken(Conflict):
+    """Another door contact or counting line already has that vendor address."""
+
+    code = "device_address_taken"
+
+
+def _vendor_topics(adapter_name: str, address: str) -> tuple[str, ...]:
+    from chargeapp import adapters, telemetry
+
+    try:
+        return adapters.adapter(adapter_name).topics(address)
+    except KeyError:
+        raise InvalidDeviceAddress(f"No device adapter {adapter_name[:40]!r}.", adapter=adapter_name[:40]) from None
+    except telemetry.BadMessage as exc:
+        raise InvalidDeviceAddress(f"{adapter_name}: {exc.detail}", adapter=adapter_name) from None
+
+
+def map_door_contact(session: Session, *, station_code: str, address: str, adapter: str = "zigbee2mqtt",
+                     name: str = "", inverted: bool = False) -> m.DoorContact:
+    """Map a door contact sensor to a station: ``address`` is its zigbee2mqtt friendly name or its Shelly Gen2
+    ``<topic prefix>/input:<id>``; ``inverted`` for a sensor that reports closed when the door is open.
+
+    Mapping an address again moves it (station, adapter, name, polarity). Raises
+    StationNotFound, InvalidDeviceAddress.
+    """
+    from chargeapp import adapters
+    from chargeapp.services.common import station_by_code
+
+    if adapter not in adapters.CONTACT_ADAPTERS:
+        raise InvalidDeviceAddress(f"{adapter[:40]!r} is not a door contact adapter "
+                                   f"({', '.join(adapters.CONTACT_ADAPTERS)}).", adapter=adapter[:40])
+    _vendor_topics(adapter, address)
+    station = station_by_code(session, station_code)
+    door = session.scalar(select(m.DoorContact).where(m.DoorContact.friendly_name == address))
+    if door is None:
+        door = m.DoorContact(friendly_name=address)
+        session.add(door)
+    door.station_id, door.adapter, door.name, door.inverted = station.id, adapter, name, inverted
+    session.flush()
+    return door
+
+
+def map_counting_line(session: Session, *, station_code: str, sensor_code: str, topic: str, line: str,
+                      adapter: str = "people_counter") -> m.DoorSensor:
+    """Let a door sensor's readings come from a people counter's counting line (``topic``, ``line``) in its vendor's
+    format instead of the contract; ``adapter=None`` maps it back to the contract.
+
+    Raises StationNotFound, SensorNotFound, InvalidDeviceAddress, DeviceAddressTaken.
+    """
+    from chargeapp import adapters
+    from chargeapp.adapters import people_counter
+    from chargeapp.services.common import station_by_code
+    from chargeapp.services.lounge import SensorNotFound
+
+    station = station_by_code(session, station_code)
+    sensor = session.scalar(select(m.DoorSensor).where(m.DoorSensor.station_id == station.id,
+                                                       m.DoorSensor.code == sensor_code))
+    if sensor is None:
+        raise SensorNotFound(f"No door sensor {sensor_code} at {station_code}.")
+    if adapter is None:
+        sensor.adapter = sensor.vendor_topic = sensor.vendor_line = sensor.vendor_ts = None
+        session.flush()
+        return sensor
+    if adapter not in adapters.COUNTER_ADAPTERS:
+        raise InvalidDeviceAddress(f"{adapter[:40]!r} is not a people counter adapter "
+                                   f"({', '.join(adapters.COUNTER_ADAPTERS)}).", adapter=adapter[:40])
+    _vendor_topics(adapter, topic)
+    try:
+        people_counter.check_line(line)
+    except Exception:
+        raise InvalidDeviceAddress("A counting line is named by 1-64 characters.", adapter=adapter) from None
+    taken = session.scalar(select(m.DoorSensor.id).where(m.DoorSensor.vendor_topic == topic,
+                                                         m.DoorSensor.vendor_line == line))
+    if taken is not None and taken != sensor.id:
+        raise DeviceAddressTaken(f"Counting line {line!r} of {topic!r} is already mapped to another door sensor.")
+    if (sensor.vendor_topic, sensor.vendor_line) != (topic, line):
+        sensor.vendor_ts = None
+    sensor.adapter, sensor.vendor_topic, sensor.vendor_line = adapter, topic, line
+    session.flush()
+    return sensor

@@ -237,13 +237,14 @@ def test_every_bad_golden_payload_is_refused_with_its_reason(case):
 
 
 def test_bad_examples_cover_every_reason_parse_can_give():
-    assert {c["reason"] for c in CASES["bad"]} == t.REASONS - {"unknown_device", "forbidden_topic"}
+    # unknown_format is the device adapters' (tests/unit/test_adapters.py), never the contract's parse
+    assert {c["reason"] for c in CASES["bad"]} == t.REASONS - {"unknown_device", "forbidden_topic", "unknown_format"}
 
 
 def test_registry_reasons_share_the_vocabulary():
     assert t.REASONS == {
         "not_json", "not_object", "too_large", "bad_topic", "bad_shape", "bad_encoding",
-        "unknown_device", "forbidden_topic",
+        "unknown_device", "forbidden_topic", "unknown_format",
     }
     err = t.BadMessage("unknown_device", "F9 is not in the registry")
     assert err.reason == "unknown_device" and isinstance(err, ValueError)
