@@ -37,6 +37,22 @@ class BridgeOptions:
     worker: WorkerOptions = field(default_factory=WorkerOptions)
 
 
+def _vendor_topics(app, station: str | None) -> tuple[str, ...]:
+    """The vendor topics of the devices the registry maps to an adapter, read once at start (docs/bridge.md)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from chargeapp.db import db
+    from mqtt_bridge.vendor import vendor_subscriptions
+
+    try:
+        with app.app_context():
+            return vendor_subscriptions(db.session, station)
+    except SQLAlchemyError as exc:
+        log.error("could not read the vendor devices' topics from the registry (%s): only the contract's and "
+                  "zigbee2mqtt's topics are subscribed until the bridge restarts", str(exc).splitlines()[0][:200])
+        return ()
+
+
 class Bridge:
     """The MQTT bridge of one process: ``start``, then ``stop`` (finishes the batch in hand, commits, acks, disconnects)."""
 
@@ -46,10 +62,12 @@ class Bridge:
         self.metrics = BridgeMetrics()
         self.settings = parse_mqtt_url(o.mqtt_url or app.config.get("CHARGEAPP_MQTT_URL"),
                                        client_id=o.client_id or default_client_id(o.group))
+        vendor_topics = _vendor_topics(app, o.station)  # mapped devices' own topics (Shelly, counters)
         if o.group:
-            subscriptions = telemetry.shared_subscriptions(o.group, o.station)
+            subscriptions = telemetry.shared_subscriptions(o.group, o.station) + tuple(
+                telemetry.shared_subscription(topic, o.group) for topic in vendor_topics)
         else:
-            subscriptions = telemetry.bridge_subscriptions(o.station)
+            subscriptions = telemetry.bridge_subscriptions(o.station) + vendor_topics
         self.client = BridgeClient(
             self.settings, subscriptions=subscriptions, on_received=self._received, clock=self.clock,
             receive_maximum=max(2 * o.worker.batch_size, 100), on_session=self._session,
