@@ -13,6 +13,12 @@ Decisions:
   would let a device choose another device's client id and publish as it; and
   the broker runs with ``use_username_as_clientid true`` (deploy/mosquitto), so a
   client id cannot take over another device's session either.
+- Vendor devices (Shelly Gen2 door contacts, people counters; docs/bridge.md,
+  "Device adapters") publish on their vendors' topics, which the registry maps:
+  ``--vendor-user USER=STATION[,DEVICE]`` may write exactly those topics of the
+  station (or of one device: a Shelly's topic prefix, a counter's topic), and
+  the bridge and monitor users read them. ``--zigbee2mqtt-user USER=STATION``
+  covers the station's zigbee2mqtt contacts only.
 - ``--monitor-user`` is a read-only login for operators (``mosquitto_sub``): logging
   in as a bridge worker would take over that worker's session.
 - One username per bridge worker (``--bridge-user`` repeated): with
@@ -111,7 +117,7 @@ class Account:
     """One MQTT login: its username, what it is, and the topic filters it may publish to and read."""
 
     username: str
-    kind: str  # charger | door_sensor | gate | bridge | monitor | zigbee2mqtt
+    kind: str  # charger | door_sensor | gate | bridge | monitor | zigbee2mqtt | vendor
     station: str
     device: str
     write: tuple[str, ...]
@@ -152,19 +158,21 @@ def gate_account(username: str, station: str, gate: str) -> Account:
                    write=(t.gate_passage_topic(station, gate), t.gate_online_topic(station, gate)), read=())
 
 
-def bridge_account(username: str) -> Account:
-    """Reads every device topic (``stations/#``, ``zigbee2mqtt/#``); the only writer of charger commands."""
+def bridge_account(username: str, vendor_topics: tuple[str, ...] = ()) -> Account:
+    """Reads every device topic (``stations/#``, ``zigbee2mqtt/#`` and the registry's vendor devices' topics);
+    the only writer of charger commands."""
     return Account(
         username, "bridge", "", "",
         write=(_any(t.TopicKind.COMMAND, station="+", charger="+", command="+"),),
-        read=(f"{t.STATION_ROOT}/#", f"{t.ZIGBEE_ROOT}/#"),
+        read=(f"{t.STATION_ROOT}/#", f"{t.ZIGBEE_ROOT}/#", *vendor_topics),
     )
 
 
-def monitor_account(username: str) -> Account:
+def monitor_account(username: str, vendor_topics: tuple[str, ...] = ()) -> Account:
     """An operator's read-only view of every device topic (mosquitto_sub), so nobody logs in as a bridge worker
     (which, with use_username_as_clientid, would take over that worker's session)."""
-    return Account(username, "monitor", "", "", write=(), read=(f"{t.STATION_ROOT}/#", f"{t.ZIGBEE_ROOT}/#"))
+    return Account(username, "monitor", "", "", write=(),
+                   read=(f"{t.STATION_ROOT}/#", f"{t.ZIGBEE_ROOT}/#", *vendor_topics))
 
 
 def zigbee2mqtt_account(username: str, station: str | None = None, friendly_names: tuple[str, ...] = ()) -> Account:
@@ -184,8 +192,58 @@ def station_door_contacts(session, station: str) -> tuple[str, ...] | None:
     station_id = session.scalar(select(m.Station.id).where(m.Station.code == station))
     if station_id is None:
         return None
-    return tuple(session.scalars(select(m.DoorContact.friendly_name).where(m.DoorContact.station_id == station_id)
-                                 .order_by(m.DoorContact.friendly_name)))
+    return tuple(session.scalars(select(m.DoorContact.friendly_name).where(
+        m.DoorContact.station_id == station_id, m.DoorContact.adapter == "zigbee2mqtt")
+        .order_by(m.DoorContact.friendly_name)))
+
+
+@dataclass(frozen=True)
+class VendorDevice:
+    """A device the registry reads through an adapter other than zigbee2mqtt: its station, adapter, the device
+    name an installer knows (a Shelly's topic prefix, a counter's topic) and the topics it publishes."""
+
+    station: str
+    adapter: str
+    device: str
+    topics: tuple[str, ...]
+
+
+def vendor_devices(session, station: str | None = None) -> tuple[list[VendorDevice], list[str]]:
+    """The registry's Shelly Gen2 contacts and people counters (one station's, or all), and a warning per device left out."""
+    from chargeapp.adapters import people_counter, shelly_gen2
+    from chargeapp.db import models as m
+
+    found: list[VendorDevice] = []
+    warnings: list[str] = []
+    q = (select(m.Station.code, m.DoorContact.adapter, m.DoorContact.friendly_name)
+         .join(m.Station, m.DoorContact.station_id == m.Station.id)
+         .where(m.DoorContact.adapter == shelly_gen2.NAME).order_by(m.Station.code, m.DoorContact.friendly_name))
+    if station is not None:
+        q = q.where(m.Station.code == station)
+    for code, adapter, address in session.execute(q):
+        try:
+            found.append(VendorDevice(code, adapter, shelly_gen2.split_address(address)[0],
+                                      shelly_gen2.topics(address)))
+        except t.BadMessage as e:
+            warnings.append(f"{adapter} contact {code}/{address[:80]!r}: {e.detail}: no broker access")
+    q = (select(m.Station.code, m.DoorSensor.adapter, m.DoorSensor.vendor_topic)
+         .join(m.Station, m.DoorSensor.station_id == m.Station.id)
+         .where(m.DoorSensor.adapter == people_counter.NAME).order_by(m.Station.code, m.DoorSensor.vendor_topic))
+    if station is not None:
+        q = q.where(m.Station.code == station)
+    for code, adapter, topic in session.execute(q):
+        try:
+            found.append(VendorDevice(code, adapter, topic, people_counter.topics(topic)))
+        except t.BadMessage as e:
+            warnings.append(f"{adapter} {code}/{str(topic)[:80]!r}: {e.detail}: no broker access")
+    return found, warnings
+
+
+def vendor_account(username: str, station: str, devices: list[VendorDevice]) -> Account:
+    """A login for a station's vendor devices (or their gateway): write exactly their vendor topics, read nothing."""
+    topics = tuple(dict.fromkeys(topic for d in devices for topic in d.topics))
+    label = devices[0].device if len({d.device for d in devices}) == 1 else ""
+    return Account(username, "vendor", station, label, write=topics, read=())
 
 
 def registry_accounts(session) -> tuple[list[Account], list[str]]:
@@ -315,6 +373,24 @@ def _zigbee_gateway(session, spec: str) -> Account:
         raise click.ClickException(f"station {station}: a door contact's friendly name cannot be a topic ({e})") from None
 
 
+def _vendor_login(session, spec: str) -> Account:
+    user, sep, where = spec.partition("=")
+    station, _, device = where.partition(",")
+    if not sep or not station:
+        raise click.BadParameter(f"{user!r}: expected USER=STATION or USER=STATION,DEVICE", param_hint="--vendor-user")
+    from chargeapp.db import models as m
+
+    if session.scalar(select(m.Station.id).where(m.Station.code == station)) is None:
+        raise click.BadParameter(f"no station {station!r}", param_hint="--vendor-user")
+    devices, _ = vendor_devices(session, station)
+    if device:
+        devices = [d for d in devices if d.device == device]
+    if not devices:
+        what = f"no Shelly Gen2 contact or people counter {device!r}" if device else "no Shelly Gen2 contacts or people counters"
+        raise click.BadParameter(f"station {station} has {what} in the registry", param_hint="--vendor-user")
+    return vendor_account(user, station, devices)
+
+
 @dataclass
 class Outcome:
     created: list[str]
@@ -395,6 +471,10 @@ def render_secrets(accounts: list[Account], plain: dict[str, str]) -> str:
 @click.option("--zigbee2mqtt-user", "zigbee_users", multiple=True, metavar="USER[=STATION]",
               help="Username of a zigbee2mqtt gateway. With =STATION it may publish exactly that station's door "
                    "contacts (registry friendly names); without, the whole zigbee2mqtt/# tree.")
+@click.option("--vendor-user", "vendor_users", multiple=True, metavar="USER=STATION[,DEVICE]",
+              help="Username of a station's Shelly Gen2 door contacts and people counters (or their gateway): it may "
+                   "publish exactly their vendor topics. With ,DEVICE (a Shelly's topic prefix or a counter's topic) "
+                   "only that device's.")
 @click.option("--password-for", "password_for", multiple=True, metavar="USER=PASSWORD|USER=env:VAR",
               help="Use this password for USER instead of a generated one (not written to the secrets file). "
                    "USER may be a pattern such as '*' that matches device users (demos).")
@@ -404,8 +484,8 @@ def render_secrets(accounts: list[Account], plain: dict[str, str]) -> str:
               help=f"Where generated passwords go (mode 0600). Default: OUT/{SECRETS_FILE}.")
 @click.option("--file-group", default=None, metavar="GROUP",
               help="Group (name or numeric id) that may read the password and ACL files (mode 0640), e.g. mosquitto.")
-def mqtt_credentials_command(out_dir, bridge_users, monitor_users, zigbee_users, password_for, rotate_all, rotate_users,
-                             secrets_path, file_group):
+def mqtt_credentials_command(out_dir, bridge_users, monitor_users, zigbee_users, vendor_users, password_for, rotate_all,
+                             rotate_users, secrets_path, file_group):
     """Write Mosquitto's password and ACL files from the device registry, and the devices' passwords to a secrets file."""
     from chargeapp.db import db
 
@@ -419,9 +499,13 @@ def mqtt_credentials_command(out_dir, bridge_users, monitor_users, zigbee_users,
             raise click.BadParameter(f"no group {file_group!r}", param_hint="--file-group") from None
 
     devices, warnings = registry_accounts(db.session)
-    extra = ([bridge_account(u) for u in dict.fromkeys(bridge_users)]
-             + [monitor_account(u) for u in dict.fromkeys(monitor_users)]
-             + [_zigbee_gateway(db.session, spec) for spec in dict.fromkeys(zigbee_users)])
+    vendor, vendor_warnings = vendor_devices(db.session)
+    warnings += vendor_warnings
+    vendor_topics = tuple(dict.fromkeys(topic for d in vendor for topic in d.topics))
+    extra = ([bridge_account(u, vendor_topics) for u in dict.fromkeys(bridge_users)]
+             + [monitor_account(u, vendor_topics) for u in dict.fromkeys(monitor_users)]
+             + [_zigbee_gateway(db.session, spec) for spec in dict.fromkeys(zigbee_users)]
+             + [_vendor_login(db.session, spec) for spec in dict.fromkeys(vendor_users)])
     accounts = extra + devices
     seen: set[str] = set()
     for a in accounts:
@@ -458,7 +542,8 @@ def mqtt_credentials_command(out_dir, bridge_users, monitor_users, zigbee_users,
 
     for w in warnings + outcome.warnings:
         click.echo(f"warning: {w}", err=True)
-    kinds = {k: sum(1 for a in accounts if a.kind == k) for k in ("charger", "door_sensor", "gate", "bridge", "monitor", "zigbee2mqtt")}
+    kinds = {k: sum(1 for a in accounts if a.kind == k)
+             for k in ("charger", "door_sensor", "gate", "bridge", "monitor", "zigbee2mqtt", "vendor")}
     click.echo(f"users: {len(accounts)} ({', '.join(f'{n} {k}' for k, n in kinds.items() if n)})")
     click.echo(f"passwords: {len(outcome.created)} new, {len(outcome.kept)} kept, {len(outcome.rotated)} rotated, "
                f"{len(outcome.given)} given, {len(outcome.removed)} users removed"
