@@ -109,3 +109,9 @@ def post_worker_init(worker):
         graceful_exit(sig, frame)
 
     signal.signal(signal.SIGTERM, exit_ending_streams)
+
+
+# gunicorn 25.1+ opens a control socket for gunicornc at $XDG_RUNTIME_DIR or ~/.gunicorn/gunicorn.ctl,
+# one path shared by every gunicorn of the same user: two instances (tests in parallel, two sites
+# under one account) take it from each other. The service is managed through systemd, not gunicornc.
+control_socket_disable = True
