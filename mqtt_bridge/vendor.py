@@ -157,8 +157,10 @@ def _apply_counter(session, received, routes, events, now, ctx, outcome, h):
         if target is None:
             continue  # a counting line the registry does not map (a staff door, say)
         station, code = target
+        # Locked and read afresh (the batch may hold this row pinned from before another worker's commit).
         sensor = session.scalar(select(m.DoorSensor).join(m.Station, m.DoorSensor.station_id == m.Station.id)
-                                .where(m.Station.code == station, m.DoorSensor.code == code).with_for_update())
+                                .where(m.Station.code == station, m.DoorSensor.code == code).with_for_update()
+                                .execution_options(populate_existing=True))
         previous = None
         if sensor.boot is not None:
             previous = people_counter.CounterMark(sensor.boot, sensor.seq or 0, sensor.in_total or 0,
