@@ -13,7 +13,8 @@ Decisions (docs/rules.md, "Charger telemetry"):
   differs (status or error code) from the state in effect at its ``at``, so a
   retained replay or a periodic repeat adds nothing. A status older than the
   connector's current one goes to history only.
-- ``Connector.status_at`` is when the current state began (a repeat does not move it).
+- ``Connector.status_at`` is when the current state began (a repeat does not move it): the first report after
+  the newest report of another state in the history, so it does not depend on the order reports arrive in.
 - A session is open until a stop, a later start on the same connector, or the
   connector reporting Available after its start; ``closed_by`` says which. A
   close inferred from a start or an Available moves to an earlier one that
@@ -248,6 +249,10 @@ def record_status(session: Session, *, station_code: str, charger_code: str, con
             conn.status, conn.error_code, conn.status_at = new_status, error_code, at
             became_out_of_service = is_out_of_service(new_status) and not was_out
             changed = True
+        elif exact is None and _move_status_at(session, conn):
+            changed = True  # a repeat after other states that came late: the current state began later
+    elif exact is None and _move_status_at(session, conn):
+        changed = True  # a late report inside (or just before) the current state's run
 
     if new_status == ConnectorStatus.AVAILABLE.value:
         # Also for a late Available: it ends the sessions that began before it.
@@ -258,6 +263,26 @@ def record_status(session: Session, *, station_code: str, charger_code: str, con
     if became_out_of_service:
         booking.rehome_after_fault(session, now, charger)
     return changed
+
+
+def _move_status_at(session: Session, connector: m.Connector) -> bool:
+    """Set ``status_at`` to when the connector's current state began by the history (ordered by ``at``): the first
+    report after the newest report of another state, whatever order they arrived in; True if it moved.
+
+    With several bridge workers a charger's reports arrive out of order: Charging 14:00, then Charging 14:20 ahead
+    of the Finishing/Available/Preparing between them, must end as "Charging since 14:20", not since 14:00.
+    """
+    session.flush()
+    other = session.scalar(select(func.max(m.StatusChange.at)).where(
+        m.StatusChange.connector_id == connector.id,
+        (m.StatusChange.status != connector.status) | (m.StatusChange.error_code != connector.error_code),
+    ))
+    first = select(func.min(m.StatusChange.at)).where(m.StatusChange.connector_id == connector.id)
+    since = session.scalar(first if other is None else first.where(m.StatusChange.at > other))
+    if since is None or since == connector.status_at:
+        return False
+    connector.status_at = since
+    return True
 
 
 # -- transactions ---------------------------------------------------------------
@@ -302,11 +327,12 @@ def _apply_start(session, charger, conn, cs, transaction_id, id_tag, meter_wh, a
         session.add(cs)
     cs.started_at = at
     cs.start_meter_wh = meter_wh
-    cs.id_tag = cs.id_tag or id_tag
+    # The card that started the session is whose session it is (OCPP lets a stop carry
+    # another card, e.g. a supervisor's), whichever of the two messages arrived first.
+    cs.id_tag = id_tag or cs.id_tag
     if reservation_id is not None:
         cs.reservation_id = reservation_id
-    if cs.driver_id is None:
-        cs.driver_id = _driver_for(session, cs.id_tag, reservation_id)
+    cs.driver_id = _driver_for(session, cs.id_tag, reservation_id) or cs.driver_id
     if cs.stopped_at is not None and cs.stopped_at < at:
         _add_flag(cs, "stop_before_start")
     session.flush()

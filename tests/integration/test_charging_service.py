@@ -12,6 +12,7 @@ from chargeapp.domain.errors import NotFound
 from chargeapp.services import booking, charging
 from chargeapp.services.common import ChargerNotFound, StationNotFound
 from tests.conftest import T0
+from tests.factories import make_driver
 
 pytestmark = pytest.mark.integration
 
@@ -96,8 +97,25 @@ def test_a_repeat_ends_an_older_state_that_arrives_after_it(session, station, ho
     status(session, "Available", T0 + timedelta(minutes=10))
     assert status(session, "Preparing", T0 + timedelta(minutes=5)) is True
     c = connector(session)
-    assert (c.status, c.status_at, c.reported_at) == ("Available", T0, T0 + timedelta(minutes=10))
+    # Available again since 14:05: the Preparing that came late ended the run that began at 14:00.
+    assert (c.status, c.status_at, c.reported_at) == (
+        "Available", T0 + timedelta(minutes=10), T0 + timedelta(minutes=10))
     assert [s for s, _ in history(session)] == ["Available", "Preparing", "Available"]
+
+
+def test_status_at_is_when_the_current_run_began_whatever_order_the_reports_came_in(session, station, hooks):
+    """Two bridge workers: Charging 14:00, then the next session's Charging 14:20 ahead of the Finishing,
+    Available and Preparing between them: Charging since 14:20; a late Charging 14:18 with nothing between
+    moves it back to 14:18."""
+    minutes = lambda n: T0 + timedelta(minutes=n)  # noqa: E731
+    status(session, "Charging", minutes(0))
+    status(session, "Charging", minutes(20))
+    assert connector(session).status_at == minutes(0)  # nothing else known yet: one run since 14:00
+    for n, value in ((5, "Finishing"), (10, "Available"), (15, "Preparing")):
+        status(session, value, minutes(n))
+    assert (connector(session).status, connector(session).status_at) == ("Charging", minutes(20))
+    assert status(session, "Charging", minutes(18)) is True  # the current state began earlier
+    assert (connector(session).status, connector(session).status_at) == ("Charging", minutes(18))
 
 
 def test_older_status_arriving_late_goes_to_history_only(session, station, hooks):
@@ -227,6 +245,19 @@ def test_stop_before_start_then_start_is_one_session_with_both_halves_flagged(se
     assert cs.flags == ["stop_without_start"]
     # the late pair still reaches the booking service: once for the stop, once for the start
     assert hooks["check_in"] == [77, 77]
+
+
+def test_a_start_arriving_after_a_stop_with_another_card_makes_the_starter_the_driver(session, clock, station,
+                                                                                      driver, hooks):
+    """Arrival order must not decide who pays: the start's card wins over the stop's."""
+    supervisor = make_driver(session, clock.now(), id_tag="SUPERVISOR-1")
+    early = stop(session, 77, T0 + timedelta(minutes=20), id_tag="SUPERVISOR-1")
+    assert early.driver_id == supervisor.id  # all that is known so far
+    cs = start(session, 77, T0, id_tag=tag_of(session, driver))
+    assert (cs.id_tag, cs.driver_id) == (tag_of(session, driver), driver.id)
+    in_order = start(session, 78, T0 + timedelta(hours=1), id_tag=tag_of(session, driver))
+    stop(session, 78, T0 + timedelta(hours=1, minutes=20), id_tag="SUPERVISOR-1")
+    assert (in_order.id_tag, in_order.driver_id) == (tag_of(session, driver), driver.id)
 
 
 def test_stop_of_a_session_that_has_a_booking_does_not_ask_for_check_in_again(session, station, driver, hooks):
