@@ -197,3 +197,13 @@ def test_my_sessions_receipts_and_parking_status_through_the_api(client, session
     rec = client.get("/api/v1/me/receipts", headers=h).json
     assert rec[0]["kind"] == "charging" and rec[0]["energy_wh"] == 20000 and rec[0]["total_fen"] > 0
     assert rec[0]["issued_at"].endswith("+08:00")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/bookings", "/api/v1/me/notifications", "/api/v1/me/sessions",
+                                  "/api/v1/me/receipts"])
+@pytest.mark.parametrize("limit", ["1000000000", "201", "0", "-5", "many"])
+def test_a_huge_or_bad_page_size_is_422_with_a_message_not_a_slow_answer(client, station, path, limit):
+    auth = register(client)
+    r = client.get(path, query_string={"limit": limit}, headers=auth)
+    assert r.status_code == 422, r.get_data(as_text=True)
+    assert "limit" in r.get_data(as_text=True)

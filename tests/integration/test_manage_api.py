@@ -705,3 +705,11 @@ def test_audit_log_is_scoped_to_my_stations(session, clock, station, other_stati
     assert as_manager.get("/audit", query={"station": "s1", "limit": 200}).get_json()["items"][0]["action"] == \
         "charger.out_of_service"
     assert as_manager.get("/audit", query={"limit": 500}).status_code == 422
+
+
+@pytest.mark.parametrize("path", ["/dead-letters", "/audit"])
+@pytest.mark.parametrize("limit", ["1000000000", "0", "x"])
+def test_a_huge_or_bad_page_size_of_a_manager_list_is_422_with_a_message(as_manager, path, limit):
+    resp = as_manager.get(path, query={"station": "s1", "limit": limit})
+    assert resp.status_code == 422, resp.get_json()
+    assert "limit" in resp.get_data(as_text=True)
