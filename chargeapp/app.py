@@ -45,7 +45,7 @@ def _sqlite_begin_immediate(conn):
 # normally takes well under a millisecond; a hung server must not hold the request), and how
 # much longer than the server's statement_timeout the client waits for any answer at all.
 PING_TIMEOUT = 2.0
-REPLY_MARGIN = 5.0
+REPLY_MARGIN = 3.0
 
 
 def engine_options(config) -> dict:

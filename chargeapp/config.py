@@ -48,7 +48,7 @@ class Settings:
     # PostgreSQL time limits, in seconds (0: none). A database that is down or hung
     # costs a request or a bridge batch at most about connect + ping time, not forever.
     db_connect_timeout: int = 5  # opening a connection (libpq connect_timeout; at least 2)
-    db_statement_timeout: float = 15.0  # the server cancels a statement running longer
+    db_statement_timeout: float = 10.0  # the server cancels a statement running longer
     db_lock_timeout: float = 5.0  # ...or waiting longer for a lock
     db_pool_timeout: float = 10.0  # waiting for a free connection of the process's pool
     extra: dict = field(default_factory=dict)
