@@ -41,6 +41,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from chargeapp import telemetry as t
+from chargeapp.app import REPLY_MARGIN
 from mqtt_bridge.measure import MOSQUITTO, Mosquitto, free_port, publish_all, workload
 from tests.deploy.test_gunicorn import running_gunicorn
 
@@ -316,6 +317,43 @@ def retry_gaps(bridge_log: str) -> list[float]:
     return [float(x) for x in re.findall(r"rolled back, retrying in ([0-9.]+) s", bridge_log)]
 
 
+class QueryInTransaction(threading.Thread):
+    """An app of the test's own holding a transaction open; ``go`` runs one more query in it (during the hang).
+
+    The checkout ping does not help here (the connection is already checked out):
+    only the client's reply limit (statement_timeout + 5 s, here 2 + 5) ends the wait.
+    """
+
+    STATEMENT_TIMEOUT = 2.0
+
+    def __init__(self, database_url: str):
+        super().__init__(daemon=True)
+        self.database_url = database_url
+        self.ready, self.go = threading.Event(), threading.Event()
+        self.result: tuple[str, str, float] | None = None
+
+    def run(self) -> None:
+        from chargeapp.app import create_app
+        from chargeapp.config import Settings
+        from chargeapp.db import db
+
+        timeouts = {**Settings().flask_config()["CHARGEAPP_DB_TIMEOUTS"], "statement": self.STATEMENT_TIMEOUT}
+        app = create_app({"SQLALCHEMY_DATABASE_URI": self.database_url, "CHARGEAPP_DB_TIMEOUTS": timeouts})
+        with app.app_context():
+            db.session.execute(text("SELECT 1"))  # BEGIN: the connection stays with this session
+            self.ready.set()
+            self.go.wait(60)
+            started = time.monotonic()
+            try:
+                db.session.execute(text("SELECT 2"))
+                self.result = ("answered", "", time.monotonic() - started)
+            except Exception as exc:  # noqa: BLE001 (the test asserts its type)
+                self.result = (type(exc).__name__, str(exc).splitlines()[0], time.monotonic() - started)
+            finally:
+                db.session.remove()
+                db.engine.dispose()
+
+
 # --------------------------------------------------------------------------- the tests
 
 
@@ -334,12 +372,17 @@ def run_fault(pg: PgCluster, broker: Mosquitto, tmp_path, *, fault: str, seconds
             assert wait(lambda: pubacks_from_bridge(broker) == len(before), 10)
             assert bridge.health()[0] == 200
 
+            in_transaction = QueryInTransaction(database_url)
+            in_transaction.start()
+            assert in_transaction.ready.wait(30)
+
             # ---- the fault
             fault_started = time.monotonic()
             if fault == "down":
                 pg.stop_immediate()
             else:
                 figures["stopped_processes"] = pg.hang()
+            in_transaction.go.set()
             publish_all(broker.port, during, timeout=30)  # the broker accepts them (PUBACK to the devices)
             web = probe_web(base)
             figures["web_503_slowest_s"] = round(assert_web_unavailable(web, WEB_BOUND), 2)
@@ -349,7 +392,19 @@ def run_fault(pg: PgCluster, broker: Mosquitto, tmp_path, *, fault: str, seconds
             assert pubacks_from_bridge(broker) == len(before)
             figures["web_503_slowest_s"] = max(figures["web_503_slowest_s"],
                                                round(assert_web_unavailable(probe_web(base), WEB_BOUND), 2))
-            time.sleep(max(0.0, seconds - 3 - (time.monotonic() - fault_started)))
+            in_transaction.join(15)
+            kind, message, waited = in_transaction.result
+            figures["query_in_transaction"] = f"{kind} after {waited:.2f} s"
+            assert kind == "OperationalError", in_transaction.result
+            if fault == "hang":  # the reply limit; when down, the cut connection fails at once
+                limit = QueryInTransaction.STATEMENT_TIMEOUT + REPLY_MARGIN
+                assert limit - 0.5 < waited < limit + 5, in_transaction.result
+                assert f"did not answer within {limit:g} s" in message, message
+            # A batch or housekeeping transaction caught mid-query waits for the reply limit (13 s by default)
+            # before the bridge calls the database failed; it must do so within the fault.
+            assert wait(lambda: bridge.health()[0] == 503, max(1.0, seconds - 2 - (time.monotonic() - fault_started))), \
+                bridge.health()
+            figures["bridge_unhealthy_by_s"] = round(time.monotonic() - fault_started, 1)
             status, health, health_s = bridge.health()
             assert (status, health["database_ok"], health["worker_alive"]) == (503, False, True), health
             assert health_s < 5
