@@ -223,7 +223,7 @@ class OccupancyChange(db.Model):
     zone_id: Mapped[int] = mapped_column(ForeignKey("zones.id", ondelete="CASCADE"))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     delta: Mapped[int] = mapped_column(default=0)
-    source: Mapped[str] = mapped_column(String(16))  # door | set | reset
+    source: Mapped[str] = mapped_column(String(16))  # door | set | reset | baseline (services/lounge.py)
     sensor_id: Mapped[Optional[int]] = mapped_column(ForeignKey("door_sensors.id"))
     count_after: Mapped[Optional[int]] = mapped_column()
 

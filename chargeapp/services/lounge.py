@@ -2,7 +2,8 @@
 the live zone view and hourly occupancy for reports.
 
 The raw changes are kept (``OccupancyChange``: source "door" rows move counts,
-"set" rows record the manager's baselines); every count shown is derived from
+"set" rows record the manager's baselines, a "baseline" row a sensor's first totals
+that were not counted); every count shown is derived from
 them with the pure rules in ``chargeapp.domain.occupancy``, so a late reading
 simply takes its place in time. Functions take a session and never commit.
 
@@ -76,7 +77,11 @@ def record_door_count(session: Session, *, station_code: str, sensor_code: str, 
     One OccupancyChange (source "door") per zone whose net count moves; a door
     between two zones moves people out of one into the other. A redelivered or
     older reading, or one from an older boot, adds 0; the first reading ever of a
-    sensor is a baseline (0) unless it is seq 1 of its boot.
+    sensor is a baseline (0) unless it is seq 1 of its boot. A baseline is kept
+    (source "baseline": ``delta`` its in_total, ``count_after`` its out_total, never
+    counted) until seq 1 of its boot comes late, as it does when bridge workers share
+    a sensor's messages: then the boot began in view and its totals up to the
+    baseline count after all (seq 1's at its time, the rest at the baseline's).
     Raises StationNotFound, SensorNotFound, InvalidDoorCount.
     """
     sensor = _locked_sensor(session, station_code, sensor_code)
@@ -89,14 +94,51 @@ def record_door_count(session: Session, *, station_code: str, sensor_code: str, 
         state = occ.CounterState(sensor.boot, sensor.seq, sensor.in_total, sensor.out_total)
     result = occ.passages_since(state, reading)
     if result is None:
+        if state is not None and reading.boot == state.boot and reading.seq == 1:
+            return _count_up_to_baseline(session, sensor, reading)
         return 0
     new_state, passages = result
+    if state is None and reading.seq != 1:
+        session.add(m.OccupancyChange(zone_id=sensor.zone_in_id, at=at, delta=in_total, count_after=out_total,
+                                      source="baseline", sensor_id=sensor.id))
+    elif state is not None and new_state.boot != state.boot:
+        _forget_baseline(session, sensor)  # a new boot counts from zero: an older boot's seq 1 changes nothing
     sensor.boot, sensor.seq = new_state.boot, new_state.seq
     sensor.in_total, sensor.out_total = new_state.in_total, new_state.out_total
-    for zone_id, delta in occ.zone_deltas(passages, sensor.zone_in_id, sensor.zone_out_id).items():
-        session.add(m.OccupancyChange(zone_id=zone_id, at=at, delta=delta, source="door", sensor_id=sensor.id))
+    _add_door_changes(session, sensor, passages, at)
     session.flush()
     return passages.entered + passages.left
+
+
+def _add_door_changes(session: Session, sensor: m.DoorSensor, passages: occ.Passages, at: datetime) -> None:
+    for zone_id, delta in occ.zone_deltas(passages, sensor.zone_in_id, sensor.zone_out_id).items():
+        session.add(m.OccupancyChange(zone_id=zone_id, at=at, delta=delta, source="door", sensor_id=sensor.id))
+
+
+def _baseline(session: Session, sensor: m.DoorSensor) -> m.OccupancyChange | None:
+    return session.scalar(select(m.OccupancyChange).where(
+        m.OccupancyChange.sensor_id == sensor.id, m.OccupancyChange.source == "baseline").limit(1))
+
+
+def _forget_baseline(session: Session, sensor: m.DoorSensor) -> None:
+    baseline = _baseline(session, sensor)
+    if baseline is not None:
+        session.delete(baseline)
+
+
+def _count_up_to_baseline(session: Session, sensor: m.DoorSensor, first: occ.CounterReading) -> int:
+    """Seq 1 of the baseline's boot arrived late: count its totals at its time and the rest up to the baseline at
+    the baseline's time, once (the baseline row goes). Without a baseline (seq 1 already counted) nothing."""
+    baseline = _baseline(session, sensor)
+    if baseline is None:
+        return 0
+    up_to_first = occ.Passages(first.in_total, first.out_total)
+    rest = occ.Passages(max(baseline.delta - first.in_total, 0), max((baseline.count_after or 0) - first.out_total, 0))
+    _add_door_changes(session, sensor, up_to_first, first.at)
+    _add_door_changes(session, sensor, rest, baseline.at)
+    session.delete(baseline)
+    session.flush()
+    return up_to_first.entered + up_to_first.left + rest.entered + rest.left
 
 
 def set_sensor_online(session: Session, *, station_code: str, sensor_code: str, online: bool,

@@ -76,6 +76,26 @@ def test_first_reading_in_the_middle_of_a_boot_is_only_a_baseline(session, stati
     assert counts(session, station, T0 + timedelta(minutes=2))["hall"] == 1
 
 
+def test_seq_1_arriving_after_a_later_first_reading_counts_the_boot_from_its_start(session, station):
+    """Two bridge workers: seq 3 is applied first (a baseline), then seq 1 and 2 of the same boot come late.
+    Seq 1 shows the boot began in view, so every passage up to seq 3 counts, once."""
+    assert door(session, "D1", 3, 6, 1, T0 + timedelta(minutes=3)) == 0
+    assert door(session, "D1", 4, 7, 1, T0 + timedelta(minutes=4)) == 1
+    assert door(session, "D1", 1, 2, 0, T0 + timedelta(minutes=1)) == 7  # 2 + 0 at seq 1, 4 + 1 up to seq 3
+    assert door(session, "D1", 2, 4, 1, T0 + timedelta(minutes=2)) == 0
+    assert door(session, "D1", 1, 2, 0, T0 + timedelta(minutes=1)) == 0  # redelivered
+    assert counts(session, station, T0 + timedelta(minutes=5))["hall"] == 7 - 1
+    assert counts(session, station, T0 + timedelta(minutes=2))["hall"] == 2  # seq 1's passages at seq 1's time
+    assert session.scalars(select(m.OccupancyChange).where(m.OccupancyChange.source == "baseline")).all() == []
+
+
+def test_an_older_boots_seq_1_after_a_reboot_does_not_undo_a_baseline(session, station):
+    door(session, "D1", 40, 100, 90, T0, boot=3)  # a baseline of boot 3
+    door(session, "D1", 1, 2, 0, T0 + timedelta(minutes=5), boot=4)
+    assert door(session, "D1", 1, 1, 0, T0 - timedelta(hours=1), boot=3) == 0
+    assert counts(session, station, T0 + timedelta(minutes=6))["hall"] == 2
+
+
 def test_door_between_two_zones_moves_a_person_from_one_to_the_other(session, station):
     door(session, "D1", 1, 3, 0, T0)  # three people into the hall
     assert door(session, "D2", 1, 1, 0, T0 + timedelta(minutes=1)) == 1  # one goes on into the tea room
