@@ -1,7 +1,7 @@
 """The ``chargeapp`` command: a Flask CLI group with the project's commands.
 
 ``chargeapp db upgrade`` (Flask-Migrate), ``seed --demo``, ``create-manager``,
-``tick``, ``report``, ``mqtt-credentials`` and ``ocpp-password``; and the process
+``tick``, ``report``, ``mqtt-credentials``, ``ocpp-password`` and ``map-device``; and the process
 commands ``bridge``, ``simulate``, ``demo`` and ``ocpp-gateway``.
 """
 from __future__ import annotations
@@ -101,12 +101,45 @@ def report_command(station, start, end, fmt):
         click.echo(json.dumps(report, default=str, ensure_ascii=False, indent=2))
 
 
+@click.command("map-device", cls=_DomainErrorsAsMessages)
+@click.option("--station", required=True, help="Station code.")
+@click.option("--adapter", required=True, type=click.Choice(["zigbee2mqtt", "shelly_gen2", "people_counter"]),
+              help="The device's format (docs/bridge.md, Device adapters).")
+@click.option("--address", required=True,
+              help="A door contact's zigbee2mqtt friendly name or Shelly '<topic prefix>/input:<id>'; "
+                   "a people counter's topic.")
+@click.option("--sensor", help="people_counter: the door sensor (code) the counting line feeds.")
+@click.option("--line", help="people_counter: the counting line's name in the counter's reports.")
+@click.option("--name", default="", help="Door contacts: a name for managers.")
+@click.option("--inverted", is_flag=True, help="Door contacts: the sensor reports closed when the door is open.")
+def map_device_command(station, adapter, address, sensor, line, name, inverted):
+    """Map a vendor door device to a station: a door contact, or a people counter's counting line to a door sensor."""
+    from chargeapp import adapters
+    from chargeapp.services import registry
+
+    if adapter in adapters.COUNTER_ADAPTERS:
+        if not sensor or not line:
+            raise click.UsageError("a people counter needs --sensor and --line")
+        registry.map_counting_line(db.session, station_code=station, sensor_code=sensor, topic=address, line=line,
+                                   adapter=adapter)
+        what = f"counting line {line!r} of {address} -> door sensor {station}/{sensor}"
+    else:
+        if sensor or line:
+            raise click.UsageError("--sensor and --line are for people counters")
+        registry.map_door_contact(db.session, station_code=station, address=address, adapter=adapter, name=name,
+                                  inverted=inverted)
+        what = f"{adapter} door contact {address!r} -> station {station}" + (" (inverted)" if inverted else "")
+    db.session.commit()
+    click.echo(f"mapped {what}; topics: {', '.join(adapters.adapter(adapter).topics(address))}")
+    click.echo("then: chargeapp mqtt-credentials (broker access), reload the broker, restart the bridge")
+
+
 def register(app) -> None:
     from chargeapp.mqtt_credentials import mqtt_credentials_command
     from ocpp_gateway.cli import ocpp_password_command
 
     for cmd in (seed_command, create_manager_command, tick_command, report_command, mqtt_credentials_command,
-                ocpp_password_command):
+                ocpp_password_command, map_device_command):
         app.cli.add_command(cmd)
 
 

@@ -194,3 +194,25 @@ def test_the_bridge_subscribes_to_the_mapped_vendor_topics_of_its_stations(sessi
     routes = load_routes(session)
     assert routes.topics["zigbee2mqtt/lounge_door"] == ("zigbee2mqtt", "s1")
     assert routes.lines == {(COUNTER, "L1"): ("s1", "D1"), (COUNTER, "L2"): ("s1", "D2")}
+
+
+def test_map_device_command_maps_contacts_and_counting_lines_and_refuses_bad_addresses(app, session, station, runner):
+    result = runner.invoke(args=["map-device", "--station", "s1", "--adapter", "shelly_gen2",
+                                 "--address", f"{SHELLY}/input:0", "--inverted", "--name", "Lounge door"])
+    assert result.exit_code == 0, result.output
+    assert f"{SHELLY}/status/input:0, {SHELLY}/events/rpc" in result.output
+    result = runner.invoke(args=["map-device", "--station", "s1", "--adapter", "people_counter", "--address", COUNTER,
+                                 "--sensor", "D1", "--line", "L1"])
+    assert result.exit_code == 0, result.output
+    session.expire_all()
+    door = session.scalar(select(m.DoorContact))
+    assert (door.adapter, door.friendly_name, door.inverted, door.name) == ("shelly_gen2", f"{SHELLY}/input:0", True,
+                                                                            "Lounge door")
+    sensor = session.scalar(select(m.DoorSensor).where(m.DoorSensor.code == "D1"))
+    assert (sensor.adapter, sensor.vendor_topic, sensor.vendor_line) == ("people_counter", COUNTER, "L1")
+    for args in (["--adapter", "shelly_gen2", "--address", SHELLY],
+                 ["--adapter", "people_counter", "--address", COUNTER],
+                 ["--adapter", "people_counter", "--address", "a/+", "--sensor", "D2", "--line", "L2"],
+                 ["--adapter", "zigbee2mqtt", "--address", "door", "--line", "L1"]):
+        result = runner.invoke(args=["map-device", "--station", "s1", *args])
+        assert result.exit_code != 0 and "Traceback" not in result.output, args
