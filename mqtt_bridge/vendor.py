@@ -60,7 +60,10 @@ def load_routes(session: Session, station: str | None = None) -> VendorRoutes:
                         adapter_name, address[:80], exc)
             return False
         for topic in topics:
-            routes.topics.setdefault(topic, (adapter_name, station_code))
+            routed = routes.topics.setdefault(topic, (adapter_name, station_code))
+            if routed[0] != adapter_name:
+                log.warning("registry: topic %r is mapped to a %s device and a %s device; read as %s",
+                            topic[:200], routed[0], adapter_name, routed[0])
         return True
 
     q = select(m.Station.code, m.DoorContact.adapter, m.DoorContact.friendly_name).join(
@@ -109,7 +112,8 @@ def apply_vendor_message(session: Session, received: Received, now: datetime, ct
     topic = received.topic
     routes = _routes(session, ctx)
     if topic not in routes.topics and not topic.startswith(t.STATION_ROOT + "/") and not ctx._reloaded:
-        ctx._reloaded = True  # a device mapped since the last load: look again, once per batch
+        # A device mapped since the last load: look again, once per batch (the flag ApplyContext.knows uses).
+        ctx._reloaded = True
         routes = _routes(session, ctx, reload=True)
     if topic not in routes.topics:
         if _is_zigbee(topic):
@@ -140,7 +144,8 @@ def _apply_contacts(session, received, routes, adapter_name, events, now, outcom
     mapped = [e for e in events if (adapter_name, e.address) in routes.contacts]
     if not mapped:
         return replace(outcome, status=h.IGNORED, reason="no_contact_state" if not events else "unmapped_input")
-    ref = t.TopicRef(t.TopicKind.ZIGBEE, None, mapped[0].address)  # for the handler's refusal path only
+    # For the handler's refusal path only: carries the station into a dead letter.
+    ref = t.TopicRef(t.TopicKind.ZIGBEE, outcome.station, mapped[0].address)
     for event in mapped:
         result = h._apply_state(session, received, ref, now, lambda e=event: doors.record_door_contact(
             session, friendly_name=e.address, contact=e.contact, at=e.at, battery=e.battery,

@@ -39,6 +39,15 @@ class CounterTotals:
     device_ts: datetime
 
 
+RESERVED_ROOTS = (t.STATION_ROOT, t.ZIGBEE_ROOT)  # topic trees a vendor device's own topics must stay out of
+
+
+def outside_reserved_roots(topic: str) -> bool:
+    """True when ``topic`` is in neither the contract's ``stations/`` tree nor zigbee2mqtt's."""
+    first = topic.split("/", 1)[0]
+    return first not in RESERVED_ROOTS
+
+
 def unknown_format(detail: str) -> t.BadMessage:
     """The BadMessage of a payload its device's adapter does not recognise."""
     return t.BadMessage("unknown_format", detail)

@@ -36,7 +36,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from chargeapp import telemetry as t
-from chargeapp.adapters.events import CounterTotals, load_json, require_aware, unknown_format
+from chargeapp.adapters.events import CounterTotals, load_json, outside_reserved_roots, require_aware, unknown_format
 
 NAME = "people_counter"
 MAX_LINE_LENGTH = 64
@@ -46,8 +46,9 @@ _TOPIC = re.compile(r"(?!\$)[^/+#\x00-\x1f\x7f]{1,64}(?:/[^/+#\x00-\x1f\x7f]{1,6
 
 
 def check_topic(topic: str) -> str:
-    """``topic`` if a counter may publish on it (1-8 levels, no wildcards); raises BadMessage bad_topic."""
-    if not isinstance(topic, str) or _TOPIC.fullmatch(topic) is None or topic.startswith(t.STATION_ROOT + "/"):
+    """``topic`` if a counter may publish on it (1-8 levels, no wildcards, not under ``stations/`` or
+    ``zigbee2mqtt/``); raises BadMessage bad_topic."""
+    if not isinstance(topic, str) or _TOPIC.fullmatch(topic) is None or not outside_reserved_roots(topic):
         raise t.BadMessage("bad_topic", f"not a people counter topic: {str(topic)[:80]!r}")
     return topic
 

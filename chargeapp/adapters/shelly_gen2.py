@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from chargeapp import telemetry as t
-from chargeapp.adapters.events import ContactState, load_json, require_aware, unknown_format
+from chargeapp.adapters.events import ContactState, load_json, outside_reserved_roots, require_aware, unknown_format
 
 NAME = "shelly_gen2"
 NOTIFY_METHODS = ("NotifyStatus", "NotifyFullStatus")
@@ -37,9 +37,10 @@ _ADDRESS = re.compile(rf"({_PREFIX.pattern})/(input:(?:0|[1-9][0-9]?))")
 
 
 def split_address(address: str) -> tuple[str, str]:
-    """(topic prefix, component) of a registry address ``<prefix>/input:<id>``; raises BadMessage bad_topic."""
+    """(topic prefix, component) of a registry address ``<prefix>/input:<id>`` (the prefix not under ``stations/``
+    or ``zigbee2mqtt/``); raises BadMessage bad_topic."""
     m = _ADDRESS.fullmatch(address) if isinstance(address, str) else None
-    if m is None:
+    if m is None or not outside_reserved_roots(m.group(1)):
         raise t.BadMessage("bad_topic", f"a Shelly Gen2 contact is <topic prefix>/input:<id>: {str(address)[:80]!r}")
     return m.group(1), m.group(2)
 

@@ -87,6 +87,7 @@ def test_each_adapter_names_the_vendor_topics_of_one_device():
 @pytest.mark.parametrize("adapter, address", [
     ("zigbee2mqtt", "a/b"), ("zigbee2mqtt", ""), ("shelly_gen2", SHELLY), ("shelly_gen2", f"{SHELLY}/switch:0"),
     ("shelly_gen2", "+/input:0"), ("shelly_gen2", "$SYS/input:0"), ("shelly_gen2", "/input:0"),
+    ("shelly_gen2", "zigbee2mqtt/input:0"), ("shelly_gen2", "stations/s1/input:0"), ("people_counter", "zigbee2mqtt/pc"),
     ("people_counter", "counters/#"), ("people_counter", "a//b"), ("people_counter", "stations/s1/doors/D1/count"),
     ("people_counter", ""),
 ])
