@@ -24,7 +24,10 @@ Decisions where the contract is open (all listed in docs/asyncapi.yaml too):
 - A UTF-8 byte order mark before the JSON text is ignored (RFC 8259 8.1 allows it).
 - zigbee2mqtt friendly names are one topic level (subscribe ``zigbee2mqtt/+``),
   so zigbee2mqtt's own ``bridge/...`` and ``{name}/set|get|availability`` topics
-  are never taken for door sensors.
+  are never taken for door sensors. Its payload is read here because the contract
+  documents it; the bridge applies it through ``chargeapp.adapters.zigbee2mqtt``,
+  one adapter among the vendor formats (Shelly Gen2, people counters) that are
+  not the contract's and live in ``chargeapp.adapters``.
 """
 from __future__ import annotations
 
