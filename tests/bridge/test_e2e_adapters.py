@@ -1,7 +1,7 @@
 """Vendor devices end to end: a paho client publishes a vendor's own payloads to a private Mosquitto, and the real
 bridge (subscribed to the registry's vendor topics) changes door state and occupancy, or dead-letters what its
-adapter does not recognise. One test per new adapter (Shelly Gen2, people counter); zigbee2mqtt's is in
-test_handler.py and test_adapters_handler.py."""
+adapter does not recognise. One test per adapter: Shelly Gen2, the people counter, and zigbee2mqtt (now one
+adapter among three)."""
 from __future__ import annotations
 
 import json
@@ -102,3 +102,23 @@ def test_a_people_counters_line_totals_change_the_zones_occupancy_and_an_unknown
     letter = session.scalar(select(m.DeadLetter))
     assert (letter.reason, letter.topic, letter.station_code) == ("unknown_format", COUNTER, "s1")
     assert bridge.metrics.value("chargeapp_bridge_messages_ignored_total", {"why": "stale"}) == 1
+
+
+def test_a_zigbee2mqtt_contact_mapped_inverted_reads_through_its_adapter_and_an_unmapped_name_is_unknown(
+        app, session, station, mosquitto):
+    registry.map_door_contact(session, station_code="s1", address="tea_door", inverted=True)
+    session.commit()
+    bridge = run_in_thread(app, mosquitto, "e2e-zigbee")
+    messages = [("zigbee2mqtt/tea_door", b'{"contact": true, "battery": 88, "linkquality": 140}'),  # inverted: open
+                ("zigbee2mqtt/garage_door", b'{"contact": false}'),
+                ("zigbee2mqtt/tea_door", b'{"temperature": 21.5, "humidity": 40}')]
+    try:
+        publish(mosquitto.port, messages, "zigbee2mqtt-gateway")
+        wait_for(lambda: handled(bridge) >= len(messages), 10, "the bridge to handle the zigbee2mqtt messages")
+    finally:
+        bridge.stop()
+    session.expire_all()
+    door = session.scalar(select(m.DoorContact))
+    assert (door.is_open, door.battery, door.linkquality) == (True, 88, 140)
+    assert session.execute(select(m.DeadLetter.reason, m.DeadLetter.topic).order_by(m.DeadLetter.id)).all() == [
+        ("unknown_device", "zigbee2mqtt/garage_door"), ("unknown_format", "zigbee2mqtt/tea_door")]
