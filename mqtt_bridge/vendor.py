@@ -99,6 +99,8 @@ def _routes(session: Session, ctx, reload: bool = False) -> VendorRoutes:
 
 
 def _is_zigbee(topic: str) -> bool:
+    if not topic.startswith(t.ZIGBEE_ROOT + "/"):
+        return False  # every contract message passes here: no second topic parse for them
     try:
         return t.parse_topic(topic).kind is t.TopicKind.ZIGBEE
     except t.BadMessage:
