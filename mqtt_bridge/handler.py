@@ -411,6 +411,8 @@ def _advance_sequence(session: Session, row: SeqState | None, key: str, msg: t.D
     if msg.skewed:
         state = replace(state, skewed=state.skewed + 1)
     values = {k: v for k, v in state.__dict__.items() if k != "device"}
+    if gap:
+        values["gap_at"] = now  # managers see a device's gap for a day after it was found
     session.connection().execute(update(_SEQ).where(_SEQ.c.device == key), {**values, "updated_at": now})
     return state, gap, filled
 

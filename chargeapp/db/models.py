@@ -489,6 +489,7 @@ class DeviceSequence(db.Model):
     gaps: Mapped[int] = mapped_column(BigInteger, default=0)  # gap events ever detected
     skewed: Mapped[int] = mapped_column(BigInteger, default=0)
     updated_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    gap_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)  # receive time of the last gap found
 
 
 class AppliedMessage(db.Model):

@@ -51,6 +51,8 @@ STUCK_SESSION_AFTER = timedelta(hours=12)
 HOLD_ACK_TIMEOUT = timedelta(minutes=2)
 # Failed commands and dead letters this recent are listed.
 RECENT = timedelta(hours=24)
+# A device's messages that never arrived are listed for this long after the gap was found.
+SEQUENCE_GAP_SHOWN = timedelta(hours=24)
 PAGE_MAX = 200
 ACTIVE_VALUES = sorted(s.value for s in ACTIVE)
 
@@ -210,9 +212,10 @@ def attention(session: Session, now: datetime, station: m.Station) -> list[dict]
 
     Faulted connectors (and Unavailable ones of chargers in service: taking one
     out of service is the manager's own act), offline chargers, door sensors and
-    gates, sessions open longer than STUCK_SESSION_AFTER, reserve_now holds not
-    answered within HOLD_ACK_TIMEOUT, commands that failed in the last 24 h, and
-    dead letters of the last 24 h.
+    gates, sessions open longer than STUCK_SESSION_AFTER, devices with a sequence
+    gap found in the last 24 h, reserve_now holds not answered within
+    HOLD_ACK_TIMEOUT, commands that failed in the last 24 h, and dead letters of
+    the last 24 h.
     """
     items: list[dict] = []
     for c in station.chargers:
@@ -234,6 +237,7 @@ def attention(session: Session, now: datetime, station: m.Station) -> list[dict]
         items.append(_item("door_left_open", d.name or d.friendly_name,
                            f"Door {d.name or d.friendly_name} has been open for {minutes} min."))
     items.extend(_stuck_sessions(session, now, station))
+    items.extend(_sequence_gaps(session, now, station))
     items.extend(_command_trouble(session, now, station))
     dead = _recent_dead_letters(session, now, station)
     if dead:
@@ -242,6 +246,26 @@ def attention(session: Session, now: datetime, station: m.Station) -> list[dict]
     for item in items:
         item["tz"] = station.timezone
     return items
+
+
+def _sequence_gaps(session: Session, now: datetime, station: m.Station) -> Iterable[dict]:
+    """Devices of the station with messages that never arrived (a gap in their seq found in the last
+    SEQUENCE_GAP_SHOWN): what those messages said is unknown; cumulative meter and door totals are
+    right again from the next message, a status or transaction in the gap may be missing."""
+    rows = session.execute(
+        select(m.DeviceSequence.device, m.DeviceSequence.missing, m.DeviceSequence.gap_at)
+        .where(m.DeviceSequence.missing > 0, m.DeviceSequence.gap_at >= now - SEQUENCE_GAP_SHOWN)
+        .order_by(m.DeviceSequence.device)
+    ).all()
+    for device, missing, gap_at in rows:
+        kind, _, where = device.partition(":")
+        code, _, device_id = where.partition("/")
+        if code != station.code:
+            continue
+        yield _item("messages_missing", device_id,
+                    f"{device_id}: {missing} message(s) never arrived; meter and door totals are right again "
+                    f"from its next message, a status change or transaction in the gap may be missing.",
+                    gap_at, device_kind=kind, missing=missing)
 
 
 def _stuck_sessions(session: Session, now: datetime, station: m.Station) -> Iterable[dict]:

@@ -210,6 +210,24 @@ def test_a_seq_gap_is_counted_and_filled_back_by_late_messages(session, station)
     assert (sequence(session).missing, sequence(session).gaps) == (0, 1)
 
 
+def test_a_gap_is_on_the_managers_attention_list_for_a_day_after_it_was_found(session, station):
+    from chargeapp.services import manage
+
+    f1 = charger()
+    msgs = [f1.status("Available", ts=T0 + timedelta(seconds=i)) for i in range(1, 6)]
+    apply(session, msgs[0], msgs[1])
+    assert sequence(session).gap_at is None
+    apply(session, msgs[4], now=NOW)
+    assert sequence(session).gap_at == NOW
+    [item] = [i for i in manage.attention(session, NOW, station) if i["kind"] == "messages_missing"]
+    assert (item["target"], item["data"]["missing"], item["since"]) == ("F1", 2, NOW)
+    assert "2 message(s) never arrived" in item["message"]
+    later = NOW + timedelta(hours=24, seconds=1)
+    assert not [i for i in manage.attention(session, later, station) if i["kind"] == "messages_missing"]
+    apply(session, msgs[2], msgs[3])  # the late ones fill the gap back: nothing is missing any more
+    assert not [i for i in manage.attention(session, NOW, station) if i["kind"] == "messages_missing"]
+
+
 def test_late_messages_from_before_the_first_one_seen_fill_nothing(session, station):
     f1 = charger()
     apply(session, f1.status("Available", seq=100))

@@ -85,6 +85,7 @@ ATTENTION = {
     "gate_offline": _l("Gate offline"),
     "door_left_open": _l("Door left open"),
     "session_stuck": _l("Session open too long"),
+    "messages_missing": _l("Messages missing"),
     "hold_unacknowledged": _l("Hold not acknowledged"),
     "command_failed": _l("Command failed"),
     "dead_letters": _l("Dead letters"),
