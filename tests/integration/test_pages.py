@@ -481,3 +481,14 @@ def test_the_board_stream_sends_a_new_snapshot_when_a_charger_changes(app, clien
 def test_an_unknown_station_board_is_a_404_page(client, station):
     assert client.get("/board/nowhere").status_code == 404
     assert client.get("/board/nowhere/events").status_code == 404
+
+
+@pytest.mark.parametrize("field, value", [("name", "Ann\x00Lee"), ("email", "ann\x00@example.com"),
+                                          ("plate", "沪A\x0012345")])
+def test_a_value_the_database_cannot_hold_is_an_html_answer_never_json_or_a_500(client, station, field, value):
+    """A NUL character cannot be stored in PostgreSQL text: the page says so in HTML (SQLite stores it)."""
+    data = {"email": "ann@example.com", "password": PASSWORD, "name": "Ann", "plate": "", field: value,
+            "csrf_token": token(client, "/register")}
+    r = client.post("/register", data=data)
+    assert r.status_code < 500
+    assert r.status_code in (302, 303) or r.mimetype == "text/html", (r.status_code, r.mimetype)

@@ -4,6 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, current_app, render_template
 from flask_babel import gettext
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from chargeapp.db import db
@@ -48,6 +50,24 @@ def register_error_pages(bp: Blueprint) -> None:
         status = status_of(err)
         title = gettext("Not found") if status == 404 else gettext("Sorry")
         return error_page(status, i18n.refusal(err), title)
+
+    @bp.errorhandler(DataError)
+    @bp.errorhandler(OverflowError)
+    def _unstorable(err):
+        # A value the form let through but the database cannot hold (a NUL character or a
+        # number out of range on PostgreSQL): the page's own 422, not the API's JSON.
+        db.session.rollback()
+        return error_page(422, gettext("A value in the form cannot be stored: check the numbers and "
+                                       "remove any unusual characters."))
+
+    @bp.errorhandler(OperationalError)
+    @bp.errorhandler(PoolTimeout)
+    def _database_unavailable(err):
+        db.session.rollback()
+        current_app.logger.warning("database unavailable, page answered 503: %s",
+                                   (str(err).splitlines() or [type(err).__name__])[0][:300])
+        return error_page(503, gettext("The service is busy or briefly unavailable. Try again in a moment."),
+                          gettext("Please try again"))
 
     @bp.errorhandler(CSRFError)
     def _csrf(err: CSRFError):
