@@ -67,7 +67,9 @@ def _locked_sensor(session: Session, station_code: str, sensor_code: str) -> m.D
     )
     if sensor_id is None:
         raise SensorNotFound(f"No door sensor '{sensor_code}' at {station.code}.")
-    return session.get(m.DoorSensor, sensor_id)
+    # Read afresh: a batch may have loaded this row before another bridge worker's commit, and the
+    # identity map would hand back those stale totals (the lock above made them current).
+    return session.get(m.DoorSensor, sensor_id, populate_existing=True)
 
 
 def record_door_count(session: Session, *, station_code: str, sensor_code: str, boot: int, seq: int,

@@ -70,6 +70,22 @@ def test_counter_reboot_neither_loses_nor_doubles_passages(session, station):
     assert (sensor.boot, sensor.seq, sensor.in_total, sensor.out_total) == (8, 1, 2, 0)
 
 
+def test_a_reading_compares_with_the_sensors_stored_totals_not_a_copy_loaded_earlier(session, station):
+    """Bridge workers share a sensor: a batch that loaded the row before another worker's commit must not
+    compare with the totals it loaded (here the other commit is an UPDATE the identity map does not see)."""
+    from sqlalchemy import update
+
+    door(session, "D1", 1, 10, 2, T0)
+    sensor = session.scalar(select(m.DoorSensor).where(m.DoorSensor.code == "D1"))
+    assert (sensor.seq, sensor.in_total) == (1, 10)  # loaded into this session
+    # another worker applies seq 2 (12 in, 2 out: 2 passages) and commits
+    session.execute(update(m.DoorSensor).where(m.DoorSensor.id == sensor.id)
+                    .values(seq=2, in_total=12, out_total=2)
+                    .execution_options(synchronize_session=False))
+    # seq 3 (13 in) adds one passage since seq 2, not three since the stale seq 1
+    assert door(session, "D1", 3, 13, 2, T0 + timedelta(minutes=2)) == 1
+
+
 def test_first_reading_in_the_middle_of_a_boot_is_only_a_baseline(session, station):
     assert door(session, "D1", 40, 100, 90, T0) == 0
     assert door(session, "D1", 41, 101, 90, T0 + timedelta(minutes=1)) == 1
