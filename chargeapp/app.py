@@ -167,6 +167,11 @@ def create_app(overrides: dict | None = None) -> Flask:
     if overrides:
         app.config.update(overrides)
     app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config))
+    if app.config.get("RATELIMIT_STORAGE_URI", "").startswith(("redis://", "rediss://", "redis+")):
+        # Redis down or hung must not take logins with it: bounded waits, then each worker counts
+        # in memory (stricter than no limit) until Redis answers again.
+        app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_timeout": 1, "socket_connect_timeout": 1})
+        app.config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
     if app.config.get("CHARGEAPP_TRUSTED_PROXIES"):
         # Behind nginx the peer is the proxy: take the client from X-Forwarded-For,
         # so login rate limits are per client, not one bucket for everyone.

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -165,7 +166,7 @@ PID_LOG = "--access-logformat '%(p)s %({x-forwarded-for}i)s \"%(r)s\" %(s)s'"
 
 @contextlib.contextmanager
 def running_redis(workdir):
-    """redis-server on a free 127.0.0.1 port, nothing saved to disk; yields its URL."""
+    """redis-server on a free 127.0.0.1 port, nothing saved to disk; yields its URL and process."""
     if not os.path.exists(REDIS_SERVER):
         pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
     port = free_port()
@@ -188,8 +189,9 @@ def running_redis(workdir):
 
         assert wait_for(ready, 10, interval=0.05), "redis-server did not answer PING within 10 s"
         client.close()
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://127.0.0.1:{port}/0", proc
     finally:
+        proc.send_signal(signal.SIGCONT)
         proc.terminate()
         try:
             proc.wait(10)
@@ -228,7 +230,7 @@ def _logins_over_several_workers(base: str, log_path, n: int) -> tuple[list[int]
 @pytest.mark.e2e
 def test_login_rate_limit_is_counted_across_gunicorn_workers_in_redis(tmp_path):
     """docs/deploy.md: CHARGEAPP_RATELIMIT_STORAGE_URL=redis://...; five bad logins spread over workers, the sixth is 429."""
-    with running_redis(tmp_path / "redis") as redis_url, running_gunicorn(
+    with running_redis(tmp_path / "redis") as (redis_url, _), running_gunicorn(
             tmp_path, workers=LIMIT_WORKERS, threads=4, CHARGEAPP_TRUSTED_PROXIES="1",
             CHARGEAPP_RATELIMIT_STORAGE_URL=redis_url, GUNICORN_CMD_ARGS=PID_LOG) as (base, log_path):
         statuses, pids, client_ip = _logins_over_several_workers(base, log_path, 5)
@@ -248,3 +250,24 @@ def test_memory_storage_counts_login_attempts_per_worker(tmp_path):
     accepted = statuses.count(401)
     print(f"\nmemory://: of 15 bad logins over workers {sorted(pids)}, {accepted} were tried (limit 5)")
     assert accepted > 5 and set(statuses) <= {401, 429}
+
+
+@pytest.mark.e2e
+def test_logins_answer_and_stay_limited_per_worker_while_redis_hangs(tmp_path):
+    """Redis stopped (SIGSTOP: connections open, no answer): no 500 and no hang; each worker counts in memory."""
+    with running_redis(tmp_path / "redis") as (redis_url, redis_proc), running_gunicorn(
+            tmp_path, workers=LIMIT_WORKERS, threads=4, CHARGEAPP_TRUSTED_PROXIES="1",
+            CHARGEAPP_RATELIMIT_STORAGE_URL=redis_url) as (base, log_path):
+        assert _bad_login(base, "203.0.113.50") == 401  # Redis in use
+        redis_proc.send_signal(signal.SIGSTOP)
+        try:
+            timed = []
+            for _ in range(5 * LIMIT_WORKERS + 1):  # more than every worker's own allowance
+                started = time.monotonic()
+                timed.append((_bad_login(base, "203.0.113.51"), time.monotonic() - started))
+        finally:
+            redis_proc.send_signal(signal.SIGCONT)
+    statuses = [status for status, _ in timed]
+    print(f"\nredis hung: statuses {statuses}, slowest {max(s for _, s in timed):.2f} s")
+    assert set(statuses) <= {401, 429} and 429 in statuses, statuses
+    assert max(seconds for _, seconds in timed) < 5  # socket timeouts of 1 s, then the fallback
