@@ -8,8 +8,8 @@ threads wait on a barrier and then each sends one POST /api/v1/bookings.
 
 On SQLite writers are serialised (BEGIN IMMEDIATE), so these tests pass there even
 with check-then-insert code; on PostgreSQL the requests really overlap, and only
-the database's partial unique indexes (and the station lock for the walk-in
-count) decide. The database is checked afterwards, not only the statuses.
+the database's partial unique indexes (and, for the walk-in count, the slot's
+advisory lock in booking._try_book) decide. The database is checked afterwards, not only the statuses.
 
 The station is the demo's bus depot: 10 fast chargers, 2 kept for walk-ins
 (``walkin_reserved_fast``). One more charger is put out of service here, so the
