@@ -87,7 +87,10 @@ def _locked_charger(session: Session, station_code: str, charger_code: str) -> m
     )
     if charger_id is None:
         raise ChargerNotFound(f"No charger '{charger_code}' at {station.code}.")
-    return session.get(m.Charger, charger_id)
+    # Read it (and its connectors) again now that it is locked: a copy loaded earlier in this transaction (the
+    # bridge pins a station's chargers per batch) may predate another worker's commit, and writing from it
+    # would undo that commit (a connector left at an older status; found by test_shared_subscription_kill).
+    return session.get(m.Charger, charger_id, populate_existing=True)
 
 
 def _connector(charger: m.Charger, number: int) -> m.Connector:
