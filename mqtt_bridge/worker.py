@@ -28,6 +28,7 @@ from typing import Callable
 
 from sqlalchemy.exc import OperationalError
 
+from chargeapp import telemetry
 from chargeapp.db import db
 from mqtt_bridge.client import Clock, Received
 from mqtt_bridge.handler import (
@@ -38,6 +39,7 @@ from mqtt_bridge.handler import (
     RegistryCache,
     apply_message,
     dead_letter,
+    device_key,
 )
 from mqtt_bridge.lease import PERIODIC_LEASE, release_lease, run_periodic
 from mqtt_bridge.metrics import BridgeMetrics
@@ -62,6 +64,14 @@ class WorkerOptions:
     registry_max_age: float = 30.0
     log_repeat_seconds: float = 60.0  # the same bad topic and reason is logged at most this often
     outbox: OutboxSettings = OutboxSettings()
+
+
+def _device_of(topic: str) -> str:
+    """The key of the device a topic belongs to (as in applied_messages); "" for a topic that names none."""
+    try:
+        return device_key(telemetry.parse_topic(topic).device)
+    except telemetry.BadMessage:
+        return ""
 
 
 class _LogOnce:
@@ -216,7 +226,12 @@ class Worker:
         session = db.session
         ctx = ApplyContext(self.registry)
         now = self.clock.now()
-        outcomes = [apply_message(session, r, now, context=ctx) for r in batch]
+        # Applied grouped by device (a stable sort keeps each device's arrival order), so every worker locks
+        # device rows in one order and two workers' batches cannot deadlock on PostgreSQL (arrival order did:
+        # tests/deploy/test_shared_subscription_kill.py). Outcomes, and so acks, stay in arrival order.
+        outcomes: list[Outcome] = [None] * len(batch)  # type: ignore[list-item]
+        for i in sorted(range(len(batch)), key=lambda i: _device_of(batch[i].topic)):
+            outcomes[i] = apply_message(session, batch[i], now, context=ctx)
         session.commit()
         return outcomes
 
