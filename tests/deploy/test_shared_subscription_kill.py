@@ -403,7 +403,8 @@ def test_three_workers_one_killed_mid_run_apply_20000_messages_from_200_devices_
         assert wait_for(lambda: reader.applied() >= total, DRAIN_TIMEOUT, interval=0.2), (
             reader.applied(), [w.log()[-2000:] for w in workers])
         figures["drained_s"] = round(time.monotonic() - started, 1)
-        time.sleep(max(0.0, float(LEASE_TTL.total_seconds()) + 1 - (time.monotonic() - killed_at)))  # lease moved
+        if figures["killed_held_lease"]:  # its lease runs out LEASE_TTL after its last renewal; then one takes it
+            wait_for(lambda: holder not in (watch.holder(), None), 2 * LEASE_TTL.total_seconds(), interval=0.2)
 
         figures["periodic"] = {w.user: {r: int(w.metric("chargeapp_bridge_periodic_runs_total", result=r))
                                         for r in ("ran", "skipped", "error")} for w in workers}
@@ -442,7 +443,8 @@ def check_applied_once(session, published: set[tuple[str, int, int]]) -> None:
     assert set(applied) == published, f"applied but never published: {sorted(set(applied) - published)[:10]}"
     assert session.scalar(select(func.count()).select_from(m.DeadLetter)) == 0, (
         session.execute(select(m.DeadLetter.reason, m.DeadLetter.detail).limit(5)).all())
-    sequences = session.execute(select(m.DeviceSequence.boot, m.DeviceSequence.last_seq, m.DeviceSequence.missing)).all()
+    sequences = session.execute(
+        select(m.DeviceSequence.boot, m.DeviceSequence.last_seq, m.DeviceSequence.missing)).all()
     assert len(sequences) == 200 and set(sequences) == {(1, MESSAGES_PER_DEVICE, 0)}, Counter(sequences)
 
 
@@ -468,20 +470,23 @@ def check_chargers(session, plan: list[Script], figures: dict) -> None:
     assert session.scalar(select(func.count()).select_from(m.StatusChange)) == statuses  # one history row each
 
     got = {}
-    readings = dict(session.execute(select(m.MeterReading.session_id, func.count()).group_by(m.MeterReading.session_id)).all())
-    last_energy = dict(session.execute(
-        select(m.MeterReading.session_id, func.max(m.MeterReading.energy_wh)).group_by(m.MeterReading.session_id)).all())
+    per_session = session.execute(
+        select(m.MeterReading.session_id, func.count(), func.max(m.MeterReading.energy_wh))
+        .group_by(m.MeterReading.session_id)).all()
+    readings = {sid: n for sid, n, _ in per_session}
+    last_energy = {sid: wh for sid, _, wh in per_session}
     flags = Counter()
     for cs, station, charger in session.execute(
         select(m.ChargingSession, m.Station.code, m.Charger.code)
-        .join(m.Charger, m.ChargingSession.charger_id == m.Charger.id).join(m.Station, m.Charger.station_id == m.Station.id)
+        .join(m.Charger, m.ChargingSession.charger_id == m.Charger.id)
+        .join(m.Station, m.Charger.station_id == m.Station.id)
     ):
         got[(station, charger, cs.transaction_id)] = {
             "started_at": cs.started_at, "start_meter_wh": cs.start_meter_wh, "stopped_at": cs.stopped_at,
             "stop_meter_wh": cs.stop_meter_wh, "closed_by": cs.closed_by, "readings": readings.get(cs.id, 0),
             "last_energy": last_energy.get(cs.id)}
         flags.update(cs.flags or [])
-    expected = {(s.device.station, s.device.device_id, tx): figures_ for s in plan for tx, figures_ in s.sessions.items()}
+    expected = {(s.device.station, s.device.device_id, tx): want for s in plan for tx, want in s.sessions.items()}
     assert set(got) == set(expected), (sorted(set(got) ^ set(expected))[:10])
     wrong = [(k, got[k], v) for k, v in expected.items() if got[k] != v]
     assert not wrong, f"{len(wrong)} of {len(expected)} sessions differ from what was published, e.g. {wrong[:3]}"
@@ -491,7 +496,7 @@ def check_chargers(session, plan: list[Script], figures: dict) -> None:
     # session): they differ from run to run and are reported, not asserted.
     figures.update(sessions=len(expected), open_sessions=sum(1 for v in expected.values() if v["closed_by"] is None),
                    session_flags=dict(flags), devices_applied_out_of_order=applied_out_of_order(session))
-    assert figures["devices_applied_out_of_order"] > 0, "every device's messages were applied in order: no sharing shown"
+    assert figures["devices_applied_out_of_order"] > 0, "every device's messages applied in order: no sharing shown"
 
 
 def check_door_counters(session, plan: list[Script]) -> None:
