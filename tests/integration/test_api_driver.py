@@ -38,6 +38,17 @@ def test_sixth_bad_login_in_a_minute_is_429(client, station):
     assert codes == [401] * 5 + [429]
 
 
+def test_successful_logins_do_not_count_towards_the_limit(client, station):
+    """Drivers behind one address (a fleet's depot, a family) logging in are never throttled."""
+    register(client)
+    good = [client.post("/api/v1/auth/login", json={"email": "a@example.com", "password": "correct-horse"}).status_code
+            for _ in range(8)]
+    assert good == [200] * 8
+    bad = [client.post("/api/v1/auth/login", json={"email": "a@example.com", "password": "wrong-pass"}).status_code
+           for _ in range(6)]
+    assert bad == [401] * 5 + [429]
+
+
 def test_duplicate_email_is_409(client, station):
     register(client)
     r = client.post("/api/v1/auth/register", json={"email": "a@example.com", "password": "another-pass"})

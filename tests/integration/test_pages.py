@@ -492,3 +492,11 @@ def test_a_value_the_database_cannot_hold_is_an_html_answer_never_json_or_a_500(
     r = client.post("/register", data=data)
     assert r.status_code < 500
     assert r.status_code in (302, 303) or r.mimetype == "text/html", (r.status_code, r.mimetype)
+
+
+def test_the_login_page_counts_only_refused_logins_towards_its_limit(client, ann):
+    for _ in range(8):
+        assert log_in(client).status_code == 302
+        client.post("/logout", data={"csrf_token": token(client, "/stations")})
+    codes = [log_in(client, password="wrong-password").status_code for _ in range(6)]
+    assert codes[:5] == [401] * 5 and codes[5] == 429

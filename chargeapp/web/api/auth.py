@@ -62,7 +62,8 @@ class Register(MethodView):
 
 @blp.route("/login")
 class Login(MethodView):
-    decorators = [limiter.limit(_login_limit, methods=["POST"])]
+    # Only refused logins count: a family or a fleet behind one address logging in is never throttled.
+    decorators = [limiter.limit(_login_limit, methods=["POST"], deduct_when=lambda resp: resp.status_code != 200)]
 
     @blp.arguments(LoginSchema)
     @blp.response(200, TokenSchema)

@@ -34,7 +34,7 @@ def _landing(user) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])
+@limiter.limit(_login_limit, methods=["POST"], deduct_when=lambda resp: resp.status_code not in (302, 303))
 def login():
     """The login form; Argon2id through services.auth, as the API's login."""
     target = safe_next(request.values.get("next"), "")  # "": none asked for, so by role
