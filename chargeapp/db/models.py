@@ -6,7 +6,7 @@ editable by managers; the environment configures only the deployment.
 """
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import date, datetime, time
 from typing import Optional
 
 from sqlalchemy import (
@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     ForeignKey,
     Index,
     Integer,
@@ -172,6 +173,52 @@ class StatusChange(db.Model):
     device_ts: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     received_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     skewed: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+# The hourly figures a heat map sums: in-service, occupied and charging microseconds per local hour.
+ROLLUP_HOURLY = ("in_service", "occupied", "charging")
+
+
+class ConnectorDayRollup(db.Model):
+    """One connector's figures of one station-local day, summed from its status history and sessions
+    (services/rollups.py); the reports read these for whole days that are clean (``dirty`` 0).
+
+    Times are integer microseconds, so sums are exact. The idle columns describe the occupied runs that
+    touch the day's start (``lead``: 0 none, 1 ends inside the day, 2 the whole day) and end (``trail``),
+    so runs crossing midnight are joined when days are summed (reports._fold_idle).
+    """
+
+    __tablename__ = "connector_day_rollups"
+    __table_args__ = (Index("ix_connector_day_rollups_station_day", "station_id", "day"),)
+    connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)  # station-local
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id", ondelete="CASCADE"))
+    weekday: Mapped[int] = mapped_column()  # 0 Monday .. 6 Sunday
+    known_us: Mapped[int] = mapped_column(BigInteger)
+    faulted_us: Mapped[int] = mapped_column(BigInteger)
+    unavailable_us: Mapped[int] = mapped_column(BigInteger)
+    occupied_us: Mapped[int] = mapped_column(BigInteger)
+    charging_us: Mapped[int] = mapped_column(BigInteger)
+    lead: Mapped[int] = mapped_column()
+    lead_charging: Mapped[bool] = mapped_column(Boolean)
+    lead_tail_us: Mapped[int] = mapped_column(BigInteger)
+    lead_occupied_us: Mapped[int] = mapped_column(BigInteger)
+    lead_after_us: Mapped[int] = mapped_column(BigInteger)
+    mid_idle_us: Mapped[int] = mapped_column(BigInteger)
+    trail: Mapped[bool] = mapped_column(Boolean)
+    trail_charging: Mapped[bool] = mapped_column(Boolean)
+    trail_tail_us: Mapped[int] = mapped_column(BigInteger)
+    energy_wh: Mapped[int] = mapped_column(BigInteger)  # sessions' Wh apportioned to the day
+    sessions: Mapped[int] = mapped_column()  # sessions started in the day
+    lengths_us: Mapped[list] = mapped_column(JSON)  # lengths of the closed ones
+    # Marks of late telemetry since the figures were computed (0: clean); see services/rollups.py.
+    dirty: Mapped[int] = mapped_column(default=0)
+    revision: Mapped[int] = mapped_column(default=1)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    for _kind in ROLLUP_HOURLY:
+        for _h in range(24):
+            vars()[f"{_kind}_h{_h:02d}"] = mapped_column(BigInteger, nullable=False)
+    del _kind, _h
 
 
 class Zone(db.Model):
