@@ -1,7 +1,7 @@
 """The ``chargeapp`` command: a Flask CLI group with the project's commands.
 
 ``chargeapp db upgrade`` (Flask-Migrate), ``seed --demo``, ``create-manager``,
-``tick``, ``report``, ``mqtt-credentials``, ``ocpp-password`` and ``map-device``; and the process
+``tick``, ``rollup``, ``report``, ``mqtt-credentials``, ``ocpp-password`` and ``map-device``; and the process
 commands ``bridge``, ``simulate``, ``demo`` and ``ocpp-gateway``.
 """
 from __future__ import annotations
@@ -82,6 +82,38 @@ def tick_command():
     click.echo(json.dumps(counts, sort_keys=True))
 
 
+@click.command("rollup", cls=_DomainErrorsAsMessages)
+@click.option("--station", "stations", multiple=True, help="Station code (repeatable); default every station.")
+@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]),
+              help="First day (station time); default the station's first data")
+@click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]),
+              help="Last day, inclusive; default the last complete day")
+def rollup_command(stations, first, last):
+    """(Re)compute the reports' daily rollups of whole past days, a week per commit (backfills; the periodic
+    work keeps them up to date)."""
+    from sqlalchemy import select
+
+    from chargeapp.db import models as m
+    from chargeapp.services import rollups
+    from chargeapp.services.common import station_by_code
+
+    if first and last and last < first:
+        raise click.BadParameter("--to is before --from", param_hint="--to")
+    now = _now()
+    chosen = ([station_by_code(db.session, code) for code in stations] if stations
+              else db.session.scalars(select(m.Station).order_by(m.Station.code)).all())
+    for st in chosen:
+        with click.progressbar(length=1, label=f"{st.code}", show_pos=True, file=sys.stderr) as bar:
+            def progress(done, total, bar=bar):
+                bar.length = total
+                bar.update(done - bar.pos)
+
+            rows = rollups.roll_up(db.session, st, first.date() if first else None, last.date() if last else None,
+                                   now, progress=progress, commit=db.session.commit)
+        db.session.commit()
+        click.echo(f"{st.code}: {rows} connector-days rolled up")
+
+
 @click.command("report", cls=_DomainErrorsAsMessages)
 @click.option("--station", required=True, help="Station code")
 @click.option("--start", "start", required=True, type=click.DateTime(["%Y-%m-%d"]), help="First day (station time)")
@@ -138,8 +170,8 @@ def register(app) -> None:
     from chargeapp.mqtt_credentials import mqtt_credentials_command
     from ocpp_gateway.cli import ocpp_password_command
 
-    for cmd in (seed_command, create_manager_command, tick_command, report_command, mqtt_credentials_command,
-                ocpp_password_command, map_device_command):
+    for cmd in (seed_command, create_manager_command, tick_command, rollup_command, report_command,
+                mqtt_credentials_command, ocpp_password_command, map_device_command):
         app.cli.add_command(cmd)
 
 

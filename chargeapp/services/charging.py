@@ -37,6 +37,7 @@ from chargeapp.db import models as m
 from chargeapp.domain.charger import ConnectorStatus, as_status, is_out_of_service
 from chargeapp.domain.errors import Conflict, InvalidRequest, NotFound
 from chargeapp.services import booking
+from chargeapp.services import rollups  # noqa: F401  (its flush listener marks rolled-up report days dirty)
 from chargeapp.services.common import ChargerNotFound, station_by_code
 
 

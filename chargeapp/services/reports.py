@@ -9,6 +9,12 @@ clock: the caller passes ``now`` to cut a range that reaches into the present.
 Every query is bounded by the range, so last month's report is the same
 tomorrow and costs the same next year. Functions take a session and never write.
 
+Times, energy and sessions of whole days that are rolled up and clean come from
+``connector_day_rollups`` (services/rollups.py), the rest of the range (days not
+rolled up, dirty days, today) from the history; ``rollups=False`` reads only the
+history. Both give exactly the same figures: a range is the sum of its days
+(see "days" below), and a rollup is computed by the same code from the history.
+
 Decisions (docs/rules.md, "Reports"):
 
 - A range is two station-local dates, both inclusive: 1-30 November in
@@ -54,7 +60,7 @@ from datetime import date, datetime, time, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Iterable, NamedTuple, Sequence
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from chargeapp.db import models as m
@@ -200,16 +206,23 @@ class _SessionRow(NamedTuple):
     stopped_at: datetime | None
     start_meter_wh: int | None
     stop_meter_wh: int | None
+    connector_id: int
 
 
 def _sessions(session: Session, station: m.Station, rng: ReportRange) -> list[_SessionRow]:
     """Sessions with a start that overlap the range (a zero-length one at the range start included)."""
+    return sessions_between(session, station.id, rng.start, rng.end)
+
+
+def sessions_between(session: Session, station_id: int, start: datetime, end: datetime) -> list[_SessionRow]:
+    """The station's sessions with a start that overlap [start, end) (UTC; a zero-length one at ``start`` included)."""
     cs = m.ChargingSession
     rows = session.execute(
-        select(cs.id, cs.charger_id, cs.started_at, cs.stopped_at, cs.start_meter_wh, cs.stop_meter_wh)
+        select(cs.id, cs.charger_id, cs.started_at, cs.stopped_at, cs.start_meter_wh, cs.stop_meter_wh,
+               cs.connector_id)
         .where(
-            cs.station_id == station.id, cs.started_at.is_not(None), cs.started_at < rng.end,
-            or_(cs.stopped_at.is_(None), cs.stopped_at >= rng.start),
+            cs.station_id == station_id, cs.started_at.is_not(None), cs.started_at < end,
+            or_(cs.stopped_at.is_(None), cs.stopped_at >= start),
         )
         .order_by(cs.started_at, cs.id)
     )
@@ -217,8 +230,14 @@ def _sessions(session: Session, station: m.Station, rng: ReportRange) -> list[_S
 
 
 def _metered_wh(s: _SessionRow) -> int | None:
-    """Wh of a closed session with both meter values (a decreasing register counts 0); None otherwise."""
+    """Wh of a closed session with both meter values (a decreasing register counts 0); None otherwise.
+
+    A session stopped before it started (a charger's clock jumped) has no energy: its Wh would otherwise
+    land on its start day in one report and on no day in another, and days must add up to any range.
+    """
     if s.stopped_at is None or s.start_meter_wh is None or s.stop_meter_wh is None:
+        return None
+    if s.stopped_at < s.started_at:
         return None
     return max(0, s.stop_meter_wh - s.start_meter_wh)
 
@@ -435,22 +454,23 @@ class _Figures:
 
 
 def utilization(session: Session, station: m.Station, start_date: date, end_date: date,
-                now: datetime | None = None) -> dict:
+                now: datetime | None = None, rollups: bool = True) -> dict:
     """Utilization per charger and for the station over local dates start_date..end_date (inclusive, station tz).
 
     Durations in minutes (2 decimals), shares 0..1 (4 decimals; None without
     in-service time), energy in Wh, money in fen. ``now`` (aware) cuts a range
-    reaching into the present. Raises InvalidReportRange, ReportRangeTooLong.
+    reaching into the present. ``rollups`` False reads only the raw history (the same figures, slower).
+    Raises InvalidReportRange, ReportRangeTooLong.
     """
     rng = report_range(station, start_date, end_date, now)
+    if rollups:
+        return _rolled_utilization(session, station, rng, _summed(session, station, rng))
     return _utilization(session, station, rng, _intervals(session, station, rng))
 
 
 def _utilization(session: Session, station: m.Station, rng: ReportRange, history: dict[int, list[_Intervals]]) -> dict:
     chargers = list(station.chargers)
     per = {c.id: _Figures(walk_ins=0 if c.kind == "fast" else None, connectors=len(c.connectors)) for c in chargers}
-    total = _Figures()
-
     for charger_id, connectors in history.items():
         for intervals in connectors:
             per[charger_id].time.add(_connector_time(intervals, rng.start))
@@ -467,7 +487,13 @@ def _utilization(session: Session, station: m.Station, rng: ReportRange, history
                 f.lengths.append(s.stopped_at - s.started_at)
             if f.walk_ins is not None and s.id not in booked:
                 f.walk_ins += 1
+    return _finish_utilization(session, station, rng, per)
 
+
+def _finish_utilization(session: Session, station: m.Station, rng: ReportRange, per: dict[int, _Figures]) -> dict:
+    """Bookings, waits and money per charger, then the station row, onto the times, energy and sessions in ``per``."""
+    chargers = list(station.chargers)
+    total = _Figures()
     for b in _bookings(session, station, rng):
         for f in (per[b.charger_id], total) if b.charger_id in per else (total,):
             f.bookings += 1
@@ -617,7 +643,7 @@ def _hour_cells(rng: ReportRange, history: dict[int, list[_Intervals]]) -> list[
 
 
 def heatmap(session: Session, station: m.Station, start_date: date, end_date: date,
-            measure: str = "occupied", now: datetime | None = None) -> dict:
+            measure: str = "occupied", now: datetime | None = None, rollups: bool = True) -> dict:
     """The station's occupied (or charging) share of in-service time by local weekday (Mon..Sun) x hour (0..23).
 
     ``matrix[weekday][hour]`` is 0..1 (4 decimals), None for a cell with no
@@ -627,11 +653,16 @@ def heatmap(session: Session, station: m.Station, start_date: date, end_date: da
     if measure not in MEASURES:
         raise InvalidReportMeasure(f"Unknown heat map measure {measure!r}; use one of {', '.join(MEASURES)}.")
     rng = report_range(station, start_date, end_date, now)
+    if rollups:
+        return _rolled_heatmap(station, rng, _summed(session, station, rng), measure)
     return _heatmap(station, rng, _intervals(session, station, rng), measure)
 
 
 def _heatmap(station: m.Station, rng: ReportRange, history: dict[int, list[_Intervals]], measure: str) -> dict:
-    cells = _hour_cells(rng, history)
+    return _heatmap_of(station, rng, _hour_cells(rng, history), measure)
+
+
+def _heatmap_of(station: m.Station, rng: ReportRange, cells: list[list[_Time]], measure: str) -> dict:
     return {
         "station": station.code,
         "timezone": station.timezone,
@@ -653,7 +684,7 @@ def heatmap_rows(report: dict) -> list[dict]:
 
 
 def daily_trend(session: Session, station: m.Station, start_date: date, end_date: date,
-                now: datetime | None = None) -> list[dict]:
+                now: datetime | None = None, rollups: bool = True) -> list[dict]:
     """Per local day of the range: energy (Wh, apportioned), sessions started, walk-ins (fast chargers),
     bookings, cancellations and no-shows (by slot start), revenue (fen, by issue day), in-service minutes,
     occupied and charging share. Each counts as in ``utilization``: the days add up to its station row.
@@ -661,6 +692,8 @@ def daily_trend(session: Session, station: m.Station, start_date: date, end_date
     Days wholly after ``now`` are left out. Raises InvalidReportRange, ReportRangeTooLong.
     """
     rng = report_range(station, start_date, end_date, now)
+    if rollups:
+        return _rolled_trend(session, station, rng, _summed(session, station, rng))
     return _daily_trend(session, station, rng, _intervals(session, station, rng))
 
 
@@ -693,6 +726,13 @@ def _daily_trend(session: Session, station: m.Station, rng: ReportRange,
             if day in windows:
                 energy[day] += _wh_between(s, *windows[day])
             day += timedelta(days=1)
+    return _finish_trend(session, station, rng, days, times, energy, sessions, walk_ins)
+
+
+def _finish_trend(session: Session, station: m.Station, rng: ReportRange, days: list, times: dict[date, _Time],
+                  energy: dict[date, int], sessions: dict[date, int], walk_ins: dict[date, int]) -> list[dict]:
+    """Bookings and revenue per day, then the trend rows, onto the times, energy, sessions and walk-ins per day."""
+    windows = {day: (lo, hi) for day, lo, hi in days}
     counts = {day: {"bookings": 0, "cancellations": 0, "no_shows": 0} for day in windows}
     for b in _bookings(session, station, rng) if days else ():
         c = counts[b.slot_start.astimezone(rng.tz).date()]
@@ -762,21 +802,440 @@ def _lounge_by_hour(session: Session, station: m.Station, rng: ReportRange) -> l
     return rows
 
 
+# -- days: what a rollup holds, and a report summed from days ------------------------------
+#
+# A report over whole days equals the sum of its days: times are integer microseconds, energy
+# telescopes (_wh_between of adjacent windows adds up), sessions count on their start day, heat-map
+# cells are per local hour (a day boundary is an hour boundary). Only idle time crosses midnight:
+# a day keeps the occupied runs touching its start and end (_IdleParts) and _fold_idle joins them.
+
+
+class _IdleParts(NamedTuple):
+    """One connector-day's idle time, in parts that join across midnight (microseconds)."""
+
+    lead: int = 0  # an occupied run from the day's start: 0 none, 1 it ends inside the day, 2 it fills the day
+    lead_charging: bool = False  # ...has Charging in it
+    lead_tail_us: int = 0  # ...its time after its last Charging
+    lead_occupied_us: int = 0  # ...its length
+    lead_after_us: int = 0  # ...its SuspendedEV/SuspendedEVSE/Finishing time
+    mid_idle_us: int = 0  # idle time of the runs touching neither end
+    trail: bool = False  # an occupied run (not the lead) to the day's end
+    trail_charging: bool = False
+    trail_tail_us: int = 0
+
+
+@dataclass
+class DayFigures:
+    """One connector's figures of one station-local day window [lo, hi): what a rollup row holds (microseconds)."""
+
+    known_us: int = 0
+    faulted_us: int = 0
+    unavailable_us: int = 0
+    occupied_us: int = 0
+    charging_us: int = 0
+    idle: _IdleParts = _IdleParts()
+    hours: dict[str, list[int]] = field(default_factory=lambda: {k: [0] * 24 for k in m.ROLLUP_HOURLY})
+    energy_wh: int = 0
+    sessions: int = 0
+    lengths_us: list[int] = field(default_factory=list)
+
+
+def _occupied_runs(intervals: _Intervals) -> list[_Intervals]:
+    """The occupied runs, as _idle_time groups them: adjacent intervals in occupied states."""
+    runs, run = [], []
+    for status, iv in intervals:
+        if status in ch.OCCUPIED_STATUSES and (not run or run[-1][1].end == iv.start):
+            run.append((status, iv))
+            continue
+        if run:
+            runs.append(run)
+        run = [(status, iv)] if status in ch.OCCUPIED_STATUSES else []
+    if run:
+        runs.append(run)
+    return runs
+
+
+def _run_facts(run: _Intervals) -> tuple[bool, int, int, int]:
+    """(has Charging, time after its last Charging, length, SuspendedEV/SuspendedEVSE/Finishing time) in µs."""
+    charging_ends = [iv.end for status, iv in run if status == ConnectorStatus.CHARGING]
+    tail = (run[-1][1].end - charging_ends[-1]) // US if charging_ends else 0
+    length = sum(iv.duration // US for _, iv in run)
+    after = sum(iv.duration // US for status, iv in run if status in _AFTER_CHARGING)
+    return bool(charging_ends), tail, length, after
+
+
+def _idle_parts(intervals: _Intervals, lo: datetime, hi: datetime) -> _IdleParts:
+    runs = _occupied_runs(intervals)
+    if not runs:
+        return _IdleParts()
+    has_lead = runs[0][0][1].start == lo
+    has_trail = runs[-1][-1][1].end == hi
+    whole = has_lead and has_trail and len(runs) == 1
+    inner = runs[1 if has_lead else 0:len(runs) - (1 if has_trail and not whole else 0)] if not whole else []
+    mid = sum(_run_idle(run, lo) // US for run in inner)  # an inner run never starts at lo
+    lead_facts = _run_facts(runs[0]) if has_lead else (False, 0, 0, 0)
+    trail_facts = _run_facts(runs[-1]) if has_trail and not whole else (False, 0, 0, 0)
+    return _IdleParts(
+        lead=2 if whole else int(has_lead), lead_charging=lead_facts[0], lead_tail_us=lead_facts[1],
+        lead_occupied_us=lead_facts[2], lead_after_us=lead_facts[3], mid_idle_us=mid,
+        trail=has_trail and not whole, trail_charging=trail_facts[0], trail_tail_us=trail_facts[1],
+    )
+
+
+def _fold_idle(parts: Iterable[_IdleParts]) -> int:
+    """Idle µs of one connector over consecutive days (the first starts the range), as _idle_time counts it."""
+    total, state = 0, None  # an open run: (has Charging, time after it, after-charging time, starts the range)
+
+    def close(run) -> int:
+        if run is None:
+            return 0
+        charged, tail, after, at_range_start = run
+        return tail if charged else (after if at_range_start else 0)
+
+    for i, p in enumerate(parts):
+        if p.lead:
+            if state is None:
+                state = (p.lead_charging, p.lead_tail_us, p.lead_after_us, i == 0)
+            else:
+                charged, tail, after, at_range_start = state
+                if p.lead_charging:
+                    charged, tail = True, p.lead_tail_us
+                elif charged:
+                    tail += p.lead_occupied_us
+                state = (charged, tail, after + p.lead_after_us, at_range_start)
+            if p.lead == 2:
+                continue
+        total += close(state) + p.mid_idle_us
+        state = (p.trail_charging, p.trail_tail_us, 0, False) if p.trail else None
+    return total + close(state)
+
+
+def _split_by_day(intervals: _Intervals, days: Sequence[tuple[date, datetime, datetime]]) -> dict[date, _Intervals]:
+    """The intervals clipped to each day window (days ascending, adjacent or not)."""
+    out, i = {}, 0
+    for day, lo, hi in days:
+        while i < len(intervals) and intervals[i][1].end <= lo:
+            i += 1
+        part, j = [], i
+        while j < len(intervals) and intervals[j][1].start < hi:
+            clipped = intervals[j][1].clip(lo, hi)
+            if clipped is not None:
+                part.append((intervals[j][0], clipped))
+            j += 1
+        out[day] = part
+    return out
+
+
+def _day_time(intervals: _Intervals, day: date, lo: datetime, hi: datetime, tz: tzinfo) -> DayFigures:
+    """A connector-day's times from its intervals inside [lo, hi): by kind, by local hour, idle parts."""
+    f = DayFigures(idle=_idle_parts(intervals, lo, hi))
+    for status, iv in intervals:
+        us = iv.duration // US
+        f.known_us += us
+        f.faulted_us += us if status == ConnectorStatus.FAULTED else 0
+        f.unavailable_us += us if status == ConnectorStatus.UNAVAILABLE else 0
+        f.occupied_us += us if status in ch.OCCUPIED_STATUSES else 0
+        f.charging_us += us if status == ConnectorStatus.CHARGING else 0
+    day_rng = ReportRange(day, day, tz, lo, hi)
+    bounds, labels = _hour_slots(day_rng)
+    in_service, occupied, charging = f.hours["in_service"], f.hours["occupied"], f.hours["charging"]
+    for status, per_slot in _slot_times(day_rng, {0: [intervals]}, bounds).items():
+        serving = status not in (ConnectorStatus.FAULTED, ConnectorStatus.UNAVAILABLE)
+        for (_, hour), us in zip(labels, per_slot):
+            if us:
+                in_service[hour] += us if serving else 0
+                occupied[hour] += us if status in ch.OCCUPIED_STATUSES else 0
+                charging[hour] += us if status == ConnectorStatus.CHARGING else 0
+    return f
+
+
+def connector_days(session: Session, connector_id: int, days: Sequence[tuple[date, datetime, datetime]],
+                   tz: tzinfo) -> dict[date, DayFigures]:
+    """A connector's times of the given day windows (ascending), reading its history once per run of adjacent days."""
+    out: dict[date, DayFigures] = {}
+    for span in _adjacent_runs(days):
+        lo, hi = span[0][1], span[-1][2]
+        intervals = ch.status_intervals(_status_history(session, connector_id, lo, hi), lo, hi)
+        for (day, d_lo, d_hi), (_, part) in zip(span, _split_by_day(intervals, span).items()):
+            out[day] = _day_time(part, day, d_lo, d_hi, tz)
+    return out
+
+
+def _adjacent_runs(days: Sequence[tuple[date, datetime, datetime]]) -> list[list]:
+    runs: list[list] = []
+    for d in days:
+        if runs and runs[-1][-1][2] == d[1]:
+            runs[-1].append(d)
+        else:
+            runs.append([d])
+    return runs
+
+
+def add_sessions(figures: dict[tuple[int, date], DayFigures],
+                 windows: dict[tuple[int, date], tuple[datetime, datetime]],
+                 sessions: Iterable[_SessionRow], tz: tzinfo, start: datetime, end: datetime) -> None:
+    """Add each session's energy (apportioned), start and length to the (connector id, day) figures it touches
+    in [start, end); ``windows`` are those figures' day windows. A session read twice must be passed once."""
+    for s in sessions:
+        wh = _metered_wh(s)
+        day = max(s.started_at, start).astimezone(tz).date()
+        last = min(s.stopped_at, end).astimezone(tz).date() if wh is not None else day
+        while day <= last:
+            key = (s.connector_id, day)
+            f = figures.get(key)
+            if f is not None:
+                lo, hi = windows[key]
+                if wh is not None:
+                    f.energy_wh += _delivered_by(s, wh, hi) - _delivered_by(s, wh, lo)
+                if lo <= s.started_at < hi:
+                    f.sessions += 1
+                    if s.stopped_at is not None:
+                        f.lengths_us.append((s.stopped_at - s.started_at) // US)
+            day += timedelta(days=1)
+
+
+def _merged(windows: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    out: list[list] = []
+    for lo, hi in sorted(windows):
+        if out and lo <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(lo, hi) for lo, hi in out]
+
+
+@dataclass
+class _Summed:
+    """A range's figures summed from its connector-days (rolled up or read raw)."""
+
+    time: dict[int, _Time]  # per charger, idle included
+    energy: dict[int, int]
+    sessions: dict[int, int]
+    lengths: dict[int, list[timedelta]]
+    day_time: dict[date, _Time]
+    day_energy: dict[date, int]
+    day_sessions: dict[date, int]
+    day_fast_sessions: dict[date, int]  # sessions started on fast chargers (walk-ins but the booked ones)
+    cells: list[list[_Time]]  # weekday x hour; ``known`` holds in-service time
+    rolled_up: int = 0  # connector-days read from rollups
+    raw: int = 0  # connector-days read from the history
+
+
+def _td(us) -> timedelta:
+    return timedelta(microseconds=int(us or 0))
+
+
+_KINDS = ("known", "faulted", "unavailable", "occupied", "charging")
+
+
+class _Inconsistent(Exception):
+    """The rollups changed between the report's statements (a rollup run committed meanwhile)."""
+
+
+def _summed(session: Session, station: m.Station, rng: ReportRange, use_rollups: bool = True) -> _Summed:
+    """The range's per-charger, per-day and per-hour figures: clean rollups for whole days, the history for the rest."""
+    for _ in range(3):
+        try:
+            return _summed_once(session, station, rng, use_rollups)
+        except _Inconsistent:
+            continue
+    return _summed_once(session, station, rng, False)
+
+
+def _summed_once(session: Session, station: m.Station, rng: ReportRange, use_rollups: bool) -> _Summed:
+    tz, days = rng.tz, rng.days()
+    pairs = _connectors(station)
+    charger_of = {k.id: c.id for c, k in pairs}
+    out = _Summed(
+        time={c.id: _Time() for c in station.chargers}, energy={c.id: 0 for c in station.chargers},
+        sessions={c.id: 0 for c in station.chargers}, lengths={c.id: [] for c in station.chargers},
+        day_time={d: _Time() for d, _, _ in days}, day_energy={d: 0 for d, _, _ in days},
+        day_sessions={d: 0 for d, _, _ in days}, day_fast_sessions={d: 0 for d, _, _ in days},
+        cells=[[_Time() for _ in range(24)] for _ in range(7)],
+    )
+    full = [d for d, _, hi in days if hi == _local_midnight(d + timedelta(days=1), tz)]
+    covered: dict[int, set[date]] = {cid: set() for cid in charger_of}
+    edges: dict[tuple[int, date], _IdleParts] = {}
+    mid_idle: dict[int, int] = {cid: 0 for cid in charger_of}
+    if use_rollups and full and charger_of:
+        _read_rollups(session, station, full, charger_of, out, covered, edges, mid_idle)
+
+    # The rest from the history: partial days, days not rolled up, dirty days.
+    raw: dict[tuple[int, date], DayFigures] = {}
+    windows: dict[tuple[int, date], tuple[datetime, datetime]] = {}
+    for cid in charger_of:
+        todo = [d for d in days if d[0] not in covered[cid]]
+        for day, f in connector_days(session, cid, todo, tz).items():
+            raw[(cid, day)] = f
+        for day, lo, hi in todo:
+            windows[(cid, day)] = (lo, hi)
+    seen: dict[int, _SessionRow] = {}
+    for lo, hi in _merged(windows.values()):
+        for s in sessions_between(session, station.id, lo, hi):
+            seen[s.id] = s
+    add_sessions(raw, windows, seen.values(), tz, rng.start, rng.end)
+    fast = {c.id for c in station.chargers if c.kind == "fast"}
+    for (cid, day), f in raw.items():
+        _add_day(out, charger_of[cid], day, f, charger_of[cid] in fast)
+    out.raw = len(raw)
+
+    for cid, charger_id in charger_of.items():
+        parts = [raw[(cid, d)].idle if (cid, d) in raw else edges.get((cid, d), _IdleParts()) for d, _, _ in days]
+        out.time[charger_id].idle += _td(_fold_idle(parts) + mid_idle[cid])
+    return out
+
+
+def _add_day(out: _Summed, charger_id: int, day: date, f: DayFigures, fast: bool) -> None:
+    for t in (out.time[charger_id], out.day_time[day]):
+        for k in _KINDS:
+            setattr(t, k, getattr(t, k) + _td(getattr(f, f"{k}_us")))
+    out.energy[charger_id] += f.energy_wh
+    out.sessions[charger_id] += f.sessions
+    out.lengths[charger_id] += [_td(us) for us in f.lengths_us]
+    out.day_energy[day] += f.energy_wh
+    out.day_sessions[day] += f.sessions
+    out.day_fast_sessions[day] += f.sessions if fast else 0
+    row = out.cells[day.weekday()]
+    for h in range(24):
+        cell = row[h]
+        cell.known += _td(f.hours["in_service"][h])
+        cell.occupied += _td(f.hours["occupied"][h])
+        cell.charging += _td(f.hours["charging"][h])
+
+
+def _read_rollups(session: Session, station: m.Station, full: list[date], charger_of: dict[int, int], out: _Summed,
+                  covered: dict[int, set[date]], edges: dict, mid_idle: dict[int, int]) -> None:
+    """Sum the clean rollups of the whole days ``full`` (adjacent, ascending) into ``out``; note which are covered."""
+    r = m.ConnectorDayRollup
+    where = (r.station_id == station.id, r.day >= full[0], r.day <= full[-1], r.dirty == 0,
+             r.connector_id.in_(list(charger_of)))
+    kinds = [func.sum(getattr(r, f"{k}_us")) for k in _KINDS]
+    check = (func.count(), func.sum(r.revision))
+    stamps = []
+
+    rows = session.execute(select(r.connector_id, *check, *kinds, func.sum(r.energy_wh), func.sum(r.sessions),
+                                  func.sum(r.mid_idle_us)).where(*where).group_by(r.connector_id)).all()
+    stamps.append(_stamp(rows, 1))
+    for cid, n, _, *sums in rows:
+        t, charger_id = out.time[charger_of[cid]], charger_of[cid]
+        for k, v in zip(_KINDS, sums):
+            setattr(t, k, getattr(t, k) + _td(v))
+        out.energy[charger_id] += int(sums[5] or 0)
+        out.sessions[charger_id] += int(sums[6] or 0)
+        mid_idle[cid] += int(sums[7] or 0)
+        if n == len(full):
+            covered[cid] = set(full)
+        else:
+            covered[cid] = set(session.scalars(select(r.day).where(*where, r.connector_id == cid)))
+
+    fast_sessions = func.sum(case((m.Charger.kind == "fast", r.sessions), else_=0))
+    rows = session.execute(select(r.day, *check, *kinds, func.sum(r.energy_wh), func.sum(r.sessions), fast_sessions)
+                           .join(m.Connector, m.Connector.id == r.connector_id)
+                           .join(m.Charger, m.Charger.id == m.Connector.charger_id)
+                           .where(*where).group_by(r.day)).all()
+    stamps.append(_stamp(rows, 1))
+    for day, _, _, *sums in rows:
+        t = out.day_time[day]
+        for k, v in zip(_KINDS, sums):
+            setattr(t, k, getattr(t, k) + _td(v))
+        out.day_energy[day] += int(sums[5] or 0)
+        out.day_sessions[day] += int(sums[6] or 0)
+        out.day_fast_sessions[day] += int(sums[7] or 0)
+
+    hourly = [func.sum(getattr(r, f"{k}_h{h:02d}")) for k in m.ROLLUP_HOURLY for h in range(24)]
+    rows = session.execute(select(r.weekday, *check, *hourly).where(*where).group_by(r.weekday)).all()
+    stamps.append(_stamp(rows, 1))
+    for weekday, _, _, *sums in rows:
+        cells = out.cells[weekday]
+        for h in range(24):
+            cells[h].known += _td(sums[h])
+            cells[h].occupied += _td(sums[24 + h])
+            cells[h].charging += _td(sums[48 + h])
+
+    for cid, lengths in session.execute(select(r.connector_id, r.lengths_us).where(*where, r.sessions > 0)):
+        out.lengths[charger_of[cid]] += [_td(us) for us in lengths]
+
+    idle_cols = [getattr(r, name) for name in _IdleParts._fields]
+    for cid, day, *parts in session.execute(
+        select(r.connector_id, r.day, *idle_cols).where(*where, or_(r.lead > 0, r.trail))
+    ):
+        edges[(cid, day)] = _IdleParts(*parts)._replace(mid_idle_us=0)  # every row's mid idle is in mid_idle
+
+    if len(set(stamps)) != 1:
+        raise _Inconsistent()
+    out.rolled_up = stamps[0][0]
+
+
+def _stamp(rows, at: int) -> tuple[int, int]:
+    """(rows summed, sum of their revisions): equal across the statements of one consistent read."""
+    return sum(int(r[at]) for r in rows), sum(int(r[at + 1] or 0) for r in rows)
+
+
+def _rolled_utilization(session: Session, station: m.Station, rng: ReportRange, summed: _Summed) -> dict:
+    chargers = list(station.chargers)
+    per = {c.id: _Figures(walk_ins=0 if c.kind == "fast" else None, connectors=len(c.connectors)) for c in chargers}
+    booked = _booked_sessions(session, station, rng)
+    for c in chargers:
+        f = per[c.id]
+        f.time = summed.time[c.id]
+        f.energy_wh = summed.energy[c.id]
+        f.sessions = summed.sessions[c.id]
+        f.lengths = summed.lengths[c.id]
+        if f.walk_ins is not None:
+            f.walk_ins = f.sessions - sum(1 for charger_id, _ in booked.values() if charger_id == c.id)
+    return _finish_utilization(session, station, rng, per)
+
+
+def _booked_sessions(session: Session, station: m.Station, rng: ReportRange) -> dict[int, tuple[int, datetime]]:
+    """The sessions started in the range that a booking checked in with: id -> (charger id, started at)."""
+    cs = m.ChargingSession
+    return {sid: (cid, at) for sid, cid, at in session.execute(
+        select(cs.id, cs.charger_id, cs.started_at)
+        .join(m.Booking, m.Booking.session_id == cs.id)
+        .where(cs.station_id == station.id, cs.started_at >= rng.start, cs.started_at < rng.end)
+    )}
+
+
+def _rolled_heatmap(station: m.Station, rng: ReportRange, summed: _Summed, measure: str) -> dict:
+    return _heatmap_of(station, rng, summed.cells, measure)
+
+
+def _rolled_trend(session: Session, station: m.Station, rng: ReportRange, summed: _Summed) -> list[dict]:
+    days = rng.days()
+    fast = {c.id for c in station.chargers if c.kind == "fast"}
+    walk_ins = dict(summed.day_fast_sessions)
+    for charger_id, started_at in (_booked_sessions(session, station, rng).values() if days else ()):
+        if charger_id in fast:
+            walk_ins[started_at.astimezone(rng.tz).date()] -= 1
+    return _finish_trend(session, station, rng, days, summed.day_time, summed.day_energy, summed.day_sessions,
+                         walk_ins)
+
+
 # -- every report at once -------------------------------------------------------------------
 
 
 def station_report(session: Session, station: m.Station, start_date: date, end_date: date,
-                   measure: str = "occupied", now: datetime | None = None) -> dict:
+                   measure: str = "occupied", now: datetime | None = None, rollups: bool = True) -> dict:
     """Utilization, heat map (``measure``), daily trend and lounge of one range, reading the status history once.
 
     Each part equals its own function's result (``utilization``, ``heatmap``,
     ``daily_trend``, ``lounge_by_hour``); a page showing them all costs one pass over
     the connectors' history instead of three. Raises InvalidReportRange,
-    ReportRangeTooLong, InvalidReportMeasure.
+    ReportRangeTooLong, InvalidReportMeasure. With ``rollups`` (the default) whole days that are rolled up
+    and clean come from ``connector_day_rollups`` and only the rest from the history; False reads only the
+    history. Both give the same figures (tests/integration/test_report_rollups.py).
     """
     if measure not in MEASURES:
         raise InvalidReportMeasure(f"Unknown heat map measure {measure!r}; use one of {', '.join(MEASURES)}.")
     rng = report_range(station, start_date, end_date, now)
+    if rollups:
+        summed = _summed(session, station, rng)
+        return {
+            "utilization": _rolled_utilization(session, station, rng, summed),
+            "heatmap": _rolled_heatmap(station, rng, summed, measure),
+            "trend": _rolled_trend(session, station, rng, summed),
+            "lounge": _lounge_by_hour(session, station, rng),
+        }
     history = _intervals(session, station, rng)
     return {
         "utilization": _utilization(session, station, rng, history),
