@@ -19,15 +19,17 @@ Late telemetry: a status change or a session written for a day that is already r
 marks the rows it changes dirty (``dirty = dirty + 1``), from a ``before_flush`` listener,
 so every writer (bridge, OCPP, manager close) is covered: a status change marks its
 connector from its day to the day of the next recorded change (the state it sets lasts
-until then), a session from its first to its last day (open: every later day). Days are
-taken in UTC widened by one day each side, which covers the station's local day in any
-time zone without looking it up. Recomputing subtracts only the marks it saw, so a mark
-committed by another transaction while the row was being recomputed keeps it dirty.
+until then), a session from the first to the last day of its old and new start and stop
+(days in the station's time zone, looked up once per connector and session). A message
+in order costs one indexed lookup (no rollup from its day on: nothing to mark).
+Recomputing subtracts only the marks it saw, so a mark committed by another
+transaction while the row was being recomputed keeps it dirty.
 """
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable, Iterable
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, event, func, inspect, select, update
 from sqlalchemy.orm import Session
@@ -197,18 +199,30 @@ def roll_up(session: Session, station: m.Station, first: date | None, last: date
 # -- marking days dirty when late history is written --------------------------------------
 
 
+def _connector_tz(session: Session, connector_id: int):
+    """The time zone of the connector's station, remembered for the session's life."""
+    known = session.info.setdefault("rollups_connector_tz", {})
+    if connector_id not in known:
+        name = session.scalar(select(m.Station.timezone).join(m.Charger, m.Charger.station_id == m.Station.id)
+                              .join(m.Connector, m.Connector.charger_id == m.Charger.id)
+                              .where(m.Connector.id == connector_id))
+        known[connector_id] = ZoneInfo(name or "Asia/Shanghai")
+    return known[connector_id]
+
+
 def _mark(session: Session, connector_id: int, first: datetime, last: Callable[[], datetime | None]) -> None:
-    """Mark the connector's rollups from ``first``'s day to the day of ``last()`` (None: every later day) dirty.
+    """Mark the connector's rollups from ``first``'s local day to the day of ``last()`` (None: every later day) dirty.
 
     ``last`` is only asked when the connector has a rollup from that day on: a live message costs one lookup.
     """
-    d1 = ch.utc(first).date() - DAY
+    tz = _connector_tz(session, connector_id)
+    d1 = ch.utc(first).astimezone(tz).date()
     if session.scalar(select(R.day).where(R.connector_id == connector_id, R.day >= d1).limit(1)) is None:
         return
     stmt = update(R).where(R.connector_id == connector_id, R.day >= d1)
     end = last()
     if end is not None:
-        stmt = stmt.where(R.day <= ch.utc(end).date() + DAY)
+        stmt = stmt.where(R.day <= ch.utc(end).astimezone(tz).date())
     session.execute(stmt.values(dirty=R.dirty + 1).execution_options(synchronize_session=False))
 
 

@@ -194,11 +194,16 @@ def test_a_late_status_marks_the_days_until_the_next_change_dirty(session, clock
     session.commit()
     rows = {d: dirty for _, d, dirty in rollups.rolled_days(session, station)}
     assert min(rows) == day and max(rows) == day + DAY * 7 and not any(rows.values())
+    # messages in order, just after midnight (the day before in UTC), leave the rolled-up days alone
+    apply(session, station, [(local(day + DAY * 8, 0.25, tz), "F1", "status", {"status": "Preparing"}),
+                             (local(day + DAY * 8, 0.5, tz), "F1", "start", {"transaction_id": 7, "meter_wh": 0}),
+                             (local(day + DAY * 8, 1, tz), "F1", "stop", {"transaction_id": 7, "meter_wh": 10})])
+    assert not any(n for _, _, n in rollups.rolled_days(session, station))
     apply(session, station, [(local(day + DAY, 23, tz), "F1", "status", {"status": "Faulted"})])
     rows = {d: dirty for _, d, dirty in rollups.rolled_days(session, station)}
     dirty = {d for d, n in rows.items() if n}
-    # the day of the late status to the day of the next change (widened by a day for the zone), no further
-    assert day + DAY in dirty and day + DAY * 4 in dirty and day + DAY * 6 not in dirty
+    # the day of the late status to the day of the next change (its state lasts until then), no further
+    assert dirty == {day + DAY * i for i in range(1, 5)}
     rng = reports.report_range(station, day, day + DAY * 6)
     assert reports.station_report(session, station, day, day + DAY * 6) == \
         reports.station_report(session, station, day, day + DAY * 6, rollups=False)
