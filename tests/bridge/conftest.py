@@ -13,7 +13,7 @@ from tests.bridge.support import EmbeddedAmqtt
 def mosquitto(tmp_path):
     """Mosquitto on a free 127.0.0.1 port (anonymous, no persistence); stopped at teardown."""
     if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed (Debian: apt-get install mosquitto)")
+        pytest.fail("mosquitto is not installed (Debian: apt-get install mosquitto)", pytrace=False)
     broker = Mosquitto(tmp_path / "mosquitto").start()
     yield broker
     broker.stop()

@@ -54,7 +54,7 @@ def credentials(app, station, tmp_path) -> Credentials:
 @pytest.fixture
 def mosquitto_binary() -> str:
     if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed (Debian: apt-get install mosquitto)")
+        pytest.fail("mosquitto is not installed (Debian: apt-get install mosquitto)", pytrace=False)
     return MOSQUITTO
 
 

@@ -168,7 +168,7 @@ PID_LOG = "--access-logformat '%(p)s %({x-forwarded-for}i)s \"%(r)s\" %(s)s'"
 def running_redis(workdir):
     """redis-server on a free 127.0.0.1 port, nothing saved to disk; yields its URL and process."""
     if not os.path.exists(REDIS_SERVER):
-        pytest.skip("redis-server is not installed (Debian: apt-get install redis-server)")
+        pytest.fail("redis-server is not installed (Debian: apt-get install redis-server)", pytrace=False)
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen([REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "",

@@ -46,7 +46,7 @@ def credentials(app, station, tmp_path):
 def shipped_broker(credentials, tmp_path):
     """Mosquitto with deploy/mosquitto/mosquitto.conf (ports and paths swapped only) on a free loopback port."""
     if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed (Debian: apt-get install mosquitto)")
+        pytest.fail("mosquitto is not installed (Debian: apt-get install mosquitto)", pytrace=False)
     broker = ShippedMosquitto(tmp_path / "broker", credentials.passwd, credentials.acl).start()
     yield broker
     broker.stop()
@@ -59,7 +59,7 @@ def plain_mosquitto(tmp_path):
     from mqtt_bridge.measure import Mosquitto
 
     if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed (Debian: apt-get install mosquitto)")
+        pytest.fail("mosquitto is not installed (Debian: apt-get install mosquitto)", pytrace=False)
     broker = Mosquitto(tmp_path / "mosquitto").start()
     yield broker
     broker.stop()

@@ -150,7 +150,7 @@ class PgCluster:
 @pytest.fixture
 def pg():
     if not PG_BINS:
-        pytest.skip("PostgreSQL server binaries are not installed (Debian: apt-get install postgresql)")
+        pytest.fail("PostgreSQL server binaries are not installed (Debian: apt-get install postgresql)", pytrace=False)
     cluster = PgCluster()
     try:
         cluster.start()
@@ -214,7 +214,7 @@ def pubacks_from_bridge(broker: Mosquitto) -> int:
 @pytest.fixture
 def broker(tmp_path):
     if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed (Debian: apt-get install mosquitto)")
+        pytest.fail("mosquitto is not installed (Debian: apt-get install mosquitto)", pytrace=False)
     # Anonymous, no persistence, unlimited queues, and every packet in the log.
     b = Mosquitto(tmp_path / "mosquitto", extra_conf="log_type debug\n").start()
     yield b

@@ -34,7 +34,7 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 def mosquitto(tmp_path):
     """A throw-away Mosquitto (anonymous, no persistence) on a free loopback port; yields the port."""
     if MOSQUITTO is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+        pytest.fail("mosquitto is not installed (apt-get install mosquitto)", pytrace=False)
     port = free_port()
     conf = tmp_path / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")

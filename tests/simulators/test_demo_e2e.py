@@ -38,7 +38,6 @@ def _get(url: str):
         return r.status, json.loads(r.read())
 
 
-@pytest.mark.skipif(not (ROOT / "mqtt_bridge" / "__main__.py").exists(), reason="the bridge is not there yet")
 def test_the_demo_starts_everything_on_one_clock_and_ctrl_c_stops_every_process(tmp_path):
     web_port, mqtt_port, metrics_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHARGEAPP_")}
