@@ -29,10 +29,11 @@ Decisions (see also the API module):
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime, time, timedelta
 from typing import Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from chargeapp.db import models as m
@@ -757,6 +758,93 @@ def _page(q, id_col, limit: int, before_id: int | None):
 
 def _next(rows: list, limit: int) -> int | None:
     return rows[-1].id if len(rows) == limit else None
+
+
+# -- a station's receipts, sessions and stays, for the dashboard's lists ----------------------------------
+
+
+def open_sessions(session: Session, now: datetime, station: m.Station) -> list[dict]:
+    """The station's open charging sessions, oldest first, with how long each has been open and whether
+    that is longer than STUCK_SESSION_AFTER."""
+    rows = session.scalars(
+        select(m.ChargingSession).where(m.ChargingSession.station_id == station.id,
+                                        m.ChargingSession.closed_by.is_(None))
+        .order_by(m.ChargingSession.started_at, m.ChargingSession.id)
+    ).all()
+    return [{"id": cs.id, "charger": cs.charger.code, "transaction_id": cs.transaction_id,
+             "started_at": cs.started_at,
+             "open_seconds": (now - cs.started_at).total_seconds() if cs.started_at else None,
+             "stuck": cs.started_at is not None and now - cs.started_at >= STUCK_SESSION_AFTER} for cs in rows]
+
+
+def closed_sessions(session: Session, station: m.Station, limit: int = 50,
+                    before_id: int | None = None) -> tuple[list[m.ChargingSession], int | None]:
+    """The station's closed sessions, newest first: a page and the id to ask the next one before."""
+    q, limit = _page(select(m.ChargingSession).where(m.ChargingSession.station_id == station.id,
+                                                     m.ChargingSession.closed_by.is_not(None)),
+                     m.ChargingSession.id, limit, before_id)
+    rows = list(session.scalars(q))
+    return rows, _next(rows, limit)
+
+
+def station_receipts(session: Session, station: m.Station, wanted: str | None = None, limit: int = 50,
+                     before_id: int | None = None) -> tuple[list[m.Receipt], int | None]:
+    """The station's receipts, newest first; ``wanted`` a receipt number or a stay's plate."""
+    q = select(m.Receipt).where(m.Receipt.station_id == station.id)
+    if wanted:
+        stays = select(m.ParkingStay.id).where(m.ParkingStay.station_id == station.id,
+                                               m.ParkingStay.plate == wanted.upper().replace(" ", ""))
+        match = [m.Receipt.stay_id.in_(stays)]
+        if re.fullmatch(r"[0-9]{1,10}", wanted) and int(wanted) <= 2**31 - 1:
+            match.append(m.Receipt.id == int(wanted))
+        q = q.where(or_(*match))
+    q, limit = _page(q, m.Receipt.id, limit, before_id)
+    rows = list(session.scalars(q))
+    return rows, _next(rows, limit)
+
+
+def station_stays(session: Session, station: m.Station, plate: str | None = None, limit: int = 50,
+                  before_id: int | None = None) -> tuple[list[m.ParkingStay], int | None]:
+    """The station's parking stays, newest first; ``plate`` (part of one) narrows them."""
+    q = select(m.ParkingStay).where(m.ParkingStay.station_id == station.id)
+    if plate:
+        q = q.where(m.ParkingStay.plate.contains(plate.upper().replace(" ", ""), autoescape=True))
+    q, limit = _page(q, m.ParkingStay.id, limit, before_id)
+    rows = list(session.scalars(q))
+    return rows, _next(rows, limit)
+
+
+def _of_station(session: Session, model, row_id: int, station: m.Station, not_found):
+    row = session.get(model, row_id)
+    if row is None or row.station_id != station.id:
+        raise not_found
+    return row
+
+
+def station_receipt(session: Session, station: m.Station, receipt_id: int) -> m.Receipt:
+    return _of_station(session, m.Receipt, receipt_id, station, receipts.ReceiptNotFound(f"No receipt {receipt_id}."))
+
+
+def station_session(session: Session, station: m.Station, session_id: int) -> m.ChargingSession:
+    return _of_station(session, m.ChargingSession, session_id, station,
+                       charging.ChargingSessionNotFound(f"No charging session {session_id}."))
+
+
+def station_stay(session: Session, station: m.Station, stay_id: int) -> m.ParkingStay:
+    return _of_station(session, m.ParkingStay, stay_id, station, StayNotFound(f"No parking stay {stay_id}."))
+
+
+def receipt_chain(session: Session, receipt: m.Receipt) -> list[m.Receipt]:
+    """A receipt's original and its corrections, oldest first."""
+    root = receipt
+    while root.corrects_id is not None:
+        root = session.get(m.Receipt, root.corrects_id)
+    if root.kind == "charging":
+        match = m.Receipt.session_id == root.session_id
+    else:
+        match = (m.Receipt.stay_id == root.stay_id) & m.Receipt.session_id.is_(None)
+    return list(session.scalars(select(m.Receipt).where(match, m.Receipt.station_id == root.station_id)
+                                .order_by(m.Receipt.id)))
 
 
 def dead_letters(session: Session, user: m.User, station_code: str | None = None, limit: int = 50,

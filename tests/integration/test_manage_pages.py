@@ -623,3 +623,9 @@ def test_the_detail_pages_render_in_english(english, session, clock):
         r = english.get(path)
         assert r.status_code == 200, path
         assert all(w in text(r) for w in words), path
+
+
+@pytest.mark.parametrize("q", ["²", "١٢", "99999999999", "沪A00001", "%_"])
+def test_the_receipt_search_takes_any_text_without_an_error(manager, q):
+    r = manager.get("/manage/s1/receipts", query_string={"q": q})
+    assert r.status_code == 200

@@ -20,15 +20,13 @@ from zoneinfo import ZoneInfo
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext, lazy_gettext as _l
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
 from chargeapp.db import db
 from chargeapp.db import models as m
 from chargeapp.domain.errors import DomainError
-from chargeapp.services import charging as charging_service
 from chargeapp.services import manage as manage_service
 from chargeapp.services import receipts as receipt_service
-from chargeapp.services.manage import StayNotFound
 from chargeapp.web.pages import i18n
 from chargeapp.web.pages.common import now, register_error_pages, status_of
 from chargeapp.web.pages.security import manager_required, page_user
@@ -379,18 +377,6 @@ def index():
     return render_template("manage/index.html", stations=stations)
 
 
-def _open_sessions(station: m.Station, at: datetime) -> list[dict]:
-    rows = db.session.scalars(
-        select(m.ChargingSession).where(m.ChargingSession.station_id == station.id,
-                                        m.ChargingSession.closed_by.is_(None))
-        .order_by(m.ChargingSession.started_at, m.ChargingSession.id)
-    ).all()
-    return [{"id": cs.id, "charger": cs.charger.code, "transaction_id": cs.transaction_id,
-             "started_at": cs.started_at, "open_seconds": (at - cs.started_at).total_seconds()
-             if cs.started_at else None, "stuck": cs.started_at is not None
-             and at - cs.started_at >= manage_service.STUCK_SESSION_AFTER} for cs in rows]
-
-
 def _live(code: str) -> dict:
     at = now()
     user = page_user()
@@ -403,7 +389,7 @@ def _live(code: str) -> dict:
         c["in_state_seconds"] = (at - status_at).total_seconds() if status_at else None
     view["sensors"] = manage_service.list_sensors(db.session, user, code)
     view["gates"] = manage_service.list_gates(db.session, user, code)
-    view["sessions"] = _open_sessions(station, at)
+    view["sessions"] = manage_service.open_sessions(db.session, at, station)
     view["as_of"] = at
     return view
 
@@ -764,51 +750,15 @@ def _before_arg() -> int | None:
     return int(raw) if WHOLE.fullmatch(raw) and 0 < int(raw) <= INT_MAX else None
 
 
-def _page_of(q, id_col) -> tuple[list, int | None]:
-    before = _before_arg()
-    if before is not None:
-        q = q.where(id_col < before)
-    rows = list(db.session.scalars(q.order_by(id_col.desc()).limit(PAGE_SIZE)))
-    return rows, (rows[-1].id if len(rows) == PAGE_SIZE else None)
-
-
 @bp.get("/<code>/receipts")
 @manager_required
 def receipts(code: str):
     """The station's receipts, newest first; ``?q=`` a receipt number or a plate."""
     station = _station_row(code)
-    q = select(m.Receipt).where(m.Receipt.station_id == station.id)
     wanted = _query_text("q")
-    if wanted:
-        stays = select(m.ParkingStay.id).where(m.ParkingStay.station_id == station.id,
-                                               m.ParkingStay.plate == wanted.upper().replace(" ", ""))
-        match = [m.Receipt.stay_id.in_(stays)]
-        if WHOLE.fullmatch(wanted) and int(wanted) <= INT_MAX:
-            match.append(m.Receipt.id == int(wanted))
-        q = q.where(or_(*match))
-    rows, next_before = _page_of(q, m.Receipt.id)
+    rows, next_before = manage_service.station_receipts(db.session, station, wanted, PAGE_SIZE, _before_arg())
     return _render("manage/receipts.html", manage_service.station_summary(station), receipts=rows,
                    next_before=next_before, q=wanted)
-
-
-def _managed_receipt(station: m.Station, receipt_id: int) -> m.Receipt:
-    receipt = db.session.get(m.Receipt, receipt_id)
-    if receipt is None or receipt.station_id != station.id:
-        raise receipt_service.ReceiptNotFound(f"No receipt {receipt_id}.")
-    return receipt
-
-
-def _chain(receipt: m.Receipt) -> list[m.Receipt]:
-    """The original receipt and its corrections, oldest first."""
-    root = receipt
-    while root.corrects_id is not None:
-        root = db.session.get(m.Receipt, root.corrects_id)
-    if root.kind == "charging":
-        match = m.Receipt.session_id == root.session_id
-    else:
-        match = (m.Receipt.stay_id == root.stay_id) & m.Receipt.session_id.is_(None)
-    return list(db.session.scalars(select(m.Receipt).where(match, m.Receipt.station_id == root.station_id)
-                                   .order_by(m.Receipt.id)))
 
 
 def _components(kind: str) -> tuple[str, ...]:
@@ -817,8 +767,8 @@ def _components(kind: str) -> tuple[str, ...]:
 
 def _receipt_page(code: str, receipt_id: int, failed: Form | None = None, status: int = 200):
     station = _station_row(code)
-    receipt = _managed_receipt(station, receipt_id)
-    chain = _chain(receipt)
+    receipt = manage_service.station_receipt(db.session, station, receipt_id)
+    chain = manage_service.receipt_chain(db.session, receipt)
     root = chain[0]
     components = _components(root.kind)
     standing = {c: sum(getattr(r, c) for r in chain) for c in components}
@@ -838,7 +788,7 @@ def receipt(code: str, receipt_id: int):
 def waive_fee(code: str, receipt_id: int):
     """Waive one fee of a receipt, or all of it, by a correction receipt; a reason is required."""
     station = _station_row(code)
-    root = _chain(_managed_receipt(station, receipt_id))[0]
+    root = manage_service.receipt_chain(db.session, manage_service.station_receipt(db.session, station, receipt_id))[0]
     form = posted("waive")
     component = form.text("component") or None
     if component is not None and component not in _components(root.kind):
@@ -863,7 +813,7 @@ def waive_fee(code: str, receipt_id: int):
 def correct_fee(code: str, receipt_id: int):
     """Set some fees of a receipt to new amounts (yuan) by a correction receipt; a reason is required."""
     station = _station_row(code)
-    chain = _chain(_managed_receipt(station, receipt_id))
+    chain = manage_service.receipt_chain(db.session, manage_service.station_receipt(db.session, station, receipt_id))
     root = chain[0]
     form = posted("correct")
     amounts = {c: form.money(c, YUAN, 100, required=True) for c in _components(root.kind)}
@@ -892,23 +842,15 @@ def sessions(code: str):
     """Open sessions (to close a stuck one) and the latest closed ones."""
     station = _station_row(code)
     at = now()
-    closed, next_before = _page_of(
-        select(m.ChargingSession).where(m.ChargingSession.station_id == station.id,
-                                        m.ChargingSession.closed_by.is_not(None)), m.ChargingSession.id)
-    return _render("manage/sessions.html", manage_service.station_summary(station), open_sessions=_open_sessions(
-        station, at), closed=closed, next_before=next_before)
-
-
-def _managed_session(station: m.Station, session_id: int) -> m.ChargingSession:
-    cs = db.session.get(m.ChargingSession, session_id)
-    if cs is None or cs.station_id != station.id:
-        raise charging_service.ChargingSessionNotFound(f"No charging session {session_id}.")
-    return cs
+    closed, next_before = manage_service.closed_sessions(db.session, station, PAGE_SIZE, _before_arg())
+    return _render("manage/sessions.html", manage_service.station_summary(station),
+                   open_sessions=manage_service.open_sessions(db.session, at, station), closed=closed,
+                   next_before=next_before)
 
 
 def _session_page(code: str, session_id: int, failed: Form | None = None, status: int = 200):
     station = _station_row(code)
-    cs = _managed_session(station, session_id)
+    cs = manage_service.station_session(db.session, station, session_id)
     began = cs.started_at
     energy = db.session.scalar(select(func.max(m.MeterReading.energy_wh))
                                .where(m.MeterReading.session_id == cs.id))
@@ -927,7 +869,7 @@ def session_detail(code: str, session_id: int):
 def close_session(code: str, session_id: int):
     """Close a stuck session now, or at a given station time; a reason is required."""
     station = _station_row(code)
-    _managed_session(station, session_id)
+    manage_service.station_session(db.session, station, session_id)
     form = posted("close")
     at = form.local_datetime("at", station.timezone, required=False)
     reason = form.reason()
@@ -952,25 +894,15 @@ def close_session(code: str, session_id: int):
 def stays(code: str):
     """Parking stays, newest first; ``?plate=`` finds one plate's stays."""
     station = _station_row(code)
-    q = select(m.ParkingStay).where(m.ParkingStay.station_id == station.id)
     plate = _query_text("plate")
-    if plate:
-        q = q.where(m.ParkingStay.plate.contains(plate.upper().replace(" ", ""), autoescape=True))
-    rows, next_before = _page_of(q, m.ParkingStay.id)
+    rows, next_before = manage_service.station_stays(db.session, station, plate, PAGE_SIZE, _before_arg())
     return _render("manage/stays.html", manage_service.station_summary(station), stays=rows,
                    next_before=next_before, plate=plate)
 
 
-def _managed_stay(station: m.Station, stay_id: int) -> m.ParkingStay:
-    stay = db.session.get(m.ParkingStay, stay_id)
-    if stay is None or stay.station_id != station.id:
-        raise StayNotFound(f"No parking stay {stay_id}.")
-    return stay
-
-
 def _stay_page(code: str, stay_id: int, failed: Form | None = None, status: int = 200):
     station = _station_row(code)
-    stay = _managed_stay(station, stay_id)
+    stay = manage_service.station_stay(db.session, station, stay_id)
     receipt = manage_service.parking_receipt(db.session, stay)
     return _render("manage/stay.html", manage_service.station_summary(station), status, stay=stay,
                    receipt=receipt, forms=Forms(failed))
@@ -987,7 +919,7 @@ def stay(code: str, stay_id: int):
 def fix_plate(code: str, stay_id: int):
     """Fix a misread plate; an issued parking receipt is rechecked; a reason is required."""
     station = _station_row(code)
-    _managed_stay(station, stay_id)
+    manage_service.station_stay(db.session, station, stay_id)
     form = posted("plate")
     plate = form.text("plate", 100)
     if not plate:
