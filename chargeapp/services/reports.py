@@ -278,6 +278,21 @@ def _bookings(session: Session, station: m.Station, rng: ReportRange) -> list[_B
             for cid, status, held_at, delay, slot in rows]
 
 
+def _booking_counts(session: Session, station: m.Station, rng: ReportRange) -> list[tuple]:
+    """Per charger and status, of the bookings whose slot starts in the range: (charger id, status, bookings,
+    held, their delay seconds summed, held with a delay), summed by the database."""
+    b = m.Booking
+    charger_id = func.coalesce(b.charger_id, b.booked_charger_id)
+    held = b.held_at.is_not(None)
+    delay = func.coalesce(b.delay_seconds, 0)
+    return session.execute(
+        select(charger_id, b.status, func.count(), func.sum(case((held, 1), else_=0)),
+               func.sum(case((held, delay), else_=0)), func.sum(case((held & (delay > 0), 1), else_=0)))
+        .where(b.station_id == station.id, b.slot_start >= rng.start, b.slot_start < rng.end)
+        .group_by(charger_id, b.status)
+    ).all()
+
+
 def _booked_session_ids(session: Session, station: m.Station, rng: ReportRange) -> set[int]:
     """Ids of the sessions started in the range that a booking checked in with."""
     cs = m.ChargingSession
@@ -442,12 +457,14 @@ class _Figures:
     time: _Time = field(default_factory=_Time)
     energy_wh: int = 0
     sessions: int = 0
-    lengths: list[timedelta] = field(default_factory=list)
+    lengths: list[timedelta | int] = field(default_factory=list)  # closed sessions' lengths (int: microseconds)
     bookings: int = 0
     cancellations: int = 0
     no_shows: int = 0
     disrupted: int = 0
-    waits: list[int] = field(default_factory=list)
+    waits: int = 0  # bookings that got a charger held...
+    wait_seconds: int = 0  # ...their recorded delays summed
+    delayed: int = 0  # ...those delayed
     walk_ins: int | None = 0
     money: _Money = field(default_factory=_Money)
     connectors: int = 0
@@ -494,14 +511,15 @@ def _finish_utilization(session: Session, station: m.Station, rng: ReportRange, 
     """Bookings, waits and money per charger, then the station row, onto the times, energy and sessions in ``per``."""
     chargers = list(station.chargers)
     total = _Figures()
-    for b in _bookings(session, station, rng):
-        for f in (per[b.charger_id], total) if b.charger_id in per else (total,):
-            f.bookings += 1
-            f.cancellations += b.status == "cancelled"
-            f.no_shows += b.status == "no_show"
-            f.disrupted += b.status == "disrupted"
-            if b.held:
-                f.waits.append(b.delay_seconds)
+    for charger_id, status, n, held, delay_seconds, delayed in _booking_counts(session, station, rng):
+        for f in (per[charger_id], total) if charger_id in per else (total,):
+            f.bookings += n
+            f.cancellations += n if status == "cancelled" else 0
+            f.no_shows += n if status == "no_show" else 0
+            f.disrupted += n if status == "disrupted" else 0
+            f.waits += int(held or 0)
+            f.wait_seconds += int(delay_seconds or 0)
+            f.delayed += int(delayed or 0)
 
     for charger_id, _, money in _receipts(session, station, rng):
         if charger_id in per:
@@ -534,7 +552,8 @@ def _finish_utilization(session: Session, station: m.Station, rng: ReportRange, 
 def _row(f: _Figures, scope: str, charger: m.Charger | None, rng: ReportRange) -> dict:
     t = f.time
     unknown = (rng.end - rng.start) * f.connectors - t.known
-    lengths = [d.total_seconds() / 60 for d in f.lengths]
+    # timedelta.total_seconds() is its microseconds / 10**6: the same float from a rollup's integer
+    lengths = [(d if isinstance(d, int) else d // US) / 10**6 / 60 for d in f.lengths]
     station_only = scope == "station"
     return {
         "scope": scope,
@@ -559,8 +578,9 @@ def _row(f: _Figures, scope: str, charger: m.Charger | None, rng: ReportRange) -
         "no_shows": f.no_shows,
         "disrupted": f.disrupted,
         "walk_ins": f.walk_ins,
-        "delayed_bookings": sum(1 for w in f.waits if w > 0),
-        "mean_wait_min": round(statistics.fmean(f.waits) / 60, 2) if f.waits else None,
+        "delayed_bookings": f.delayed,
+        # statistics.fmean of the delays: their exact sum over their number
+        "mean_wait_min": round(f.wait_seconds / f.waits / 60, 2) if f.waits else None,
         "free_parking_grants": f.money.free_parking_grants if station_only else None,
         "energy_fen": f.money.energy_fen,
         "service_fen": f.money.service_fen,
@@ -1011,7 +1031,7 @@ class _Summed:
     time: dict[int, _Time]  # per charger, idle included
     energy: dict[int, int]
     sessions: dict[int, int]
-    lengths: dict[int, list[timedelta]]
+    lengths: dict[int, list[int]]  # microseconds
     day_time: dict[date, _Time]
     day_energy: dict[date, int]
     day_sessions: dict[date, int]
@@ -1091,7 +1111,7 @@ def _add_day(out: _Summed, charger_id: int, day: date, f: DayFigures, fast: bool
             setattr(t, k, getattr(t, k) + _td(getattr(f, f"{k}_us")))
     out.energy[charger_id] += f.energy_wh
     out.sessions[charger_id] += f.sessions
-    out.lengths[charger_id] += [_td(us) for us in f.lengths_us]
+    out.lengths[charger_id] += f.lengths_us
     out.day_energy[day] += f.energy_wh
     out.day_sessions[day] += f.sessions
     out.day_fast_sessions[day] += f.sessions if fast else 0
@@ -1153,7 +1173,7 @@ def _read_rollups(session: Session, station: m.Station, full: list[date], charge
             cells[h].charging += _td(sums[48 + h])
 
     for cid, lengths in session.execute(select(r.connector_id, r.lengths_us).where(*where, r.sessions > 0)):
-        out.lengths[charger_of[cid]] += [_td(us) for us in lengths]
+        out.lengths[charger_of[cid]] += lengths
 
     idle_cols = [getattr(r, name) for name in _IdleParts._fields]
     for cid, day, *parts in session.execute(
