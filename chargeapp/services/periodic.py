@@ -10,9 +10,9 @@ from chargeapp.services import booking, receipts, rollups
 
 def run_once(session: Session, now: datetime) -> dict:
     """Holds due, waiting bookings, no-shows; then receipts of closed sessions and stays due,
-    and corrections from late telemetry; then the reports' daily rollups (dirty days, then days
-    completed since the last run). Flushes, does not commit; returns counts."""
+    and corrections from late telemetry; then, every few minutes, the reports' daily rollups (dirty
+    days, then days completed since the last pass). Flushes, does not commit; returns counts."""
     counts = booking.tick(session, now)
     counts.update(receipts.settle_due(session, now))
-    counts.update(rollups.run(session, now))
+    counts.update(rollups.run_due(session, now))
     return counts

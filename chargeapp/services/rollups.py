@@ -9,8 +9,9 @@ is whole and clean (``dirty`` 0); every other day comes from the history.
 
 When rows are written (docs/performance.md, "Reports"):
 
-- ``run`` (the periodic work, under the bridge's lease): per station, days that ended at
-  least ``SETTLE`` ago (so telemetry of the day still in flight has committed), at most
+- ``run_due`` (the periodic work, under the bridge's lease) runs ``run`` at most every
+  ``EVERY`` (the bridge's periodic work runs every few seconds; a pass looks at every
+  connector): per station, days that ended at least ``SETTLE`` ago (so telemetry of the day still in flight has committed), at most
   ``NEW_DAYS_PER_RUN`` new days per station and ``DIRTY_PER_RUN`` dirty connector-days per run;
   a new station's first run starts at its first recorded status or session.
 - ``roll_up`` for a chosen station and dates (``chargeapp rollup``, backfills).
@@ -42,6 +43,8 @@ from chargeapp.services.common import station_tz
 UTC = timezone.utc
 DAY = timedelta(days=1)
 SETTLE = timedelta(hours=1)
+EVERY = timedelta(minutes=5)
+SCHEDULE = "rollups"  # a ``leases`` row whose expires_at is when the next pass is due
 NEW_DAYS_PER_RUN = 31
 DIRTY_PER_RUN = 2000
 
@@ -137,6 +140,20 @@ def _first_day(session: Session, station: m.Station, connector_id: int) -> date 
         m.ChargingSession.connector_id == connector_id))
     known = [t for t in (first_status, first_session) if t is not None]
     return min(known).astimezone(station_tz(station)).date() if known else None
+
+
+def run_due(session: Session, now: datetime) -> dict:
+    """``run`` if its last pass was EVERY or longer before ``now`` (or never); zero counts otherwise. No commit.
+
+    Called under the periodic lease, so one worker at a time reads and moves the schedule row."""
+    row = session.get(m.Lease, SCHEDULE)
+    if row is not None and ch.utc(now) < row.expires_at < ch.utc(now) + EVERY * 2:
+        return {"rollups_dirty": 0, "rollups_new": 0}  # (a due time far ahead is a clock that went back: run)
+    if row is None:
+        session.add(m.Lease(name=SCHEDULE, holder="periodic work", expires_at=ch.utc(now) + EVERY))
+    else:
+        row.expires_at = ch.utc(now) + EVERY
+    return run(session, now)
 
 
 def run(session: Session, now: datetime) -> dict:

@@ -235,6 +235,19 @@ def test_a_session_closed_days_later_marks_its_days_dirty(session, clock):
     assert [d["energy_wh"] for d in trend] == [4_000, 20_000]  # spread evenly over its 24 hours
 
 
+def test_the_periodic_work_rolls_up_every_five_minutes(session, clock):
+    tz = ZoneInfo("Asia/Shanghai")
+    station = make_station(session, clock.now(), fast=1, slow=0)
+    day = date(2026, 11, 10)
+    apply(session, station, [(local(day, 8, tz), "F1", "status", {"status": "Available"})])
+    now = local(day + DAY * 2, 3, tz)
+    assert periodic.run_once(session, now)["rollups_new"] == 2
+    apply(session, station, [(local(day, 9, tz), "F1", "status", {"status": "Faulted"})])  # late: both days dirty
+    assert periodic.run_once(session, now + timedelta(seconds=5))["rollups_dirty"] == 0  # not due yet
+    assert periodic.run_once(session, now + timedelta(minutes=5))["rollups_dirty"] == 2
+    assert not any(n for _, _, n in rollups.rolled_days(session, station))
+
+
 def test_a_day_is_rolled_up_only_an_hour_after_it_ended(session, clock):
     tz = ZoneInfo("Asia/Shanghai")
     station = make_station(session, clock.now(), fast=1, slow=0)
