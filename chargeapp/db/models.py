@@ -189,7 +189,12 @@ class ConnectorDayRollup(db.Model):
     """
 
     __tablename__ = "connector_day_rollups"
-    __table_args__ = (Index("ix_connector_day_rollups_station_day", "station_id", "day"),)
+    __table_args__ = (
+        Index("ix_connector_day_rollups_station_day", "station_id", "day"),
+        # The periodic pass looks for dirty rows of every station: only those are in this index.
+        Index("ix_connector_day_rollups_dirty", "station_id", "day",
+              sqlite_where=text("dirty > 0"), postgresql_where=text("dirty > 0")),
+    )
     connector_id: Mapped[int] = mapped_column(ForeignKey("connectors.id", ondelete="CASCADE"), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)  # station-local
     station_id: Mapped[int] = mapped_column(ForeignKey("stations.id", ondelete="CASCADE"))
