@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask, current_app
+from flask import Flask, current_app, has_request_context, request
 from sqlalchemy import event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DisconnectionError
@@ -33,12 +33,63 @@ def _sqlite_pragmas(dbapi_connection, connection_record):
     cur.close()
 
 
+READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
+_QUERY_ONLY = "chargeapp.query_only"  # in the pooled connection's info: PRAGMA query_only is ON
+_READ_TRANSACTION = "chargeapp.read_transaction"  # in the request's environ: a deferred BEGIN was sent
+
+
+class WriteInReadOnlyRequest(RuntimeError):
+    """A GET or HEAD request tried to write (a bug: reads must not change anything); answered 500, not 503."""
+
+
+def read_only_request() -> bool:
+    """Whether the transaction being begun belongs to a GET or HEAD request (the board's stream included)."""
+    return has_request_context() and request.method in READ_ONLY_METHODS
+
+
 @event.listens_for(Engine, "begin")
-def _sqlite_begin_immediate(conn):
-    """SQLite: take the write lock at BEGIN, so a transaction that reads then writes
-    waits for the busy timeout instead of failing with 'database is locked'."""
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+def _sqlite_begin(conn):
+    """SQLite: a writer takes the write lock at BEGIN; a GET or HEAD request reads without it.
+
+    Writers begin IMMEDIATE, so a transaction that reads then writes waits for the
+    busy timeout instead of failing with 'database is locked' (SQLite cannot upgrade
+    a read transaction once another connection has committed). Read-only requests
+    begin DEFERRED: in WAL they read their snapshot without waiting for, or holding
+    up, the bridge and the other requests. Such a transaction must not write, and
+    SQLite enforces it: ``PRAGMA query_only`` is ON for it, so a write fails at once
+    (``WriteInReadOnlyRequest``, see ``_write_in_read_only``) instead of sometimes.
+    """
+    if conn.dialect.name != "sqlite":
+        return
+    read_only = read_only_request()
+    if conn.info.get(_QUERY_ONLY, False) != read_only:
+        conn.exec_driver_sql(f"PRAGMA query_only={'ON' if read_only else 'OFF'}")
+        conn.info[_QUERY_ONLY] = read_only
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+    if read_only:
+        request.environ[_READ_TRANSACTION] = True
+
+
+def _end_read_transaction(exc) -> None:
+    """At the end of a GET or HEAD request, end its read-only transaction (a server removes the session
+    with its app context anyway; a test's app context outlives its requests, and the next request or the
+    test itself must not go on in a transaction that cannot write)."""
+    if request.environ.pop(_READ_TRANSACTION, False):
+        db.session.rollback()
+
+
+@event.listens_for(Engine, "handle_error")
+def _write_in_read_only(context):
+    """A write in a read-only request's transaction is a bug in that request's handler: say so (500,
+    with a traceback), rather than the 503 'database busy' an OperationalError answers."""
+    if context.engine is None or context.engine.dialect.name != "sqlite" or context.connection is None:
+        return None
+    if "readonly database" in str(context.original_exception) and context.connection.info.get(_QUERY_ONLY):
+        method = request.method if has_request_context() else "?"
+        return WriteInReadOnlyRequest(
+            f"a {method} request tried to write ({(context.statement or '')[:120]!r}); reads begin a deferred "
+            "transaction that must not write (chargeapp/app.py: _sqlite_begin): make the change a POST")
+    return None
 
 
 # PostgreSQL: how long an idle pooled connection may take to answer a ping at checkout (it
@@ -185,6 +236,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.extensions["chargeapp.clock"] = app.config.get("CHARGEAPP_CLOCK") or clock_from_config(app.config)
 
     db.init_app(app)
+    app.teardown_request(_end_read_transaction)
     if make_url(app.config["SQLALCHEMY_DATABASE_URI"]).get_backend_name() == "postgresql":
         with app.app_context():
             _bound_postgres(app, db.engine)
