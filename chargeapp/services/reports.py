@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from bisect import bisect_left, bisect_right
 import statistics
 from dataclasses import dataclass, field
@@ -481,7 +482,7 @@ def utilization(session: Session, station: m.Station, start_date: date, end_date
     """
     rng = report_range(station, start_date, end_date, now)
     if rollups:
-        return _rolled_utilization(session, station, rng, _summed(session, station, rng))
+        return _rolled_utilization(session, station, rng, _summed(session, station, rng, hours=False))
     return _utilization(session, station, rng, _intervals(session, station, rng))
 
 
@@ -713,7 +714,7 @@ def daily_trend(session: Session, station: m.Station, start_date: date, end_date
     """
     rng = report_range(station, start_date, end_date, now)
     if rollups:
-        return _rolled_trend(session, station, rng, _summed(session, station, rng))
+        return _rolled_trend(session, station, rng, _summed(session, station, rng, hours=False, lengths=False))
     return _daily_trend(session, station, rng, _intervals(session, station, rng))
 
 
@@ -1052,17 +1053,23 @@ class _Inconsistent(Exception):
     """The rollups changed between the report's statements (a rollup run committed meanwhile)."""
 
 
-def _summed(session: Session, station: m.Station, rng: ReportRange, use_rollups: bool = True) -> _Summed:
-    """The range's per-charger, per-day and per-hour figures: clean rollups for whole days, the history for the rest."""
+def _summed(session: Session, station: m.Station, rng: ReportRange, use_rollups: bool = True,
+            hours: bool = True, lengths: bool = True) -> _Summed:
+    """The range's per-charger, per-day and per-hour figures: clean rollups for whole days, the history for the rest.
+
+    ``hours`` False leaves the heat-map cells of rolled-up days out, ``lengths`` False their session lengths
+    (the widest rollup reads, for reports that do not show them).
+    """
     for _ in range(3):
         try:
-            return _summed_once(session, station, rng, use_rollups)
+            return _summed_once(session, station, rng, use_rollups, hours, lengths)
         except _Inconsistent:
             continue
-    return _summed_once(session, station, rng, False)
+    return _summed_once(session, station, rng, False, hours, lengths)
 
 
-def _summed_once(session: Session, station: m.Station, rng: ReportRange, use_rollups: bool) -> _Summed:
+def _summed_once(session: Session, station: m.Station, rng: ReportRange, use_rollups: bool,
+                 hours: bool = True, lengths: bool = True) -> _Summed:
     tz, days = rng.tz, rng.days()
     pairs = _connectors(station)
     charger_of = {k.id: c.id for c, k in pairs}
@@ -1078,7 +1085,7 @@ def _summed_once(session: Session, station: m.Station, rng: ReportRange, use_rol
     edges: dict[tuple[int, date], _IdleParts] = {}
     mid_idle: dict[int, int] = {cid: 0 for cid in charger_of}
     if use_rollups and full and charger_of:
-        _read_rollups(session, station, full, charger_of, out, covered, edges, mid_idle)
+        _read_rollups(session, station, full, charger_of, out, covered, edges, mid_idle, hours, lengths)
 
     # The rest from the history: partial days, days not rolled up, dirty days.
     raw: dict[tuple[int, date], DayFigures] = {}
@@ -1124,7 +1131,8 @@ def _add_day(out: _Summed, charger_id: int, day: date, f: DayFigures, fast: bool
 
 
 def _read_rollups(session: Session, station: m.Station, full: list[date], charger_of: dict[int, int], out: _Summed,
-                  covered: dict[int, set[date]], edges: dict, mid_idle: dict[int, int]) -> None:
+                  covered: dict[int, set[date]], edges: dict, mid_idle: dict[int, int], hours: bool = True,
+                  lengths: bool = True) -> None:
     """Sum the clean rollups of the whole days ``full`` (adjacent, ascending) into ``out``; note which are covered."""
     r = m.ConnectorDayRollup
     where = (r.station_id == station.id, r.day >= full[0], r.day <= full[-1], r.dirty == 0,
@@ -1162,18 +1170,20 @@ def _read_rollups(session: Session, station: m.Station, full: list[date], charge
         out.day_sessions[day] += int(sums[6] or 0)
         out.day_fast_sessions[day] += int(sums[7] or 0)
 
-    hourly = [func.sum(getattr(r, f"{k}_h{h:02d}")) for k in m.ROLLUP_HOURLY for h in range(24)]
-    rows = session.execute(select(r.weekday, *check, *hourly).where(*where).group_by(r.weekday)).all()
-    stamps.append(_stamp(rows, 1))
-    for weekday, _, _, *sums in rows:
-        cells = out.cells[weekday]
-        for h in range(24):
-            cells[h].known += _td(sums[h])
-            cells[h].occupied += _td(sums[24 + h])
-            cells[h].charging += _td(sums[48 + h])
+    if hours:
+        hourly = [func.sum(getattr(r, f"{k}_h{h:02d}")) for k in m.ROLLUP_HOURLY for h in range(24)]
+        rows = session.execute(select(r.weekday, *check, *hourly).where(*where).group_by(r.weekday)).all()
+        stamps.append(_stamp(rows, 1))
+        for weekday, _, _, *sums in rows:
+            cells = out.cells[weekday]
+            for h in range(24):
+                cells[h].known += _td(sums[h])
+                cells[h].occupied += _td(sums[24 + h])
+                cells[h].charging += _td(sums[48 + h])
 
-    for cid, lengths in session.execute(select(r.connector_id, r.lengths_us).where(*where, r.sessions > 0)):
-        out.lengths[charger_of[cid]] += lengths
+    if lengths:
+        for cid, day_lengths in session.execute(select(r.connector_id, r.lengths_us).where(*where, r.sessions > 0)):
+            out.lengths[charger_of[cid]] += day_lengths
 
     idle_cols = [getattr(r, name) for name in _IdleParts._fields]
     for cid, day, *parts in session.execute(
@@ -1194,7 +1204,7 @@ def _stamp(rows, at: int) -> tuple[int, int]:
 def _rolled_utilization(session: Session, station: m.Station, rng: ReportRange, summed: _Summed) -> dict:
     chargers = list(station.chargers)
     per = {c.id: _Figures(walk_ins=0 if c.kind == "fast" else None, connectors=len(c.connectors)) for c in chargers}
-    booked = _booked_sessions(session, station, rng)
+    booked = Counter(charger_id for charger_id, _ in _booked_sessions(session, station, rng).values())
     for c in chargers:
         f = per[c.id]
         f.time = summed.time[c.id]
@@ -1202,7 +1212,7 @@ def _rolled_utilization(session: Session, station: m.Station, rng: ReportRange, 
         f.sessions = summed.sessions[c.id]
         f.lengths = summed.lengths[c.id]
         if f.walk_ins is not None:
-            f.walk_ins = f.sessions - sum(1 for charger_id, _ in booked.values() if charger_id == c.id)
+            f.walk_ins = f.sessions - booked[c.id]
     return _finish_utilization(session, station, rng, per)
 
 
