@@ -238,10 +238,14 @@ def _try_book(session, now, driver_id, station_code, slot_start, charger_code, k
 def cancel_booking(session: Session, now: datetime, driver_id: int, booking_id: int) -> m.Booking:
     """Cancel a booking: free until the slot starts; after that an unused booking is a no-show.
 
-    Cancelling a booking already cancelled returns it unchanged (idempotent).
+    Cancelling a booking already cancelled returns it unchanged (idempotent), and so does
+    cancelling again one cancelled late (a no-show with ``cancelled_at``): a retried tap
+    after a slow answer must not turn into an error.
     """
     b = get_booking(session, booking_id, driver_id)
     if b.status == BookingStatus.CANCELLED.value:
+        return b
+    if b.status == BookingStatus.NO_SHOW.value and b.cancelled_at is not None:
         return b
     if b.status not in ACTIVE_VALUES:
         raise BookingNotCancellable(f"This booking is {b.status.replace('_', ' ')}.")

@@ -5,7 +5,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from chargeapp.db import db
 from chargeapp.db import models as m
@@ -276,3 +276,16 @@ def test_charger_refusing_the_hold_moves_the_booking(session, clock, station, dr
     assert b.status == "held" and b.charger.code == "F2"
     names = [(c.name, c.charger_id) for c in session.scalars(select(m.CommandOutbox).order_by(m.CommandOutbox.id))]
     assert [n for n, _ in names] == ["reserve_now", "reserve_now"]
+
+
+def test_cancelling_twice_after_the_slot_started_is_one_no_show_not_an_error(session, clock, station, driver):
+    """Found by the state machine: the second cancel of a late-cancelled booking raised 'not cancellable'."""
+    b = book(session, clock, driver)
+    session.commit()
+    late = SLOT + timedelta(minutes=2)
+    first = svc.cancel_booking(session, late, driver.id, b.id)
+    session.commit()
+    again = svc.cancel_booking(session, late + timedelta(seconds=5), driver.id, b.id)
+    assert (first.status, again.status, again.no_show_at) == ("no_show", "no_show", late)
+    assert session.scalar(select(func.count()).select_from(m.Notification)
+                          .where(m.Notification.kind == "no_show")) == 1
