@@ -24,6 +24,9 @@ from websockets.exceptions import ConnectionClosed
 from ocpp_gateway.translate import ocpp_time
 
 WAIT = 5.0  # seconds: the bound of every wait on a charge point
+# A command crosses the bridge's periodic work, its outbox, Mosquitto and the gateway: under CI's full
+# load (2 cores, heavy end-to-end tests beside it) 5 s was once not enough on PostgreSQL. A bound, not a timing.
+COMMAND_WAIT = 20.0
 
 
 def basic(username: str, password: str) -> str:
@@ -108,7 +111,7 @@ class ChargePointClient:
 
     def command(self, action: str) -> dict[str, Any]:
         """The next CALL of the gateway this charger answered (bounded wait)."""
-        got, payload = self.received.get(timeout=WAIT)
+        got, payload = self.received.get(timeout=COMMAND_WAIT)
         assert got == action, (got, payload)
         return payload
 
