@@ -312,3 +312,26 @@ def refused(broker: Mosquitto, username: str | None, password: str | None, **kw)
 def example_topic(topic_filter: str) -> str:
     """A concrete contract topic a filter of the generated ACL matches (connector 1, command remote_start)."""
     return topic_filter.replace("/commands/+", "/commands/remote_start").replace("+", "1")
+
+
+def new_postgres_database(tag: str) -> tuple[str, object]:
+    """A new, empty database of one test on the test server (CHARGEAPP_TEST_POSTGRES_URL);
+    (its URL, a function that drops it)."""
+    import uuid
+
+    from sqlalchemy import create_engine, make_url, text
+
+    from tests.conftest import POSTGRES_URL
+
+    url = make_url(POSTGRES_URL)
+    name = f"{url.database}_{tag}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return url.set(database=name).render_as_string(hide_password=False), drop

@@ -27,18 +27,16 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, make_url, text
 
 from chargeapp import telemetry as t
-from tests.conftest import BACKENDS, POSTGRES_URL
-from tests.deploy.support import MOSQUITTO, ROOT, Mosquitto, connect, free_port, wait_for
+from tests.conftest import BACKENDS
+from tests.deploy.support import MOSQUITTO, ROOT, Mosquitto, connect, free_port, new_postgres_database, wait_for
 from tests.deploy.test_gunicorn import running_gunicorn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -217,28 +215,12 @@ def healthy(url: str) -> bool:
         return False
 
 
-def new_postgres_database() -> tuple[str, object]:
-    """An empty database of this test's own on the test server; (its URL, a function that drops it)."""
-    url = make_url(POSTGRES_URL)
-    name = f"{url.database}_board_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return url.set(database=name).render_as_string(hide_password=False), drop
-
-
 @pytest.fixture(params=BACKENDS)
 def database_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/chargeapp.db"
         return
-    url, drop = new_postgres_database()
+    url, drop = new_postgres_database('board')
     try:
         yield url
     finally:

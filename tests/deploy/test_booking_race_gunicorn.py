@@ -22,21 +22,21 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import create_engine, func, make_url, select, text, update
+from sqlalchemy import func, select, update
 
 from chargeapp.app import create_app
 from chargeapp.db import db
 from chargeapp.db import models as m
 from chargeapp.services.auth import password_hasher
 from chargeapp.services.registry import create_user
-from tests.conftest import BACKENDS, POSTGRES_URL
+from tests.conftest import BACKENDS
 from tests.deploy.test_gunicorn import running_gunicorn
+from tests.deploy.support import new_postgres_database
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -134,22 +134,6 @@ def race(base: str, requests: list[tuple[str, str | None]], slot: datetime) -> t
     return results, elapsed
 
 
-def _create_postgres_database() -> tuple[str, object]:
-    """A new, empty database on the test server; (its URL, a function that drops it)."""
-    url = make_url(POSTGRES_URL)
-    name = f"{url.database}_race_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-
-    def drop() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-    return url.set(database=name).render_as_string(hide_password=False), drop
-
-
 @pytest.fixture(scope="module", params=BACKENDS)
 def deployment(request, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(f"race-{request.param}")
@@ -157,7 +141,7 @@ def deployment(request, tmp_path_factory):
     if request.param == "sqlite":
         database_url = f"sqlite:///{tmp}/chargeapp.db"
     else:
-        database_url, drop = _create_postgres_database()
+        database_url, drop = new_postgres_database('race')
     try:
         with running_gunicorn(tmp, workers=WORKERS, threads=THREADS, CHARGEAPP_DATABASE_URL=database_url) as (base, log):
             app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "SECRET_KEY": SECRET})
