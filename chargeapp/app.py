@@ -126,12 +126,7 @@ def _bounded_connection_class():
     SQLAlchemy sees as a disconnect: the pool drops it and the caller gets an
     OperationalError (the API answers 503, the bridge rolls back and retries).
     """
-    import inspect
-
-    import psycopg
-
-    if "timeout" not in inspect.signature(psycopg.Connection.wait).parameters:  # psycopg < 3.2
-        return psycopg.Connection
+    import psycopg  # 3.2+ (pyproject): Connection.wait takes a timeout
 
     class BoundedConnection(psycopg.Connection):
         reply_timeout: float | None = None
