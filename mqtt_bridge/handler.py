@@ -20,6 +20,15 @@ Decisions (docs/bridge.md):
 - Each message applies inside a SAVEPOINT, so a failure undoes that message
   only. (device, boot, seq) is inserted into ``applied_messages`` first; the
   unique constraint makes a redelivery a duplicate with no effect.
+- Except the common case, in a batch (``ApplyContext.defer``): a message newer
+  than its device's sequence (whose row is locked for the batch) cannot have
+  been applied, so it skips the duplicate check, and its ``applied_messages``
+  row, its sequence row and, for a sample of a known session, its meter reading
+  are written at the commit (one executemany each, one update per device); a
+  service call still runs in a SAVEPOINT. A first or late message takes the
+  general path above, after writing what was deferred. The worker's one-by-one
+  fallback does not defer. tests/bridge/test_deferred_bookkeeping.py checks a
+  batch writes, row for row, what the one-by-one path writes.
 - Skew: ``previous_ts`` is the device ts of the highest applied seq of the same
   boot when this message comes after it; a late (lower seq) message has no
   known predecessor ts and is checked against the receive time only. A skewed
@@ -42,9 +51,9 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, exists, insert, select, update
+from sqlalchemy import bindparam, event, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, scoped_session, selectinload
 
 from chargeapp import telemetry as t
 from chargeapp.db import models as m
@@ -161,13 +170,23 @@ class ApplyContext:
     (``SeqState``), read once per batch and written with Core statements.
     """
 
-    def __init__(self, registry: RegistryCache | None = None):
+    def __init__(self, registry: RegistryCache | None = None, *, defer: bool = True):
         self.registry = registry or RegistryCache()
         self._reloaded = False
         self.applied: set[tuple[str, int, int]] = set()
         self._pinned: dict[str | None, list] = {}
         self.sequences: dict[str, SeqState | None] = {}
         self.meter_sessions: dict[tuple[int, int], int] = {}  # (charger id, transaction id) -> session id
+        # Deferred bookkeeping (``defer``): a message newer than its device's sequence (nearly all of them) cannot
+        # have been applied before, so its applied_messages row, its device's sequence row and its meter sample
+        # wait here and are written once per batch (executemany, one update per device) at the commit.
+        self.defer = defer
+        self._claims: list[dict] = []
+        self._sequence_values: dict[str, dict] = {}
+        self._meters: list[dict] = []
+        self._meter_keys: set[tuple[int, datetime]] = set()
+        self._locked_chargers: set[int] = set()
+        self._hooked = False
 
     def pin_station(self, session: Session, station: str | None) -> None:
         """Load the station's devices once per batch and keep them in the identity map."""
@@ -189,6 +208,68 @@ class ApplyContext:
             self.sequences[key] = SeqState.load(session, key)
         return self.sequences[key]
 
+    # -- deferred writes --------------------------------------------------------------
+
+    def _hook(self, session: Session) -> None:
+        """Have the session's next commit write what this context deferred (``_write_deferred``)."""
+        if not self._hooked:
+            session.info.setdefault(_DEFERRED, []).append(self)
+            self._hooked = True
+
+    def defer_applied(self, session: Session, ident: tuple[str, int, int], key: str, state: "SeqState", gap: int,
+                      now: datetime) -> None:
+        """Record a new message as applied: its applied_messages row and its device's sequence, written at commit."""
+        self._hook(session)
+        device, boot, seq = ident
+        self._claims.append({"device": device, "boot": boot, "seq": seq, "applied_at": now})
+        values = self._sequence_values.get(key, {})
+        values.update({k: v for k, v in state.__dict__.items() if k != "device"}, updated_at=now)
+        if gap:
+            values["gap_at"] = now  # managers see a device's gap for a day after it was found
+        self._sequence_values[key] = values
+        self.sequences[key] = state
+
+    def defer_meter(self, session: Session, row: dict) -> None:
+        self._hook(session)
+        self._meters.append(row)
+        self._meter_keys.add((row["session_id"], row["at"]))
+
+    def has_meter(self, session_id: int, at: datetime) -> bool:
+        return (session_id, at) in self._meter_keys
+
+    def lock_charger(self, session: Session, charger_id: int) -> None:
+        """PostgreSQL: lock the charger row (``charging._locked_charger``), once per batch: held until the commit."""
+        conn = session.connection()
+        if conn.dialect.name == "postgresql" and charger_id not in self._locked_chargers:
+            conn.execute(_LOCK_CHARGER, {"cid": charger_id})
+            if not _in_savepoint(session):  # rolling back to a SAVEPOINT releases the locks taken after it
+                self._locked_chargers.add(charger_id)
+
+    def flush_meters(self, session: Session) -> None:
+        """Write the deferred meter samples now (before a service, which may read them, runs)."""
+        if self._meters:
+            session.connection().execute(_INSERT_METER, self._meters)
+            self._meters = []
+            self._meter_keys.clear()
+
+    def flush(self, session: Session) -> None:
+        """Write everything deferred now: meter samples, applied_messages rows, sequence rows."""
+        self.flush_meters(session)
+        if self._claims:
+            session.connection().execute(_INSERT_APPLIED, self._claims)
+            self._claims = []
+        if self._sequence_values:
+            conn = session.connection()
+            for key, values in self._sequence_values.items():
+                conn.execute(update(_SEQ).where(_SEQ.c.device == key), values)
+            self._sequence_values = {}
+
+    def _discard(self) -> None:
+        self._claims, self._sequence_values, self._meters = [], {}, []
+        self._meter_keys.clear()
+        self._locked_chargers.clear()
+        self._hooked = False
+
     def knows(self, session: Session, device: t.DeviceRef) -> bool:
         if self.registry.snapshot(session).knows(device):
             return True
@@ -202,6 +283,32 @@ class ApplyContext:
 
     def charger_id(self, session: Session, station: str, charger: str) -> int | None:
         return self.registry.snapshot(session).chargers.get((station, charger))
+
+
+_DEFERRED = "mqtt_bridge.deferred"
+
+
+def _in_savepoint(session: Session) -> bool:
+    real = session() if isinstance(session, scoped_session) else session
+    return real.in_nested_transaction()
+
+
+@event.listens_for(Session, "before_commit")
+def _write_deferred(session: Session) -> None:
+    """The commit of a transaction writes the deferred rows of the contexts that applied messages in it."""
+    if session.in_nested_transaction():
+        return  # a SAVEPOINT released, not the commit
+    for ctx in session.info.pop(_DEFERRED, ()):
+        ctx.flush(session)
+        ctx._discard()
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _drop_deferred(session: Session, transaction) -> None:
+    """A transaction rolled back (or closed) without a commit: what it deferred is gone with it."""
+    if transaction.parent is None:
+        for ctx in session.info.pop(_DEFERRED, ()):
+            ctx._discard()
 
 
 def device_key(device: t.DeviceRef) -> str:
@@ -296,6 +403,11 @@ def _apply_device_message(session: Session, received: Received, ref: t.TopicRef,
         return Outcome(DUPLICATE, **base)
 
     ctx.pin_station(session, msg.station)
+    if ctx.defer:
+        seq_row = ctx.sequence(session, key)
+        if seq_row is not None and _is_new(seq_row, msg):
+            return _apply_new_message(session, received, ref, msg, now, ctx, seq_row, base)
+        ctx.flush(session)  # a first or late message: the path below reads and writes the bookkeeping itself
     for attempt in (1, 2):
         seq_row = ctx.sequence(session, key)
         previous_ts = None
@@ -335,6 +447,62 @@ def _apply_device_message(session: Session, received: Received, ref: t.TopicRef,
     ctx.applied.add(ident)
     lag = (now - msg.effective_ts).total_seconds()
     outcome = Outcome(APPLIED, gap=gap, filled=filled, skewed=skewed, lag_seconds=lag, **base)
+    if isinstance(ignored, tuple):  # a command result: (command, answer)
+        return replace(outcome, command=ignored[0], result=ignored[1])
+    if ignored:
+        return replace(outcome, status=IGNORED, reason=ignored)
+    return outcome
+
+
+def _is_new(row: "SeqState", msg: t.DeviceMessage) -> bool:
+    """Whether the message comes after everything applied of its device (so it cannot have been applied before):
+    ``last_seq`` is the highest applied seq of the current boot, and the sequence row is locked for the batch."""
+    return msg.boot > row.boot or (msg.boot == row.boot and msg.seq > row.last_seq)
+
+
+def _apply_new_message(session: Session, received: Received, ref: t.TopicRef, msg: t.DeviceMessage, now: datetime,
+                       ctx: ApplyContext, seq_row: "SeqState", base: dict) -> Outcome:
+    """A message newer than its device's sequence: no duplicate check, bookkeeping deferred to the commit.
+
+    What it applies and records is what the general path does (the tests of tests/bridge run both); the
+    difference is the cost: no applied_messages insert and sequence update per message, and a meter sample of a
+    known session needs no SAVEPOINT (nothing is written before the commit). A service call still runs in a
+    SAVEPOINT, so a refusal or a failure undoes that message only, and still counts it in its sequence.
+    """
+    key, ident = base["device"], (base["device"], msg.boot, msg.seq)
+    previous_ts = seq_row.last_ts if msg.boot == seq_row.boot else None
+    skewed = t.is_skewed(msg.device_ts, received.received_at,
+                         skew_tolerance=ctx.skew_tolerance(session, msg.station), previous_ts=previous_ts)
+    if skewed != msg.skewed:
+        msg = replace(msg, skewed=skewed)
+    refused: Outcome | None = None
+    ignored = None
+    if not (isinstance(msg, t.MeterSample) and _record_meter_fast(session, msg, msg.effective_ts, ctx)):
+        ctx.flush_meters(session)  # a service may read the samples written so far
+        for attempt in (1, 2):
+            try:
+                with session.begin_nested():
+                    ignored = _route(session, msg, now, ctx)
+                break
+            except OperationalError:
+                raise
+            except DomainError as exc:
+                refused = _refused(session, received, ref, exc)
+                break
+            except Exception as exc:
+                if isinstance(exc, IntegrityError) and attempt == 1:
+                    continue  # another worker inserted a row a service creates meanwhile: once more
+                log.exception("applying %s failed", received.topic)
+                refused = dead_letter(session, received, APPLY_FAILED, f"{type(exc).__name__}: {str(exc)[:200]}",
+                                      ref=ref, loggable=False)
+                break
+    state, gap = _next_sequence(seq_row, msg)
+    ctx.defer_applied(session, ident, key, state, gap, now)
+    ctx.applied.add(ident)
+    if refused is not None:
+        return refused
+    lag = (now - msg.effective_ts).total_seconds()
+    outcome = Outcome(APPLIED, gap=gap, filled=False, skewed=skewed, lag_seconds=lag, **base)
     if isinstance(ignored, tuple):  # a command result: (command, answer)
         return replace(outcome, command=ignored[0], result=ignored[1])
     if ignored:
@@ -402,20 +570,28 @@ def _advance_sequence(session: Session, row: SeqState | None, key: str, msg: t.D
         session.connection().execute(insert(_SEQ), {**state.__dict__, "updated_at": now})
         return state, 0, False
     state, gap, filled = row, 0, False
-    if msg.boot > row.boot or (msg.boot == row.boot and msg.seq > row.last_seq):
-        gap = t.seq_gap((row.boot, row.last_seq), msg.boot, msg.seq)
-        last_ts = row.last_ts if msg.boot == row.boot else None
-        state = replace(row, boot=msg.boot, last_seq=msg.seq, last_ts=good_ts or last_ts,
-                        missing=row.missing + gap, gaps=row.gaps + (1 if gap else 0))
-    elif msg.boot == row.boot and row.missing > 0 and _was_counted_missing(session, key, msg.boot, msg.seq):
-        state, filled = replace(row, missing=row.missing - 1), True
-    if msg.skewed:
-        state = replace(state, skewed=state.skewed + 1)
+    if _is_new(row, msg):
+        state, gap = _next_sequence(row, msg)
+    else:
+        if msg.boot == row.boot and row.missing > 0 and _was_counted_missing(session, key, msg.boot, msg.seq):
+            state, filled = replace(row, missing=row.missing - 1), True
+        if msg.skewed:
+            state = replace(state, skewed=state.skewed + 1)
     values = {k: v for k, v in state.__dict__.items() if k != "device"}
     if gap:
         values["gap_at"] = now  # managers see a device's gap for a day after it was found
     session.connection().execute(update(_SEQ).where(_SEQ.c.device == key), {**values, "updated_at": now})
     return state, gap, filled
+
+
+def _next_sequence(row: SeqState, msg: t.DeviceMessage) -> tuple[SeqState, int]:
+    """The device's sequence after a message newer than it (``_is_new``), and the seqs the message jumped over."""
+    good_ts = None if msg.skewed else msg.device_ts
+    gap = t.seq_gap((row.boot, row.last_seq), msg.boot, msg.seq)
+    last_ts = row.last_ts if msg.boot == row.boot else None
+    state = replace(row, boot=msg.boot, last_seq=msg.seq, last_ts=good_ts or last_ts, missing=row.missing + gap,
+                    gaps=row.gaps + (1 if gap else 0), skewed=row.skewed + int(msg.skewed))
+    return state, gap
 
 
 def _was_counted_missing(session: Session, key: str, boot: int, seq: int) -> bool:
@@ -470,6 +646,40 @@ _SESSION_OF = select(_CS.c.id).where(_CS.c.charger_id == bindparam("cid"), _CS.c
 _LOCK_CHARGER = select(m.Charger.__table__.c.id).where(m.Charger.__table__.c.id == bindparam("cid")).with_for_update()
 
 
+def _meter_session(session: Session, msg: t.MeterSample, ctx: ApplyContext) -> int | None:
+    """The id of the sample's session when its charger and connector are known and the session exists, else None;
+    the charger row locked on PostgreSQL (one charger's messages apply one at a time, as ``_locked_charger``)."""
+    charger_id = ctx.charger_id(session, msg.station, msg.device_id)
+    charger = session.get(m.Charger, charger_id) if charger_id is not None else None  # pinned: no query
+    if charger is None or not any(c.number == msg.connector for c in charger.connectors):
+        return None
+    ctx.lock_charger(session, charger_id)
+    session_id = ctx.meter_sessions.get((charger_id, msg.transaction_id))
+    if session_id is None:
+        session_id = session.connection().execute(_SESSION_OF, {"cid": charger_id, "tx": msg.transaction_id}).scalar()
+        if session_id is not None:
+            ctx.meter_sessions[(charger_id, msg.transaction_id)] = session_id
+    return session_id
+
+
+def _meter_row(msg: t.MeterSample, session_id: int, at: datetime) -> dict:
+    return {"session_id": session_id, "at": at, "energy_wh": msg.energy_wh, "power_w": round(msg.power_w),
+            "soc": None if msg.soc is None else round(msg.soc)}
+
+
+def _record_meter_fast(session: Session, msg: t.MeterSample, at: datetime, ctx: ApplyContext) -> bool:
+    """A sample of an existing session, deferred to the commit (``ApplyContext.defer_meter``); False when it needs
+    the service (an unknown connector or transaction)."""
+    session_id = _meter_session(session, msg, ctx)
+    if session_id is None:
+        return False
+    if ctx.has_meter(session_id, at) or session.connection().execute(
+            _METER_EXISTS, {"sid": session_id, "at": at}).first() is not None:
+        return True  # the same sample again: a no-op, as in the service
+    ctx.defer_meter(session, _meter_row(msg, session_id, at))
+    return True
+
+
 def _record_meter(session: Session, msg: t.MeterSample, at: datetime, now: datetime, ctx: ApplyContext) -> None:
     """``charging.record_meter`` for the common case, in Core statements; anything else goes to the service.
 
@@ -480,27 +690,17 @@ def _record_meter(session: Session, msg: t.MeterSample, at: datetime, now: datet
     session's id never changes). An unknown charger, connector or transaction (the service makes the
     placeholder session, or refuses) takes the service's own path.
     """
-    power_w, soc = round(msg.power_w), None if msg.soc is None else round(msg.soc)
-    charger_id = ctx.charger_id(session, msg.station, msg.device_id)
-    charger = session.get(m.Charger, charger_id) if charger_id is not None else None  # pinned: no query
-    session_id = None
-    if charger is not None and any(c.number == msg.connector for c in charger.connectors):
-        session_id = ctx.meter_sessions.get((charger_id, msg.transaction_id))
-        conn = session.connection()
-        if conn.dialect.name == "postgresql":  # one charger's messages apply one at a time (_locked_charger)
-            conn.execute(_LOCK_CHARGER, {"cid": charger_id})
-        if session_id is None:
-            session_id = conn.execute(_SESSION_OF, {"cid": charger_id, "tx": msg.transaction_id}).scalar()
+    session_id = _meter_session(session, msg, ctx)
     if session_id is None:
         charging.record_meter(
             session, station_code=msg.station, charger_code=msg.device_id, connector=msg.connector,
-            transaction_id=msg.transaction_id, energy_wh=msg.energy_wh, power_w=power_w, soc=soc, at=at, now=now)
+            transaction_id=msg.transaction_id, energy_wh=msg.energy_wh, power_w=round(msg.power_w),
+            soc=None if msg.soc is None else round(msg.soc), at=at, now=now)
         return
-    ctx.meter_sessions[(charger_id, msg.transaction_id)] = session_id
-    if conn.execute(_METER_EXISTS, {"sid": session_id, "at": at}).first() is not None:
+    conn = session.connection()
+    if ctx.has_meter(session_id, at) or conn.execute(_METER_EXISTS, {"sid": session_id, "at": at}).first() is not None:
         return  # the same sample again: a no-op, as in the service
-    conn.execute(_INSERT_METER, {"session_id": session_id, "at": at, "energy_wh": msg.energy_wh, "power_w": power_w,
-                                 "soc": soc})
+    conn.execute(_INSERT_METER, _meter_row(msg, session_id, at))
 
 
 # --------------------------------------------------------------------------- command results

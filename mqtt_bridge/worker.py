@@ -242,7 +242,7 @@ class Worker:
         for r in batch:
             now = self.clock.now()
             try:
-                outcome = apply_message(session, r, now, context=ApplyContext(self.registry))
+                outcome = apply_message(session, r, now, context=ApplyContext(self.registry, defer=False))
                 session.commit()
             except OperationalError:
                 raise
