@@ -29,17 +29,20 @@ BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
 
 @pytest.fixture(scope="session")
-def postgres_database(request) -> str:
-    """A PostgreSQL database of this xdist worker's own (created if missing)."""
+def postgres_database(request):
+    """A PostgreSQL database of this test process's own, dropped at the end: each xdist worker, and each of
+    several pytest runs sharing one server (developers, agents), empties only its own between tests."""
     worker = getattr(request.config, "workerinput", {}).get("workerid", "main")
     url = make_url(POSTGRES_URL)
-    name = f"{url.database}_{worker}"
+    name = f"{url.database}_{worker}_{os.getpid()}"
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         if conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar() is None:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield url.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
-    return url.set(database=name).render_as_string(hide_password=False)
 
 
 @pytest.fixture(params=BACKENDS)
