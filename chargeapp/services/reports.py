@@ -62,7 +62,7 @@ from decimal import Decimal
 from typing import Iterable, NamedTuple, Sequence
 
 from sqlalchemy import case, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased, selectinload
 
 from chargeapp.db import models as m
 from chargeapp.domain import charger as ch
@@ -132,12 +132,8 @@ def _local_midnight(day: date, tz: tzinfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
 
 
-def report_range(station: m.Station, start_date: date, end_date: date, now: datetime | None = None) -> ReportRange:
-    """The UTC window of local dates start_date..end_date (inclusive) in the station's tz, cut at ``now`` (aware) if given.
-
-    Raises InvalidReportRange (not dates, end before start) and ReportRangeTooLong
-    (more than the station's max_report_days).
-    """
+def check_dates(start_date: date, end_date: date, limit: int) -> None:
+    """Raise InvalidReportRange (not dates, end before start) or ReportRangeTooLong (more than ``limit`` days)."""
     for name, value in (("start", start_date), ("end", end_date)):
         if not isinstance(value, date) or isinstance(value, datetime):
             raise InvalidReportRange(f"The report {name} must be a date (YYYY-MM-DD).", **{name: str(value)})
@@ -147,12 +143,20 @@ def report_range(station: m.Station, start_date: date, end_date: date, now: date
             start=start_date.isoformat(), end=end_date.isoformat(),
         )
     days = (end_date - start_date).days + 1
-    limit = rules_of(station).max_report_days
     if days > limit:
         raise ReportRangeTooLong(
             f"A report covers at most {limit} days; {start_date.isoformat()} to {end_date.isoformat()} is {days}.",
             days=days, max_days=limit,
         )
+
+
+def report_range(station: m.Station, start_date: date, end_date: date, now: datetime | None = None) -> ReportRange:
+    """The UTC window of local dates start_date..end_date (inclusive) in the station's tz, cut at ``now`` (aware) if given.
+
+    Raises InvalidReportRange (not dates, end before start) and ReportRangeTooLong
+    (more than the station's max_report_days).
+    """
+    check_dates(start_date, end_date, rules_of(station).max_report_days)
     tz = station_tz(station)
     start = _local_midnight(start_date, tz)
     end = _local_midnight(end_date + timedelta(days=1), tz)
@@ -217,17 +221,26 @@ def _sessions(session: Session, station: m.Station, rng: ReportRange) -> list[_S
 
 def sessions_between(session: Session, station_id: int, start: datetime, end: datetime) -> list[_SessionRow]:
     """The station's sessions with a start that overlap [start, end) (UTC; a zero-length one at ``start`` included)."""
+    return _stations_sessions(session, [station_id], start, end)[station_id]
+
+
+def _stations_sessions(session: Session, station_ids: Sequence[int], start: datetime,
+                       end: datetime) -> dict[int, list[_SessionRow]]:
+    """Per station id, ``sessions_between`` of each (one statement for all)."""
     cs = m.ChargingSession
+    out: dict[int, list[_SessionRow]] = {sid: [] for sid in station_ids}
     rows = session.execute(
-        select(cs.id, cs.charger_id, cs.started_at, cs.stopped_at, cs.start_meter_wh, cs.stop_meter_wh,
-               cs.connector_id)
+        select(cs.station_id, cs.id, cs.charger_id, cs.started_at, cs.stopped_at, cs.start_meter_wh,
+               cs.stop_meter_wh, cs.connector_id)
         .where(
-            cs.station_id == station_id, cs.started_at.is_not(None), cs.started_at < end,
+            cs.station_id.in_(list(station_ids)), cs.started_at.is_not(None), cs.started_at < end,
             or_(cs.stopped_at.is_(None), cs.stopped_at >= start),
         )
         .order_by(cs.started_at, cs.id)
     )
-    return [_SessionRow(*r) for r in rows]
+    for station_id, *r in rows:
+        out[station_id].append(_SessionRow(*r))
+    return out
 
 
 def _metered_wh(s: _SessionRow) -> int | None:
@@ -282,16 +295,25 @@ def _bookings(session: Session, station: m.Station, rng: ReportRange) -> list[_B
 def _booking_counts(session: Session, station: m.Station, rng: ReportRange) -> list[tuple]:
     """Per charger and status, of the bookings whose slot starts in the range: (charger id, status, bookings,
     held, their delay seconds summed, held with a delay), summed by the database."""
+    return _stations_booking_counts(session, [station.id], rng.start, rng.end)[station.id]
+
+
+def _stations_booking_counts(session: Session, station_ids: Sequence[int], start: datetime,
+                             end: datetime) -> dict[int, list[tuple]]:
+    """Per station id, ``_booking_counts`` of the slots starting in [start, end) (one statement for all)."""
     b = m.Booking
     charger_id = func.coalesce(b.charger_id, b.booked_charger_id)
     held = b.held_at.is_not(None)
     delay = func.coalesce(b.delay_seconds, 0)
-    return session.execute(
-        select(charger_id, b.status, func.count(), func.sum(case((held, 1), else_=0)),
+    out: dict[int, list[tuple]] = {sid: [] for sid in station_ids}
+    for station_id, *row in session.execute(
+        select(b.station_id, charger_id, b.status, func.count(), func.sum(case((held, 1), else_=0)),
                func.sum(case((held, delay), else_=0)), func.sum(case((held & (delay > 0), 1), else_=0)))
-        .where(b.station_id == station.id, b.slot_start >= rng.start, b.slot_start < rng.end)
-        .group_by(charger_id, b.status)
-    ).all()
+        .where(b.station_id.in_(list(station_ids)), b.slot_start >= start, b.slot_start < end)
+        .group_by(b.station_id, charger_id, b.status)
+    ):
+        out[station_id].append(tuple(row))
+    return out
 
 
 def _booked_session_ids(session: Session, station: m.Station, rng: ReportRange) -> set[int]:
@@ -352,14 +374,21 @@ def _receipts(session: Session, station: m.Station, rng: ReportRange) -> list[tu
     Free-parking grants: +1 for a parking receipt that qualified; a correction that
     changes the grant adds +1 or -1 (only corrections of the range walk their chain).
     """
+    return _stations_receipts(session, [station.id], rng.start, rng.end)[station.id]
+
+
+def _stations_receipts(session: Session, station_ids: Sequence[int], start: datetime,
+                       end: datetime) -> dict[int, list[tuple[int | None, datetime, _Money]]]:
+    """Per station id, ``_receipts`` of the receipts issued in [start, end) (one statement for all)."""
     r, cs = m.Receipt, m.ChargingSession
     rows = session.execute(
-        select(cs.charger_id, r.issued_at, r.kind, r.stay_id, r.corrects_id, r.details, *(getattr(r, k) for k in _MONEY))
+        select(r.station_id, cs.charger_id, r.issued_at, r.kind, r.stay_id, r.corrects_id, r.details,
+               *(getattr(r, k) for k in _MONEY))
         .outerjoin(cs, cs.id == r.session_id)
-        .where(r.station_id == station.id, r.issued_at >= rng.start, r.issued_at < rng.end)
+        .where(r.station_id.in_(list(station_ids)), r.issued_at >= start, r.issued_at < end)
     )
-    out = []
-    for charger_id, issued_at, kind, stay_id, corrects_id, details, *amounts in rows:
+    out: dict[int, list] = {sid: [] for sid in station_ids}
+    for station_id, charger_id, issued_at, kind, stay_id, corrects_id, details, *amounts in rows:
         money = _Money(*(a or 0 for a in amounts))
         if kind == "parking":
             money.free_parking_grants = int(bool(_qualified(details)))
@@ -367,7 +396,7 @@ def _receipts(session: Session, station: m.Station, rng: ReportRange) -> list[tu
             now_qualified = _qualified(details)
             if now_qualified is not None:
                 money.free_parking_grants = int(now_qualified) - int(_qualified_before(session, corrects_id))
-        out.append((charger_id, issued_at, money))
+        out[station_id].append((charger_id, issued_at, money))
     return out
 
 
@@ -508,11 +537,23 @@ def _utilization(session: Session, station: m.Station, rng: ReportRange, history
     return _finish_utilization(session, station, rng, per)
 
 
-def _finish_utilization(session: Session, station: m.Station, rng: ReportRange, per: dict[int, _Figures]) -> dict:
-    """Bookings, waits and money per charger, then the station row, onto the times, energy and sessions in ``per``."""
-    chargers = list(station.chargers)
+def _finish_utilization(session: Session, station: m.Station, rng: ReportRange, per: dict[int, _Figures],
+                        counts: list[tuple] | None = None, receipts: list[tuple] | None = None) -> dict:
+    """Bookings, waits and money per charger, then the station row, onto the times, energy and sessions in ``per``.
+
+    ``counts`` and ``receipts`` (``_booking_counts``, ``_receipts``) are read here unless given."""
+    return _utilization_report(station, rng, per, _station_total(session, station, rng, per, counts, receipts))
+
+
+def _station_total(session: Session, station: m.Station, rng: ReportRange, per: dict[int, _Figures],
+                   counts: list[tuple] | None = None, receipts: list[tuple] | None = None) -> _Figures:
+    """Adds bookings, waits and money to ``per``; returns the station's figures (``per`` summed, money of any charger)."""
     total = _Figures()
-    for charger_id, status, n, held, delay_seconds, delayed in _booking_counts(session, station, rng):
+    if counts is None:
+        counts = _booking_counts(session, station, rng)
+    if receipts is None:
+        receipts = _receipts(session, station, rng)
+    for charger_id, status, n, held, delay_seconds, delayed in counts:
         for f in (per[charger_id], total) if charger_id in per else (total,):
             f.bookings += n
             f.cancellations += n if status == "cancelled" else 0
@@ -522,20 +563,29 @@ def _finish_utilization(session: Session, station: m.Station, rng: ReportRange, 
             f.wait_seconds += int(delay_seconds or 0)
             f.delayed += int(delayed or 0)
 
-    for charger_id, _, money in _receipts(session, station, rng):
+    for charger_id, _, money in receipts:
         if charger_id in per:
             per[charger_id].money.add(money)
         total.money.add(money)
 
     for f in per.values():
-        total.time.add(f.time)
-        total.energy_wh += f.energy_wh
-        total.sessions += f.sessions
-        total.lengths += f.lengths
-        total.connectors += f.connectors
-        if f.walk_ins is not None:
-            total.walk_ins += f.walk_ins
+        _add_figures(total, f)
+    return total
 
+
+def _add_figures(total: _Figures, f: _Figures) -> None:
+    """Times, energy, sessions, lengths, connectors and walk-ins of ``f`` into ``total`` (bookings and money are not)."""
+    total.time.add(f.time)
+    total.energy_wh += f.energy_wh
+    total.sessions += f.sessions
+    total.lengths += f.lengths
+    total.connectors += f.connectors
+    if f.walk_ins is not None:
+        total.walk_ins += f.walk_ins
+
+
+def _utilization_report(station: m.Station, rng: ReportRange, per: dict[int, _Figures], total: _Figures) -> dict:
+    chargers = list(station.chargers)
     tz = rng.tz
     return {
         "station": station.code,
@@ -550,12 +600,14 @@ def _finish_utilization(session: Session, station: m.Station, rng: ReportRange, 
     }
 
 
-def _row(f: _Figures, scope: str, charger: m.Charger | None, rng: ReportRange) -> dict:
+def _row(f: _Figures, scope: str, charger: m.Charger | None, rng: ReportRange | None,
+         span: timedelta | None = None) -> dict:
+    """A utilization row; ``span`` is the connectors' time of the window (default: the range's length each)."""
     t = f.time
-    unknown = (rng.end - rng.start) * f.connectors - t.known
+    unknown = (span if span is not None else (rng.end - rng.start) * f.connectors) - t.known
     # timedelta.total_seconds() is its microseconds / 10**6: the same float from a rollup's integer
     lengths = [(d if isinstance(d, int) else d // US) / 10**6 / 60 for d in f.lengths]
-    station_only = scope == "station"
+    station_only = scope in ("station", "network")
     return {
         "scope": scope,
         "charger": charger.code if charger else None,
@@ -947,8 +999,10 @@ def _split_by_day(intervals: _Intervals, days: Sequence[tuple[date, datetime, da
     return out
 
 
-def _day_time(intervals: _Intervals, day: date, lo: datetime, hi: datetime, tz: tzinfo) -> DayFigures:
-    """A connector-day's times from its intervals inside [lo, hi): by kind, by local hour, idle parts."""
+def _day_time(intervals: _Intervals, day: date, lo: datetime, hi: datetime, tz: tzinfo,
+              hours: bool = True) -> DayFigures:
+    """A connector-day's times from its intervals inside [lo, hi): by kind, by local hour (``hours``; zeros if
+    False), idle parts."""
     f = DayFigures(idle=_idle_parts(intervals, lo, hi))
     for status, iv in intervals:
         us = iv.duration // US
@@ -957,6 +1011,8 @@ def _day_time(intervals: _Intervals, day: date, lo: datetime, hi: datetime, tz: 
         f.unavailable_us += us if status == ConnectorStatus.UNAVAILABLE else 0
         f.occupied_us += us if status in ch.OCCUPIED_STATUSES else 0
         f.charging_us += us if status == ConnectorStatus.CHARGING else 0
+    if not hours:
+        return f
     day_rng = ReportRange(day, day, tz, lo, hi)
     bounds, labels = _hour_slots(day_rng)
     in_service, occupied, charging = f.hours["in_service"], f.hours["occupied"], f.hours["charging"]
@@ -976,10 +1032,17 @@ def connector_days(session: Session, connector_id: int, days: Sequence[tuple[dat
     out: dict[date, DayFigures] = {}
     for span in _adjacent_runs(days):
         lo, hi = span[0][1], span[-1][2]
-        intervals = ch.status_intervals(_status_history(session, connector_id, lo, hi), lo, hi)
-        for (day, d_lo, d_hi), (_, part) in zip(span, _split_by_day(intervals, span).items()):
-            out[day] = _day_time(part, day, d_lo, d_hi, tz)
+        out.update(_span_days(_status_history(session, connector_id, lo, hi), span, tz))
     return out
+
+
+def _span_days(history: list[ch.StatusChange], span: list[tuple[date, datetime, datetime]], tz: tzinfo,
+               hours: bool = True) -> dict[date, DayFigures]:
+    """The figures of each day of ``span`` (adjacent day windows) from the connector's ``_status_history`` of it."""
+    lo, hi = span[0][1], span[-1][2]
+    intervals = ch.status_intervals(history, lo, hi)
+    return {day: _day_time(part, day, d_lo, d_hi, tz, hours)
+            for (day, d_lo, d_hi), (_, part) in zip(span, _split_by_day(intervals, span).items())}
 
 
 def _adjacent_runs(days: Sequence[tuple[date, datetime, datetime]]) -> list[list]:
@@ -1112,13 +1175,16 @@ def _summed_once(session: Session, station: m.Station, rng: ReportRange, use_rol
     return out
 
 
-def _add_day(out: _Summed, charger_id: int, day: date, f: DayFigures, fast: bool) -> None:
-    for t in (out.time[charger_id], out.day_time[day]):
+def _add_day(out: _Summed, charger_id: int, day: date, f: DayFigures, fast: bool, per_day: bool = True) -> None:
+    """The day's figures into the charger's and (``per_day``) the day's and the heat map's."""
+    for t in (out.time[charger_id], out.day_time[day]) if per_day else (out.time[charger_id],):
         for k in _KINDS:
             setattr(t, k, getattr(t, k) + _td(getattr(f, f"{k}_us")))
     out.energy[charger_id] += f.energy_wh
     out.sessions[charger_id] += f.sessions
     out.lengths[charger_id] += f.lengths_us
+    if not per_day:
+        return
     out.day_energy[day] += f.energy_wh
     out.day_sessions[day] += f.sessions
     out.day_fast_sessions[day] += f.sessions if fast else 0
@@ -1202,9 +1268,14 @@ def _stamp(rows, at: int) -> tuple[int, int]:
 
 
 def _rolled_utilization(session: Session, station: m.Station, rng: ReportRange, summed: _Summed) -> dict:
+    booked = Counter(charger_id for charger_id, _ in _booked_sessions(session, station, rng).values())
+    return _finish_utilization(session, station, rng, _rolled_figures(station, summed, booked))
+
+
+def _rolled_figures(station: m.Station, summed: _Summed, booked: Counter) -> dict[int, _Figures]:
+    """Per charger id, the figures of ``summed``, walk-ins being the fast chargers' sessions less ``booked`` ones."""
     chargers = list(station.chargers)
     per = {c.id: _Figures(walk_ins=0 if c.kind == "fast" else None, connectors=len(c.connectors)) for c in chargers}
-    booked = Counter(charger_id for charger_id, _ in _booked_sessions(session, station, rng).values())
     for c in chargers:
         f = per[c.id]
         f.time = summed.time[c.id]
@@ -1213,17 +1284,26 @@ def _rolled_utilization(session: Session, station: m.Station, rng: ReportRange, 
         f.lengths = summed.lengths[c.id]
         if f.walk_ins is not None:
             f.walk_ins = f.sessions - booked[c.id]
-    return _finish_utilization(session, station, rng, per)
+    return per
 
 
 def _booked_sessions(session: Session, station: m.Station, rng: ReportRange) -> dict[int, tuple[int, datetime]]:
     """The sessions started in the range that a booking checked in with: id -> (charger id, started at)."""
+    return _stations_booked_sessions(session, [station.id], rng.start, rng.end)[station.id]
+
+
+def _stations_booked_sessions(session: Session, station_ids: Sequence[int], start: datetime,
+                              end: datetime) -> dict[int, dict[int, tuple[int, datetime]]]:
+    """Per station id, ``_booked_sessions`` of the sessions started in [start, end) (one statement for all)."""
     cs = m.ChargingSession
-    return {sid: (cid, at) for sid, cid, at in session.execute(
-        select(cs.id, cs.charger_id, cs.started_at)
+    out: dict[int, dict[int, tuple[int, datetime]]] = {sid: {} for sid in station_ids}
+    for station_id, sid, cid, at in session.execute(
+        select(cs.station_id, cs.id, cs.charger_id, cs.started_at)
         .join(m.Booking, m.Booking.session_id == cs.id)
-        .where(cs.station_id == station.id, cs.started_at >= rng.start, cs.started_at < rng.end)
-    )}
+        .where(cs.station_id.in_(list(station_ids)), cs.started_at >= start, cs.started_at < end)
+    ):
+        out[station_id][sid] = (cid, at)
+    return out
 
 
 def _rolled_heatmap(station: m.Station, rng: ReportRange, summed: _Summed, measure: str) -> dict:
@@ -1273,6 +1353,290 @@ def station_report(session: Session, station: m.Station, start_date: date, end_d
         "trend": _daily_trend(session, station, rng, history),
         "lounge": _lounge_by_hour(session, station, rng),
     }
+
+
+# -- many stations at once: the network report ------------------------------------------------
+#
+# The same figures as ``utilization`` for each station of a list, each over its own station-local
+# dates, with a statement count that does not grow with the stations: rollups are summed by grouped
+# statements over every station whose whole days span the same dates, the rest of each range (days not
+# rolled up, dirty days, today) comes from the history in one read per day window for every connector
+# that needs it, and bookings, receipts and booked sessions are read once per range window (stations
+# in zones of one offset share it). Each part is then computed by the per-station code.
+
+_CHUNK = 500  # ids per IN list
+
+
+def _chunks(ids: Sequence[int], n: int = _CHUNK) -> Iterable[list[int]]:
+    ids = list(ids)
+    for i in range(0, len(ids), n):
+        yield ids[i:i + n]
+
+
+def network_utilization(session: Session, stations: Iterable[m.Station], start_date: date, end_date: date,
+                        now: datetime | None = None, rollups: bool = True) -> dict:
+    """``utilization`` of every station over local dates start_date..end_date (inclusive, each station's own
+    time zone), and the network row summing them.
+
+    ``stations`` is a list as ``utilization`` takes one (duplicates are left out, the order kept);
+    ``{"start", "end", "stations": [utilization of each], "total": row}``. Each station's part equals
+    ``utilization(session, station, start_date, end_date, now, rollups)``; the network row (``scope``
+    "network") sums the stations' rows as a station row sums its chargers (shares from summed times,
+    medians over every session). Raises InvalidReportRange, ReportRangeTooLong (a station's own
+    ``max_report_days``; 400 with no station).
+    """
+    stations = _with_chargers(session, stations)
+    check_dates(start_date, end_date, min((rules_of(s).max_report_days for s in stations),
+                                          default=_column_default(m.StationRules.max_report_days)))
+    rngs = {s.id: report_range(s, start_date, end_date, now) for s in stations}
+    summed = _summed_many(session, stations, rngs, rollups)
+    reads = _reads_many(session, stations, rngs)
+    parts, network, span = [], _Figures(), ZERO
+    for s in stations:
+        rng = rngs[s.id]
+        booked, counts, receipts = reads[s.id]
+        per = _rolled_figures(s, summed[s.id], Counter(cid for cid, _ in booked.values()))
+        total = _station_total(session, s, rng, per, counts, receipts)
+        parts.append(_utilization_report(s, rng, per, total))
+        _add_figures(network, total)
+        for k in ("bookings", "cancellations", "no_shows", "disrupted", "waits", "wait_seconds", "delayed"):
+            setattr(network, k, getattr(network, k) + getattr(total, k))
+        network.money.add(total.money)
+        span += (rng.end - rng.start) * total.connectors
+    return {"start": start_date, "end": end_date, "stations": parts,
+            "total": _row(network, "network", None, None, span=span)}
+
+
+def network_rows(report: dict, chargers: bool = True) -> list[dict]:
+    """The network report as one table (for CSV): per station its chargers (``chargers``) and its row, then the
+    network row; each row names its station."""
+    out = []
+    for part in report["stations"]:
+        for row in (*(part["chargers"] if chargers else ()), part["total"]):
+            out.append({"station": part["station"], "timezone": part["timezone"], **row})
+    out.append({"station": None, "timezone": None, **report["total"]})
+    return out
+
+
+def _column_default(column) -> int:
+    return column.default.arg
+
+
+def _with_chargers(session: Session, stations: Iterable[m.Station]) -> list[m.Station]:
+    """The stations (duplicates left out), their chargers and connectors loaded with a statement per 500 stations."""
+    seen: dict[int, m.Station] = {}
+    for s in stations:
+        seen.setdefault(s.id, s)
+    for chunk in _chunks(list(seen)):
+        session.scalars(select(m.Station).where(m.Station.id.in_(chunk))
+                        .options(selectinload(m.Station.chargers).selectinload(m.Charger.connectors))).all()
+    return list(seen.values())
+
+
+def _summed_many(session: Session, stations: list[m.Station], rngs: dict[int, ReportRange],
+                 use_rollups: bool = True) -> dict[int, _Summed]:
+    """Per station id, ``_summed(..., hours=False)`` of its range without the per-day and heat-map parts."""
+    for _ in range(3):
+        try:
+            return _summed_many_once(session, stations, rngs, use_rollups)
+        except _Inconsistent:
+            continue
+    return _summed_many_once(session, stations, rngs, False)
+
+
+def _summed_many_once(session: Session, stations: list[m.Station], rngs: dict[int, ReportRange],
+                      use_rollups: bool) -> dict[int, _Summed]:
+    outs: dict[int, _Summed] = {}
+    charger_of: dict[int, int] = {}  # connector id -> charger id
+    station_of: dict[int, int] = {}  # connector id -> station id
+    days_of: dict[int, list] = {}
+    full_of: dict[int, list[date]] = {}
+    for s in stations:
+        rng = rngs[s.id]
+        days_of[s.id] = rng.days()
+        full_of[s.id] = [d for d, _, hi in days_of[s.id] if hi == _local_midnight(d + timedelta(days=1), rng.tz)]
+        outs[s.id] = _Summed(
+            time={c.id: _Time() for c in s.chargers}, energy={c.id: 0 for c in s.chargers},
+            sessions={c.id: 0 for c in s.chargers}, lengths={c.id: [] for c in s.chargers},
+            day_time={}, day_energy={}, day_sessions={}, day_fast_sessions={}, cells=[])
+        for c, k in _connectors(s):
+            charger_of[k.id], station_of[k.id] = c.id, s.id
+
+    # Whole clean days from the rollups, a grouped read per span of whole days.
+    covered: dict[int, set[date]] = {cid: set() for cid in charger_of}
+    edges: dict[int, list[tuple[date, _IdleParts]]] = {cid: [] for cid in charger_of}
+    mid_idle: dict[int, int] = {cid: 0 for cid in charger_of}
+    full_set: dict[int, set[date]] = {}
+    if use_rollups:
+        spans: dict[tuple[date, date], list[m.Station]] = {}
+        for s in stations:
+            full = full_of[s.id]
+            if full and s.chargers:
+                full_set[s.id] = set(full)
+                spans.setdefault((full[0], full[-1]), []).append(s)
+        for (first, last), group in spans.items():
+            for chunk in _chunks([s.id for s in group]):
+                _read_rollups_many(session, chunk, first, last, charger_of, station_of, outs, covered, full_set,
+                                   edges, mid_idle)
+
+    # The rest from the history: partial days, days not rolled up, dirty days.
+    todo: dict[int, tuple[list, tzinfo]] = {}
+    for s in stations:
+        days, tz = days_of[s.id], rngs[s.id].tz
+        rest = [d for d in days if d[0] not in full_set[s.id]] if s.id in full_set else days
+        for c, k in _connectors(s):
+            whole = covered[k.id] is full_set.get(s.id)
+            todo[k.id] = (rest if whole else [d for d in days if d[0] not in covered[k.id]], tz)
+    raw = _connector_days_many(session, todo, hours=False)
+    windows_of: dict[int, dict[tuple[int, date], tuple[datetime, datetime]]] = {s.id: {} for s in stations}
+    for cid, (days, _) in todo.items():
+        windows = windows_of[station_of[cid]]
+        for day, lo, hi in days:
+            windows[(cid, day)] = (lo, hi)
+    merged_of = {sid: _merged(windows.values()) for sid, windows in windows_of.items()}
+    by_window: dict[tuple[datetime, datetime], list[int]] = {}
+    for sid, merged in merged_of.items():
+        for lo_hi in merged:
+            by_window.setdefault(lo_hi, []).append(sid)
+    found: dict[tuple[int, datetime, datetime], list[_SessionRow]] = {}
+    for (lo, hi), sids in by_window.items():
+        for chunk in _chunks(sids):
+            for sid, rows in _stations_sessions(session, chunk, lo, hi).items():
+                found[(sid, lo, hi)] = rows
+    for s in stations:
+        rng, out, windows = rngs[s.id], outs[s.id], windows_of[s.id]
+        seen: dict[int, _SessionRow] = {}
+        for lo, hi in merged_of[s.id]:
+            for row in found[(s.id, lo, hi)]:
+                seen[row.id] = row
+        figures = {key: raw[key] for key in windows}
+        add_sessions(figures, windows, seen.values(), rng.tz, rng.start, rng.end)
+        for (cid, day), f in figures.items():
+            _add_day(out, charger_of[cid], day, f, False, per_day=False)
+        out.raw = len(figures)
+        for c, k in _connectors(s):
+            parts = edges[k.id] + [(d, figures[(k.id, d)].idle) for d, _, _ in todo[k.id][0]]
+            out.time[c.id].idle += _td(_fold_sparse(rng.first, parts) + mid_idle[k.id])
+    return outs
+
+
+def _fold_sparse(first: date, parts: list[tuple[date, _IdleParts]]) -> int:
+    """``_fold_idle`` of a range starting on ``first`` whose days not in ``parts`` have no idle parts.
+
+    An empty day closes any open run and leaves nothing open, so a run of them folds like one: one empty
+    part stands for each gap (and for the range's first day when it has none), and a year of a connector
+    with a few runs over midnight folds a few parts, not 365.
+    """
+    seq, prev = [], -1
+    for day, p in sorted(parts, key=lambda dp: dp[0]):
+        i = (day - first).days
+        if i > prev + 1:
+            seq.append(_IdleParts())
+        seq.append(p)
+        prev = i
+    return _fold_idle(seq)
+
+
+def _connector_days_many(session: Session, todo: dict[int, tuple[list, tzinfo]],
+                         hours: bool = True) -> dict[tuple[int, date], DayFigures]:
+    """``connector_days`` of many connectors (connector id -> (day windows, time zone)), reading the history
+    of every connector with the same run of adjacent days at once."""
+    runs: dict[tuple[datetime, datetime], list[tuple[int, list, tzinfo]]] = {}
+    for cid, (days, tz) in todo.items():
+        for span in _adjacent_runs(days):
+            runs.setdefault((span[0][1], span[-1][2]), []).append((cid, span, tz))
+    out: dict[tuple[int, date], DayFigures] = {}
+    for (lo, hi), items in runs.items():
+        histories = _status_histories(session, [cid for cid, _, _ in items], lo, hi)
+        for cid, span, tz in items:
+            for day, f in _span_days(histories[cid], span, tz, hours).items():
+                out[(cid, day)] = f
+    return out
+
+
+def _status_histories(session: Session, connector_ids: list[int], start: datetime,
+                      end: datetime) -> dict[int, list[ch.StatusChange]]:
+    """Per connector id, ``_status_history`` of [start, end): two statements per 500 connectors."""
+    sc, earlier = m.StatusChange, aliased(m.StatusChange)
+    out: dict[int, list[ch.StatusChange]] = {cid: [] for cid in connector_ids}
+    for chunk in _chunks(connector_ids):
+        in_effect = (select(earlier.id).where(earlier.connector_id == m.Connector.id, earlier.at < start)
+                     .order_by(earlier.at.desc(), earlier.id.desc()).limit(1)
+                     .correlate(m.Connector).scalar_subquery())
+        for cid, at, status in session.execute(select(sc.connector_id, sc.at, sc.status).where(
+                sc.id.in_(select(in_effect).where(m.Connector.id.in_(chunk))))):
+            out[cid].append(ch.StatusChange(at, status))
+        for cid, at, status in session.execute(select(sc.connector_id, sc.at, sc.status).where(
+                sc.connector_id.in_(chunk), sc.at >= start, sc.at < end).order_by(sc.connector_id, sc.at, sc.id)):
+            out[cid].append(ch.StatusChange(at, status))
+    return out
+
+
+def _reads_many(session: Session, stations: list[m.Station],
+                rngs: dict[int, ReportRange]) -> dict[int, tuple[dict, list, list]]:
+    """Per station id, (``_booked_sessions``, ``_booking_counts``, ``_receipts``) of its range: three statements
+    per range window (stations whose zones have the same offsets share one)."""
+    by_window: dict[tuple[datetime, datetime], list[int]] = {}
+    for s in stations:
+        by_window.setdefault((rngs[s.id].start, rngs[s.id].end), []).append(s.id)
+    out: dict[int, tuple[dict, list, list]] = {}
+    for (start, end), sids in by_window.items():
+        for chunk in _chunks(sids):
+            booked = _stations_booked_sessions(session, chunk, start, end)
+            counts = _stations_booking_counts(session, chunk, start, end)
+            receipts = _stations_receipts(session, chunk, start, end)
+            for sid in chunk:
+                out[sid] = (booked[sid], counts[sid], receipts[sid])
+    return out
+
+
+def _read_rollups_many(session: Session, station_ids: list[int], first: date, last: date, charger_of: dict[int, int],
+                       station_of: dict[int, int], outs: dict[int, _Summed], covered: dict[int, set[date]],
+                       full_set: dict[int, set[date]], edges: dict, mid_idle: dict[int, int]) -> None:
+    """``_read_rollups`` (hours and per-day sums left out) of the stations whose whole days are ``first``..``last``:
+    one grouped statement for the per-connector sums, one for the rows' lengths and idle edges."""
+    r = m.ConnectorDayRollup
+    where = (r.station_id.in_(station_ids), r.day >= first, r.day <= last, r.dirty == 0)
+    kinds = [func.sum(getattr(r, f"{k}_us")) for k in _KINDS]
+    whole = (last - first).days + 1
+    rows = session.execute(select(r.connector_id, func.count(), func.sum(r.revision), *kinds, func.sum(r.energy_wh),
+                                  func.sum(r.sessions), func.sum(r.mid_idle_us))
+                           .where(*where).group_by(r.connector_id)).all()
+    stamp = _stamp(rows, 1)
+    partial: set[int] = set()
+    for cid, n, _, *sums in rows:
+        if cid not in charger_of:
+            continue
+        out, charger_id = outs[station_of[cid]], charger_of[cid]
+        t = out.time[charger_id]
+        for k, v in zip(_KINDS, sums):
+            setattr(t, k, getattr(t, k) + _td(v))
+        out.energy[charger_id] += int(sums[5] or 0)
+        out.sessions[charger_id] += int(sums[6] or 0)
+        out.rolled_up += int(n)
+        mid_idle[cid] += int(sums[7] or 0)
+        if n == whole:
+            covered[cid] = full_set[station_of[cid]]
+        else:
+            partial.add(cid)
+
+    idle_cols = [getattr(r, name) for name in _IdleParts._fields]
+    n_rows, revisions = 0, 0
+    for cid, day, revision, sessions, lengths, *parts in session.execute(
+        select(r.connector_id, r.day, r.revision, r.sessions, r.lengths_us, *idle_cols).where(*where)
+    ):
+        n_rows += 1
+        revisions += revision
+        if cid not in charger_of:
+            continue
+        if sessions > 0:
+            outs[station_of[cid]].lengths[charger_of[cid]] += lengths
+        if parts[0] > 0 or parts[6]:
+            edges[cid].append((day, _IdleParts(*parts)._replace(mid_idle_us=0)))  # mid idle is in mid_idle
+        if cid in partial:
+            covered[cid].add(day)
+    if (n_rows, revisions) != stamp:
+        raise _Inconsistent()
 
 
 # -- CSV ----------------------------------------------------------------------------------
