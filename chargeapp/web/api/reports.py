@@ -1,7 +1,9 @@
-"""Managers' reports of one station over station-local dates, as JSON or CSV (UTF-8 with BOM, for Excel and WPS).
+"""Managers' reports of one station over station-local dates, and the network's utilization report of every
+station a user manages, as JSON or CSV (UTF-8 with BOM, for Excel and WPS).
 
 A manager sees only their own stations (another station is a 404, as if it did
-not exist); a driver gets 403; an administrator sees every station.
+not exist; the network report covers their stations); a driver gets 403; an
+administrator sees every station.
 """
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ from chargeapp.services.common import station_tz
 from chargeapp.services import manage
 from chargeapp.web.security import clock, current_user, manager_required
 
-blp = Blueprint("reports", __name__, url_prefix="/api/v1/manage/stations/<code>/reports",
+blp = Blueprint("reports", __name__, url_prefix="/api/v1",
                 description="Managers' reports over station-local date ranges")
+STATION = "/manage/stations/<code>/reports"
 AUTH = [{"bearerAuth": []}]
 CSV_FILE = {"type": "string", "format": "binary"}
 CSV_HELP = "The report as JSON; with format=csv a CSV file (UTF-8 with BOM, CRLF line ends) with a Content-Disposition filename"
@@ -44,7 +47,7 @@ class _RangeSchema(Schema):
 
 
 class UtilizationRowSchema(Schema):
-    scope = fields.String(metadata={"description": "charger | station"})
+    scope = fields.String(metadata={"description": "charger | station | network"})
     charger = fields.String(allow_none=True)
     kind = fields.String(allow_none=True)
     level = fields.String(allow_none=True)
@@ -68,11 +71,11 @@ class UtilizationRowSchema(Schema):
     walk_ins = fields.Integer(allow_none=True, metadata={"description": "fast chargers only"})
     delayed_bookings = fields.Integer()
     mean_wait_min = fields.Float(allow_none=True)
-    free_parking_grants = fields.Integer(allow_none=True, metadata={"description": "station row only"})
+    free_parking_grants = fields.Integer(allow_none=True, metadata={"description": "station and network rows only"})
     energy_fen = fields.Integer()
     service_fen = fields.Integer()
     idle_fen = fields.Integer()
-    parking_fen = fields.Integer(allow_none=True, metadata={"description": "station row only"})
+    parking_fen = fields.Integer(allow_none=True, metadata={"description": "station and network rows only"})
     total_fen = fields.Integer()
 
 
@@ -82,6 +85,26 @@ class UtilizationSchema(_RangeSchema):
     until = fields.DateTime()
     chargers = fields.List(fields.Nested(UtilizationRowSchema))
     total = fields.Nested(UtilizationRowSchema)
+
+
+class NetworkArgs(Schema):
+    from_ = fields.Date(required=True, data_key="from", attribute="from",
+                        metadata={"description": "first station-local date, YYYY-MM-DD (each station in its own zone)"})
+    to = fields.Date(required=True, metadata={"description": "last station-local date (inclusive)"})
+    chargers = fields.Boolean(load_default=False, metadata={"description": "each station's charger rows too"})
+    format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv"]))
+
+
+class NetworkStationSchema(UtilizationSchema):
+    chargers = fields.List(fields.Nested(UtilizationRowSchema), metadata={"description": "with chargers=true"})
+
+
+class NetworkSchema(Schema):
+    start = fields.Date()
+    end = fields.Date()
+    stations = fields.List(fields.Nested(NetworkStationSchema),
+                           metadata={"description": "each station's utilization report over its own local dates"})
+    total = fields.Nested(UtilizationRowSchema, metadata={"description": "the stations summed (scope network)"})
 
 
 class HeatmapSchema(_RangeSchema):
@@ -142,7 +165,7 @@ def _csv(station: m.Station, name: str, args: dict, rows: list[dict], columns=No
     return resp
 
 
-@blp.route("/utilization")
+@blp.route(f"{STATION}/utilization")
 class Utilization(MethodView):
     decorators = [manager_required]  # 401/403 before the query is read
 
@@ -160,7 +183,7 @@ class Utilization(MethodView):
         return report
 
 
-@blp.route("/heatmap")
+@blp.route(f"{STATION}/heatmap")
 class Heatmap(MethodView):
     decorators = [manager_required]  # 401/403 before the query is read
 
@@ -178,7 +201,7 @@ class Heatmap(MethodView):
         return report
 
 
-@blp.route("/trend")
+@blp.route(f"{STATION}/trend")
 class Trend(MethodView):
     decorators = [manager_required]  # 401/403 before the query is read
 
@@ -195,7 +218,7 @@ class Trend(MethodView):
         return {**_header(station, args), "days": days}
 
 
-@blp.route("/lounge")
+@blp.route(f"{STATION}/lounge")
 class Lounge(MethodView):
     decorators = [manager_required]  # 401/403 before the query is read
 
@@ -210,3 +233,28 @@ class Lounge(MethodView):
         if args["format"] == "csv":
             return _csv(station, "lounge", args, hours, list(LoungeHourSchema().fields))
         return {**_header(station, args), "hours": hours}
+
+
+@blp.route("/reports/network")
+class Network(MethodView):
+    decorators = [manager_required]  # 401/403 before the query is read
+
+    @blp.arguments(NetworkArgs, location="query")
+    @blp.response(200, NetworkSchema)
+    @blp.alt_response(200, schema=CSV_FILE, content_type="text/csv", description=CSV_HELP, success=True)
+    @blp.doc(security=AUTH)
+    def get(self, args):
+        """Utilization per station (and charger) of every station the user manages (an administrator: all), each
+        over the same station-local dates in its own time zone, and the network row summing them."""
+        stations = manage.managed_stations(db.session, current_user())
+        report = reports.network_utilization(db.session, stations, args["from"], args["to"], clock().now())
+        if args["format"] == "csv":
+            filename = f"network-utilization-{args['from'].isoformat()}-{args['to'].isoformat()}.csv"
+            body = reports.to_csv(reports.network_rows(report, args["chargers"]),
+                                  columns=["station", "timezone", *UtilizationRowSchema().fields])
+            resp = Response(body, status=200, content_type="text/csv; charset=utf-8")
+            resp.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+            return resp
+        if not args["chargers"]:
+            report["stations"] = [{k: v for k, v in part.items() if k != "chargers"} for part in report["stations"]]
+        return report
