@@ -38,7 +38,7 @@ from chargeapp.domain.charger import ConnectorStatus, as_status, is_out_of_servi
 from chargeapp.domain.errors import Conflict, InvalidRequest, NotFound
 from chargeapp.services import booking
 from chargeapp.services import rollups  # noqa: F401  (its flush listener marks rolled-up report days dirty)
-from chargeapp.services.common import ChargerNotFound, station_by_code
+from chargeapp.services.common import ChargerNotFound, locked_row, station_by_code
 
 
 class ConnectorNotFound(NotFound):
@@ -81,17 +81,13 @@ def _locked_charger(session: Session, station_code: str, charger_code: str) -> m
     stop, or a redelivery) can be applied concurrently; the lock serialises them.
     """
     station = station_by_code(session, station_code)
-    charger_id = session.scalar(
-        select(m.Charger.id)
-        .where(m.Charger.station_id == station.id, m.Charger.code == charger_code)
-        .with_for_update()
-    )
-    if charger_id is None:
+    # Read again once locked (PostgreSQL): a copy loaded earlier in this transaction (the bridge pins a station's
+    # chargers per batch) may predate another worker's commit, and writing from it would undo that commit (a
+    # connector left at an older status; found by test_shared_subscription_kill). See common.locked_row.
+    charger = locked_row(session, m.Charger, station.id, charger_code)
+    if charger is None:
         raise ChargerNotFound(f"No charger '{charger_code}' at {station.code}.")
-    # Read it (and its connectors) again now that it is locked: a copy loaded earlier in this transaction (the
-    # bridge pins a station's chargers per batch) may predate another worker's commit, and writing from it
-    # would undo that commit (a connector left at an older status; found by test_shared_subscription_kill).
-    return session.get(m.Charger, charger_id, populate_existing=True)
+    return charger
 
 
 def _connector(charger: m.Charger, number: int) -> m.Connector:

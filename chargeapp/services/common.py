@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, event, select
 from sqlalchemy.orm import Session
 
 from chargeapp.db import models as m
@@ -53,6 +53,61 @@ def station_by_code(session: Session, code: str) -> m.Station:
         raise StationNotFound(f"No station '{code}'.")
     ids[code] = station.id
     return station
+
+
+_ROW_IDS = "chargeapp.row_ids"
+_LOCKED_ROWS = "chargeapp.locked_rows"
+
+
+def locked_row(session: Session, model, station_id: int, code: str):
+    """The row of ``model`` with this code at the station, current and locked for the rest of the transaction;
+    None if there is none.
+
+    PostgreSQL (read committed): the row is locked (``FOR UPDATE``) and read again, since a copy in the
+    identity map (the bridge pins a batch's devices) may predate another worker's commit, and writing from it
+    would undo that commit; once per transaction, since the lock is then held until its end (a rolled-back
+    SAVEPOINT releases the locks taken after it, so it forgets them all). SQLite: every writing transaction
+    begins IMMEDIATE (chargeapp/app.py), holding the database's one write lock from its start, so a row read
+    in it is current and stays so, and the rows of earlier transactions were expired at their end: no lock
+    statement and no re-read. Either way the id of a (station, code) is remembered in the session (checked on
+    use), as ``station_by_code`` does.
+    """
+    ids = session.info.setdefault(_ROW_IDS, {})
+    key = (model.__tablename__, station_id, code)
+    row_id = ids.get(key)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if row_id is not None:
+        locked = session.info.setdefault(_LOCKED_ROWS, set())
+        if not postgres or (model.__tablename__, row_id) in locked:
+            row = session.get(model, row_id)
+        elif session.scalar(select(model.id).where(model.id == row_id).with_for_update()) is not None:
+            row = session.get(model, row_id, populate_existing=True)
+            locked.add((model.__tablename__, row_id))
+        else:
+            row = None
+        if row is not None and row.station_id == station_id and row.code == code:
+            return row
+        ids.pop(key, None)
+    query = select(model.id).where(model.station_id == station_id, model.code == code)
+    row_id = session.scalar(query.with_for_update() if postgres else query)
+    if row_id is None:
+        return None
+    ids[key] = row_id
+    if postgres:
+        session.info.setdefault(_LOCKED_ROWS, set()).add((model.__tablename__, row_id))
+        return session.get(model, row_id, populate_existing=True)
+    return session.get(model, row_id)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_locks_on_rollback(session: Session, previous_transaction) -> None:
+    session.info.pop(_LOCKED_ROWS, None)  # a SAVEPOINT rolled back released the locks taken in it: all forgotten
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_locks(session: Session, transaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_LOCKED_ROWS, None)
 
 
 def charger_by_code(session: Session, station: m.Station, code: str) -> m.Charger:

@@ -77,7 +77,8 @@ def normalise_plate(plate: str) -> str:
 def _locked_station_gate(session: Session, station_code: str, gate_code: str) -> tuple[m.Station, m.Gate]:
     """The station (its row locked on PostgreSQL, so one station's passages apply one at a time) and the gate."""
     station = station_by_code(session, station_code)
-    session.execute(select(m.Station.id).where(m.Station.id == station.id).with_for_update())
+    if session.get_bind().dialect.name == "postgresql":  # SQLite: the transaction holds the one write lock already
+        session.execute(select(m.Station.id).where(m.Station.id == station.id).with_for_update())
     gate = session.scalar(select(m.Gate).where(m.Gate.station_id == station.id, m.Gate.code == gate_code))
     if gate is None:
         raise GateNotFound(f"No gate '{gate_code}' at {station.code}.")

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from chargeapp.db import models as m
 from chargeapp.domain import occupancy as occ
 from chargeapp.domain.errors import InvalidRequest, NotFound
-from chargeapp.services.common import rules_of, station_by_code, station_tz
+from chargeapp.services.common import locked_row, rules_of, station_by_code, station_tz
 
 UTC = timezone.utc
 HOUR = timedelta(hours=1)
@@ -60,16 +60,12 @@ class InvalidDoorCount(InvalidRequest):
 def _locked_sensor(session: Session, station_code: str, sensor_code: str) -> m.DoorSensor:
     """The sensor, its row locked (PostgreSQL): its stored totals are read, compared and replaced."""
     station = station_by_code(session, station_code)
-    sensor_id = session.scalar(
-        select(m.DoorSensor.id)
-        .where(m.DoorSensor.station_id == station.id, m.DoorSensor.code == sensor_code)
-        .with_for_update()
-    )
-    if sensor_id is None:
+    # Read afresh once locked (PostgreSQL): a batch may have loaded this row before another bridge worker's
+    # commit, and the identity map would hand back those stale totals (common.locked_row).
+    sensor = locked_row(session, m.DoorSensor, station.id, sensor_code)
+    if sensor is None:
         raise SensorNotFound(f"No door sensor '{sensor_code}' at {station.code}.")
-    # Read afresh: a batch may have loaded this row before another bridge worker's commit, and the
-    # identity map would hand back those stale totals (the lock above made them current).
-    return session.get(m.DoorSensor, sensor_id, populate_existing=True)
+    return sensor
 
 
 def record_door_count(session: Session, *, station_code: str, sensor_code: str, boot: int, seq: int,

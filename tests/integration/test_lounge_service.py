@@ -72,16 +72,31 @@ def test_counter_reboot_neither_loses_nor_doubles_passages(session, station):
 
 def test_a_reading_compares_with_the_sensors_stored_totals_not_a_copy_loaded_earlier(session, station):
     """Bridge workers share a sensor: a batch that loaded the row before another worker's commit must not
-    compare with the totals it loaded (here the other commit is an UPDATE the identity map does not see)."""
-    from sqlalchemy import update
+    compare with the totals it loaded. On PostgreSQL the other commit can come between the load and the
+    reading (the reading locks and reads the row again); on SQLite it cannot: the batch's transaction holds
+    the database's write lock from its first statement, so the copy it loaded stays current."""
+    from sqlalchemy import create_engine, update
+    from sqlalchemy.exc import OperationalError
+
+    from chargeapp.db import db
 
     door(session, "D1", 1, 10, 2, T0)
+    session.commit()
     sensor = session.scalar(select(m.DoorSensor).where(m.DoorSensor.code == "D1"))
-    assert (sensor.seq, sensor.in_total) == (1, 10)  # loaded into this session
-    # another worker applies seq 2 (12 in, 2 out: 2 passages) and commits
-    session.execute(update(m.DoorSensor).where(m.DoorSensor.id == sensor.id)
-                    .values(seq=2, in_total=12, out_total=2)
-                    .execution_options(synchronize_session=False))
+    assert (sensor.seq, sensor.in_total) == (1, 10)  # loaded into this session, in a new transaction
+    other = create_engine(db.engine.url, connect_args={"timeout": 0} if db.engine.dialect.name == "sqlite" else {})
+    try:
+        with other.connect() as conn:  # another worker applies seq 2 (12 in, 2 out: 2 passages) and commits
+            write = update(m.DoorSensor).where(m.DoorSensor.id == sensor.id).values(seq=2, in_total=12, out_total=2)
+            if db.engine.dialect.name == "sqlite":
+                with pytest.raises(OperationalError, match="locked"):
+                    conn.execute(write)
+                assert door(session, "D1", 2, 12, 2, T0 + timedelta(minutes=1)) == 2  # so it applies after us
+                return
+            conn.execute(write)
+            conn.commit()
+    finally:
+        other.dispose()
     # seq 3 (13 in) adds one passage since seq 2, not three since the stale seq 1
     assert door(session, "D1", 3, 13, 2, T0 + timedelta(minutes=2)) == 1
 
