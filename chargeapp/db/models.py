@@ -448,6 +448,8 @@ class Receipt(db.Model):
         Index("uq_receipts_parking_stay", "stay_id", unique=True,
               sqlite_where=text("kind = 'parking'"), postgresql_where=text("kind = 'parking'")),
         Index("ix_receipts_corrects", "corrects_id"),
+        # The periodic pass reads the originals of the last 24 h (receipts.settle_due), of every station.
+        Index("ix_receipts_issued", "issued_at"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))  # charging | parking | correction
@@ -470,6 +472,24 @@ class Receipt(db.Model):
     superseded: Mapped[bool] = mapped_column(Boolean, default=False)
 
     station: Mapped[Station] = relationship(lazy="joined", viewonly=True)
+
+
+class ReceiptCheck(db.Model):
+    """What the receipt of a charging session or parking stay was last priced from: a digest of its inputs
+    (services/receipts.py, ``settle_due``), so the periodic pass prices again only what changed since.
+
+    Bookkeeping, not part of any receipt (receipts stay write-once): a missing or deleted row only
+    means the item is priced again at the next pass. Rows older than the recheck window are pruned.
+    """
+
+    __tablename__ = "receipt_checks"
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # charging (a session) | parking (a stay)
+    item_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)  # the session's or stay's id
+    inputs: Mapped[str] = mapped_column(String(64))
+    # Price again from this instant even with the same inputs: a fast charger's receipt waiting for
+    # Available is issued without an idle fee once IDLE_WAIT_LIMIT has passed (None: never).
+    due_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Notification(db.Model):
