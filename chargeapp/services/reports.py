@@ -1558,14 +1558,17 @@ def _status_histories(session: Session, connector_ids: list[int], start: datetim
                       end: datetime) -> dict[int, list[ch.StatusChange]]:
     """Per connector id, ``_status_history`` of [start, end): two statements per 500 connectors."""
     sc, earlier = m.StatusChange, aliased(m.StatusChange)
+
+    def in_effect(column):  # of the change in effect at ``start``: an index probe per connector, as _status_history
+        return (select(column).where(earlier.connector_id == m.Connector.id, earlier.at < start)
+                .order_by(earlier.at.desc(), earlier.id.desc()).limit(1).correlate(m.Connector).scalar_subquery())
+
     out: dict[int, list[ch.StatusChange]] = {cid: [] for cid in connector_ids}
     for chunk in _chunks(connector_ids):
-        in_effect = (select(earlier.id).where(earlier.connector_id == m.Connector.id, earlier.at < start)
-                     .order_by(earlier.at.desc(), earlier.id.desc()).limit(1)
-                     .correlate(m.Connector).scalar_subquery())
-        for cid, at, status in session.execute(select(sc.connector_id, sc.at, sc.status).where(
-                sc.id.in_(select(in_effect).where(m.Connector.id.in_(chunk))))):
-            out[cid].append(ch.StatusChange(at, status))
+        for cid, at, status in session.execute(select(m.Connector.id, in_effect(earlier.at), in_effect(earlier.status))
+                                               .where(m.Connector.id.in_(chunk))):
+            if at is not None:
+                out[cid].append(ch.StatusChange(at, status))
         for cid, at, status in session.execute(select(sc.connector_id, sc.at, sc.status).where(
                 sc.connector_id.in_(chunk), sc.at >= start, sc.at < end).order_by(sc.connector_id, sc.at, sc.id)):
             out[cid].append(ch.StatusChange(at, status))
