@@ -12,6 +12,7 @@ from werkzeug.routing import IntegerConverter
 
 from chargeapp.clock import clock_from_config
 from chargeapp.config import Settings
+from chargeapp.db.sqlite_writers import QueuedWriterConnection
 from chargeapp.extensions import api, db, limiter, migrate
 
 MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
@@ -65,9 +66,20 @@ def _sqlite_begin(conn):
     if conn.info.get(_QUERY_ONLY, False) != read_only:
         conn.exec_driver_sql(f"PRAGMA query_only={'ON' if read_only else 'OFF'}")
         conn.info[_QUERY_ONLY] = read_only
-    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
     if read_only:
+        conn.exec_driver_sql("BEGIN")
         request.environ[_READ_TRANSACTION] = True
+        return
+    raw = conn.connection.dbapi_connection
+    queued = isinstance(raw, QueuedWriterConnection)
+    if queued:
+        raw.acquire_write()  # this process's writers, then the other processes', take turns (sqlite_writers)
+    try:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    except BaseException:
+        if queued:
+            raw.release_write()
+        raise
 
 
 def _end_read_transaction(exc) -> None:
@@ -103,6 +115,9 @@ def engine_options(config) -> dict:
     """SQLAlchemy engine options: on PostgreSQL, bounded connect, statement, lock and pool waits (seconds in
     ``CHARGEAPP_DB_TIMEOUTS``); SQLite keeps its busy timeout (see ``_sqlite_pragmas``)."""
     url = make_url(config["SQLALCHEMY_DATABASE_URI"])
+    if url.get_backend_name() == "sqlite":
+        # Writers queue for their turn instead of sleeping in SQLite's busy handler (chargeapp/db/sqlite_writers.py).
+        return {"pool_pre_ping": True, "connect_args": {"factory": QueuedWriterConnection}}
     if url.get_backend_name() != "postgresql":
         return {"pool_pre_ping": True}
     t = config["CHARGEAPP_DB_TIMEOUTS"]
