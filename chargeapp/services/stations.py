@@ -26,13 +26,15 @@ def next_free_slot(session: Session, station: m.Station, now: datetime):
     return None
 
 
-def summary(session: Session, station: m.Station, now: datetime, position: tuple[float, float] | None = None) -> dict:
-    """What a driver sees of a station in the finder."""
+def summary(session: Session, station: m.Station, now: datetime, position: tuple[float, float] | None = None,
+            zones: list[dict] | None = None) -> dict:
+    """What a driver sees of a station in the finder (``zones``: its ``lounge.zone_view`` at ``now``, if in hand)."""
     fast = [c for c in station.chargers if c.kind == "fast"]
     slow = [c for c in station.chargers if c.kind == "slow"]
     from chargeapp.services import lounge
 
-    zones = lounge.zone_view(session, station, now)
+    if zones is None:
+        zones = lounge.zone_view(session, station, now)
     gcj = wgs84_to_gcj02(station.latitude, station.longitude)
     return {
         "code": station.code, "name": station.name, "name_en": station.name_en,
@@ -70,14 +72,15 @@ def find_stations(session: Session, now: datetime, position: tuple[float, float]
 
 def detail(session: Session, station: m.Station, now: datetime) -> dict:
     """A station with its chargers' states and its zones' occupancy."""
-    out = summary(session, station, now)
+    from chargeapp.services import lounge
+
+    zones = lounge.zone_view(session, station, now)
+    out = summary(session, station, now, zones=zones)
     out["chargers"] = [{
         "code": c.code, "kind": c.kind, "level": c.level, "max_power_kw": c.max_power_kw,
         "in_service": c.in_service, "online": c.online,
         "status": c.connectors[0].status if c.connectors else "Unavailable",
         "connectors": [{"number": k.number, "status": k.status, "status_at": k.status_at} for k in c.connectors],
     } for c in station.chargers]
-    from chargeapp.services import lounge
-
-    out["zones"] = lounge.zone_view(session, station, now)
+    out["zones"] = zones
     return out
