@@ -13,13 +13,16 @@ Decisions and worked examples: docs/rules.md, "Receipts".
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, timedelta, tzinfo
 from fractions import Fraction
 
-from sqlalchemy import exists, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, case, delete, exists, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, aliased
 
 from chargeapp.db import models as m
 from chargeapp.domain.charger import ConnectorStatus, StatusChange, charging_intervals
@@ -375,15 +378,19 @@ def issue_charging_receipt(session: Session, now: datetime, charging_session: m.
     the connector has not reported Available since charging ended (at most IDLE_WAIT_LIMIT
     after the stop). Raises TariffMissing if no tariff was in effect at the start.
     """
-    cs = charging_session
+    return _issue_charging_receipt(session, now, charging_session)[0]
+
+
+def _issue_charging_receipt(session: Session, now: datetime, cs: m.ChargingSession) -> tuple[m.Receipt | None, bool]:
+    """``issue_charging_receipt``, also saying whether this call priced and wrote the receipt."""
     _lock(session, m.ChargingSession, cs.id)
     existing = _original(session, session_id=cs.id)
     if existing is not None:
-        return existing
+        return existing, False
     priced = _price_session(session, now, cs)
     if priced is None:
-        return None
-    return _write_original(session, now, "charging", cs.station_id, priced, session_id=cs.id)
+        return None, False
+    return _write_original(session, now, "charging", cs.station_id, priced, session_id=cs.id), True
 
 
 # -- parking receipts ------------------------------------------------------------------------
@@ -493,20 +500,25 @@ def settle_stay(session: Session, now: datetime, stay: m.ParkingStay) -> m.Recei
     (``out_without_in``: a manager must fix it). Sets ``stay.settled_at``.
     A second call returns the first receipt.
     """
+    return _settle_stay(session, now, stay)[0]
+
+
+def _settle_stay(session: Session, now: datetime, stay: m.ParkingStay) -> tuple[m.Receipt | None, bool]:
+    """``settle_stay``, also saying whether this call priced and wrote the receipt."""
     _lock(session, m.ParkingStay, stay.id)
     existing = _original(session, stay_id=stay.id)
     if existing is not None:
-        return existing
+        return existing, False
     if stay.entry_at is None or stay.exit_at is None:
-        return None
+        return None, False
     station = session.get(m.Station, stay.station_id)
     if now - stay.exit_at < timedelta(minutes=rules_of(station).receipt_settle_minutes):
-        return None
+        return None, False
     priced, _ = _price_stay(session, stay, stay.exit_at)
     receipt = _write_original(session, now, "parking", stay.station_id, priced, stay_id=stay.id)
     stay.settled_at = now
     session.flush()
-    return receipt
+    return receipt, True
 
 
 # -- corrections -------------------------------------------------------------------------------
@@ -603,23 +615,28 @@ def recheck(session: Session, now: datetime, receipt: m.Receipt) -> m.Receipt | 
     superseded; nothing else is modified. Returns None when nothing changed or
     the session/stay cannot be priced now.
     """
+    return _recheck(session, now, receipt)[1]
+
+
+def _recheck(session: Session, now: datetime, receipt: m.Receipt) -> tuple[Priced | None, m.Receipt | None]:
+    """``recheck``, also saying what the repricing gave (None: the session or stay cannot be priced now)."""
     chain = _chain(session, receipt)
     root = chain[0]
     priced = _reprice(session, now, root)
     if priced is None:
-        return None
+        return None, None
     before = _standing(chain)
     pinned = _pinned(chain)
     after = replace(priced.figures, **{name: getattr(before, name) for name in pinned})
     if after == before:
-        return None
+        return priced, None
     kept = [COMPONENT_LABELS[n] for n in sorted(pinned) if getattr(priced.figures, n) != getattr(before, n)]
     text = f"Correction of receipt #{root.id} after late telemetry: {_changes_text(before, after, priced.currency)}."
     if kept:
         text += f" Kept as set by a manager: {', '.join(kept)}."
     text += f" Now: {priced.explanation}"
     details = {"source": "recheck", "recomputed": priced.details, "recomputed_figures": priced.figures.as_dict()}
-    return _write_correction(session, now, chain, after, text, details, priced.tariff_version_id)
+    return priced, _write_correction(session, now, chain, after, text, details, priced.tariff_version_id)
 
 
 # -- manager corrections --------------------------------------------------------------------
@@ -708,66 +725,288 @@ def correct_fee(session: Session, now: datetime, user: m.User, receipt_id: int, 
     return _manager_correction(session, now, user, chain, after, sorted(values), reason, "correct_fee")
 
 
+# -- what a receipt is priced from -----------------------------------------------------------------
+#
+# settle_due prices again only what may have changed. For every item it looks at (the sessions and stays
+# of the originals issued in the last RECHECK_WINDOW, closed sessions and exited stays still without a
+# receipt) a few grouped queries read what its pricing depends on, as a digest (``_charging_inputs``,
+# ``_parking_inputs``); ``receipt_checks`` keeps the digest the item was last priced from. An item whose
+# digest is unchanged would be priced the same, so it is skipped. The digest is read before the pricing,
+# so a row committed in between is priced and also shows as a change at the next pass (priced once more,
+# to no effect), never the other way round. Status changes and meter readings are only ever added, each
+# with a new id: for a span of them the digest holds the count and the highest id, so one more row
+# changes it, even one committed late with a lower id. Rows that may be updated (sessions, stays, plate
+# registrations, station rules) are in the digest by value. The pull covers every writer (the bridge's Core meter
+# path, the OCPP gateway, managers' actions) without any of them knowing about receipts.
+
+
+def _later(a, b):
+    """The later of two instants, in SQL (``b`` when ``a`` is NULL)."""
+    return case((a > b, a), else_=b)
+
+
+def _earlier(a, b):
+    """The earlier of two instants, in SQL (``b`` when ``a`` is NULL)."""
+    return case((a < b, a), else_=b)
+
+
+def _status_span(connector_id, start, end) -> list:
+    """What decides a connector's states in [start, end) (``_history``): the id of the change in effect at
+    ``start`` (a late change at or before ``start`` but after it takes its place), and the count and the
+    highest id of the changes inside. Any span inside [start, end) is decided by the same rows."""
+    sc = m.StatusChange
+    carried = (select(sc.id).where(sc.connector_id == connector_id, sc.at <= start)
+               .order_by(sc.at.desc(), sc.id.desc()).limit(1).scalar_subquery())
+    inside = (sc.connector_id == connector_id, sc.at > start, sc.at < end)
+    return [carried, select(func.count(sc.id)).where(*inside).scalar_subquery(),
+            select(func.max(sc.id)).where(*inside).scalar_subquery()]
+
+
+def _tariff_at(station_id, at):
+    """The id of the version ``tariff_for`` picks (versions are never edited: the id says which prices)."""
+    tv = m.TariffVersion
+    return (select(tv.id).where(tv.station_id == station_id, tv.effective_from <= at)
+            .order_by(tv.effective_from.desc(), tv.id.desc()).limit(1).scalar_subquery())
+
+
+def _digest(parts) -> str:
+    return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
+
+
+def _charging_inputs(session: Session, session_ids) -> dict[int, str]:
+    """Per session (ids: a subquery), a digest of everything ``_price_session`` reads; one query.
+
+    The session's start, stop and registers; its charger's kind, the station's time zone and the tariff
+    version at its start; its meter readings; the connector's status history over [start, stop); the
+    first Available at or after the stop (an earlier one inside is in the history); the start of every
+    other session of the connector starting inside the session (rare: one row each), and the first
+    starting at or after its stop.
+    """
+    cs, mr, sc = m.ChargingSession, m.MeterReading, m.StatusChange
+    other, inside = aliased(m.ChargingSession), aliased(m.ChargingSession)
+    end = _later(func.coalesce(cs.stopped_at, cs.started_at), cs.started_at)  # _idle's max(stop, start)
+    readings = (select(mr.session_id, func.count(mr.id).label("n"), func.max(mr.id).label("last"))
+                .where(mr.session_id.in_(session_ids)).group_by(mr.session_id).subquery())
+    first_available = (select(sc.at).where(sc.connector_id == cs.connector_id,
+                                           sc.status == ConnectorStatus.AVAILABLE.value, sc.at >= end)
+                       .order_by(sc.at).limit(1).scalar_subquery())
+    next_start = (select(other.started_at)
+                  .where(other.charger_id == cs.charger_id, other.connector_id == cs.connector_id,
+                         other.id != cs.id, other.started_at > cs.started_at, other.started_at >= end)
+                  .order_by(other.started_at).limit(1).scalar_subquery())
+    q = (
+        select(cs.id, cs.started_at, cs.stopped_at, cs.start_meter_wh, cs.stop_meter_wh, cs.connector_id,
+               m.Charger.kind, m.Station.timezone, _tariff_at(cs.station_id, cs.started_at),
+               readings.c.n, readings.c.last, *_status_span(cs.connector_id, cs.started_at, end), first_available,
+               next_start, inside.id, inside.started_at)
+        .join(m.Charger, m.Charger.id == cs.charger_id).join(m.Station, m.Station.id == cs.station_id)
+        .outerjoin(readings, readings.c.session_id == cs.id)
+        .outerjoin(inside, and_(inside.charger_id == cs.charger_id, inside.connector_id == cs.connector_id,
+                                inside.id != cs.id, inside.started_at > cs.started_at, inside.started_at < end))
+        .where(cs.id.in_(session_ids))
+    )
+    rows: dict[int, list] = {}
+    for row in session.execute(q):
+        rows.setdefault(row[0], []).append(tuple(row))
+    return {session_id: _digest(sorted(found, key=lambda r: r[-2] or 0)) for session_id, found in rows.items()}
+
+
+def _parking_inputs(session: Session, stay_ids) -> dict[int, str]:
+    """Per stay (ids: a subquery), a digest of everything ``_price_stay`` reads; three queries.
+
+    The stay's entry, exit and plate; the station's time zone and parking rules and the tariff version at
+    entry; the plate's registrations overlapping the stay; the sessions at the station of those drivers
+    overlapping the stay, each with its connector's status history over its part of the stay (the
+    pricing clips further, to each registration: a span inside).
+    """
+    st, pr, cs, rules = m.ParkingStay, m.PlateRegistration, m.ChargingSession, m.StationRules
+    stays = session.execute(
+        select(st.id, st.station_id, st.entry_at, st.exit_at, st.plate, m.Station.timezone,
+               rules.free_parking_qualify_minutes, rules.free_parking_minutes, rules.parking_block_minutes,
+               _tariff_at(st.station_id, st.entry_at))
+        .join(m.Station, m.Station.id == st.station_id).outerjoin(rules, rules.station_id == st.station_id)
+        .where(st.id.in_(stay_ids))
+    ).all()
+    during = and_(pr.plate == st.plate, pr.valid_from < st.exit_at,
+                  or_(pr.valid_to.is_(None), pr.valid_to > st.entry_at))
+    registrations: dict[int, list] = {}
+    for row in session.execute(select(st.id, pr.id, pr.user_id, pr.valid_from, pr.valid_to)
+                               .join(pr, during).where(st.id.in_(stay_ids))):
+        registrations.setdefault(row[0], []).append(tuple(row))
+    start = _later(cs.started_at, st.entry_at)
+    stop = _earlier(func.coalesce(cs.stopped_at, st.exit_at), st.exit_at)
+    charging: dict[int, list] = {}
+    for row in session.execute(
+        select(st.id, cs.id, cs.driver_id, cs.connector_id, cs.started_at, cs.stopped_at,
+               *_status_span(cs.connector_id, start, stop))
+        .join(pr, during)
+        .join(cs, and_(cs.driver_id == pr.user_id, cs.station_id == st.station_id, cs.started_at.is_not(None),
+                       cs.started_at < st.exit_at, or_(cs.stopped_at.is_(None), cs.stopped_at > st.entry_at)))
+        .where(st.id.in_(stay_ids)).distinct()
+    ):
+        charging.setdefault(row[0], []).append(tuple(row))
+    return {
+        row[0]: _digest((tuple(row), sorted(registrations.get(row[0], []), key=lambda r: r[1]),
+                         sorted(charging.get(row[0], []), key=lambda r: r[1])))
+        for row in stays
+    }
+
+
+@dataclass(frozen=True)
+class _Check:
+    inputs: str
+    due_at: datetime | None
+
+
+class _Checks:
+    """The digests items were last priced from (``receipt_checks``), and the ones this pass priced."""
+
+    def __init__(self, session: Session, now: datetime):
+        rc = m.ReceiptCheck
+        self.stored = {
+            (kind, item_id): _Check(inputs, due_at)
+            for kind, item_id, inputs, due_at in session.execute(
+                select(rc.kind, rc.item_id, rc.inputs, rc.due_at).where(rc.checked_at >= now - RECHECK_WINDOW))
+        }
+        self.priced: dict[tuple[str, int], _Check] = {}
+
+    def unchanged(self, kind: str, item_id: int, inputs: str | None, now: datetime, *, waiting: bool) -> bool:
+        """The item was priced from these inputs (``waiting``: and could not be issued yet) and is not due again."""
+        check = self.stored.get((kind, item_id))
+        if inputs is None or check is None or check.inputs != inputs:
+            return False
+        if check.due_at is None:
+            return not waiting
+        return now < check.due_at
+
+    def priced_from(self, kind: str, item_id: int, inputs: str | None, due_at: datetime | None = None) -> None:
+        if inputs is not None:
+            self.priced[(kind, item_id)] = _Check(inputs, due_at)
+
+    def save(self, session: Session, now: datetime) -> None:
+        """Upsert what this pass priced; drop rows older than the window (no receipt they describe is rechecked)."""
+        if not self.priced:
+            return
+        t = m.ReceiptCheck.__table__
+        dialect = session.connection().dialect.name
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        stmt = insert(t)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.c.kind, t.c.item_id],
+            set_={"inputs": stmt.excluded.inputs, "due_at": stmt.excluded.due_at,
+                  "checked_at": stmt.excluded.checked_at},
+        )
+        session.execute(stmt, [{"kind": kind, "item_id": item_id, "inputs": c.inputs, "due_at": c.due_at,
+                                "checked_at": now} for (kind, item_id), c in sorted(self.priced.items())])
+        session.execute(delete(t).where(t.c.checked_at < now - RECHECK_WINDOW))
+
+
+def _waiting_until(session: Session, session_id: int, now: datetime) -> datetime | None:
+    """When a closed session that cannot be priced yet may be priced with the same inputs: a fast charger's
+    session waiting for Available is priced without it IDLE_WAIT_LIMIT after its stop."""
+    cs = session.get(m.ChargingSession, session_id)
+    if cs is None or cs.stopped_at is None or now >= cs.stopped_at + IDLE_WAIT_LIMIT:
+        return None
+    return cs.stopped_at + IDLE_WAIT_LIMIT
+
+
 # -- the periodic work ---------------------------------------------------------------------------
 
 
 def settle_due(session: Session, now: datetime) -> dict:
     """Recheck receipts issued in the last 24 h, issue charging receipts of closed sessions, settle stays due; counts.
 
-    An item that fails on a rule (a station without a tariff, a stay exiting before
-    its entry) is logged, counted in ``errors`` and retried next time.
+    Only items whose inputs changed since they were last priced are priced again (see
+    "what a receipt is priced from" above); ``rechecked`` counts the receipts of the window
+    looked at, priced again or not. An item that fails on a rule (a station
+    without a tariff, a stay exiting before its entry) is logged, counted in ``errors`` and
+    retried next time.
     """
     counts = {"rechecked": 0, "corrections": 0, "charging_receipts": 0, "charging_waiting": 0,
               "parking_receipts": 0, "parking_waiting": 0, "stays_without_entry": 0, "errors": 0}
+    checks = _Checks(session, now)
+    _recheck_recent(session, now, checks, counts)
+    _issue_charging(session, now, checks, counts)
+    _settle_exited(session, now, checks, counts)
+    checks.save(session, now)
+    return counts
 
-    recent = list(session.scalars(
-        select(m.Receipt).where(m.Receipt.kind.in_(ORIGINAL_KINDS), m.Receipt.issued_at >= now - RECHECK_WINDOW)
-        .order_by(m.Receipt.id)
-    ))
-    for receipt in recent:
+
+def _recheck_recent(session: Session, now: datetime, checks: _Checks, counts: dict) -> None:
+    r = m.Receipt
+    window = (r.kind.in_(ORIGINAL_KINDS), r.issued_at >= now - RECHECK_WINDOW)
+    recent = session.execute(select(r.id, r.kind, r.session_id, r.stay_id).where(*window).order_by(r.id)).all()
+    inputs = {"charging": {}, "parking": {}}
+    if any(kind == "charging" for _, kind, _, _ in recent):
+        inputs["charging"] = _charging_inputs(session, select(r.session_id).where(*window, r.kind == "charging"))
+    if any(kind == "parking" for _, kind, _, _ in recent):
+        inputs["parking"] = _parking_inputs(session, select(r.stay_id).where(*window, r.kind == "parking"))
+    for receipt_id, kind, session_id, stay_id in recent:
+        item_id = session_id if kind == "charging" else stay_id
+        digest = inputs[kind].get(item_id)
+        if checks.unchanged(kind, item_id, digest, now, waiting=False):
+            counts["rechecked"] += 1
+            continue
         try:
-            correction = recheck(session, now, receipt)
+            priced, correction = _recheck(session, now, session.get(m.Receipt, receipt_id))
         except DomainError:
-            log.warning("recheck of receipt %s failed", receipt.id, exc_info=True)
+            log.warning("recheck of receipt %s failed", receipt_id, exc_info=True)
             counts["errors"] += 1
             continue
         counts["rechecked"] += 1
         counts["corrections"] += correction is not None
+        due = None if priced is not None or kind != "charging" else _waiting_until(session, item_id, now)
+        checks.priced_from(kind, item_id, digest, due)
 
+
+def _issue_charging(session: Session, now: datetime, checks: _Checks, counts: dict) -> None:
     has_charging = exists().where(m.Receipt.session_id == m.ChargingSession.id, m.Receipt.kind == "charging")
+    due = (m.ChargingSession.started_at.is_not(None), m.ChargingSession.stopped_at.is_not(None),
+           m.ChargingSession.stopped_at <= now, ~has_charging)
     closed = list(session.scalars(
-        select(m.ChargingSession)
-        .where(m.ChargingSession.started_at.is_not(None), m.ChargingSession.stopped_at.is_not(None),
-               m.ChargingSession.stopped_at <= now, ~has_charging)
-        .order_by(m.ChargingSession.stopped_at, m.ChargingSession.id)
+        select(m.ChargingSession).where(*due).order_by(m.ChargingSession.stopped_at, m.ChargingSession.id)
     ))
+    inputs = _charging_inputs(session, select(m.ChargingSession.id).where(*due)) if closed else {}
     for cs in closed:
+        digest = inputs.get(cs.id)
+        if checks.unchanged("charging", cs.id, digest, now, waiting=True):
+            counts["charging_waiting"] += 1  # nothing new since it had to wait, and not due yet
+            continue
         try:
-            receipt = issue_charging_receipt(session, now, cs)
+            receipt, written = _issue_charging_receipt(session, now, cs)
         except DomainError:
             log.warning("charging receipt of session %s failed", cs.id, exc_info=True)
             counts["errors"] += 1
             continue
         counts["charging_receipts" if receipt is not None else "charging_waiting"] += 1
+        if receipt is None:
+            checks.priced_from("charging", cs.id, digest, _waiting_until(session, cs.id, now))
+        elif written:  # not one another worker wrote meanwhile: that one was priced from what it saw
+            checks.priced_from("charging", cs.id, digest)
 
+
+def _settle_exited(session: Session, now: datetime, checks: _Checks, counts: dict) -> None:
     has_parking = exists().where(m.Receipt.stay_id == m.ParkingStay.id, m.Receipt.kind == "parking")
+    due = (m.ParkingStay.exit_at.is_not(None), m.ParkingStay.exit_at <= now, ~has_parking)
     exited = list(session.scalars(
-        select(m.ParkingStay)
-        .where(m.ParkingStay.exit_at.is_not(None), m.ParkingStay.exit_at <= now, ~has_parking)
-        .order_by(m.ParkingStay.exit_at, m.ParkingStay.id)
+        select(m.ParkingStay).where(*due).order_by(m.ParkingStay.exit_at, m.ParkingStay.id)
     ))
+    inputs = {}
+    if any(stay.entry_at is not None for stay in exited):
+        inputs = _parking_inputs(session, select(m.ParkingStay.id).where(*due, m.ParkingStay.entry_at.is_not(None)))
     for stay in exited:
         if stay.entry_at is None:
             counts["stays_without_entry"] += 1
             continue
         try:
-            receipt = settle_stay(session, now, stay)
+            receipt, written = _settle_stay(session, now, stay)
         except DomainError:
             log.warning("parking receipt of stay %s failed", stay.id, exc_info=True)
             counts["errors"] += 1
             continue
         counts["parking_receipts" if receipt is not None else "parking_waiting"] += 1
-    return counts
+        if written:
+            checks.priced_from("parking", stay.id, inputs.get(stay.id))
 
 
 # -- the driver's views ---------------------------------------------------------------------------
