@@ -840,7 +840,9 @@ def _parking_inputs(session: Session, stay_ids) -> dict[int, str]:
         select(st.id, cs.id, cs.driver_id, cs.connector_id, cs.started_at, cs.stopped_at,
                *_status_span(cs.connector_id, start, stop))
         .join(pr, during)
-        .join(cs, and_(cs.driver_id == pr.user_id, cs.station_id == st.station_id, cs.started_at.is_not(None),
+        # "+ 0": not by the station's index (every session of the station, per stay: SQLite picks it without
+        # statistics), but the plate's registrations, then their drivers' sessions.
+        .join(cs, and_(cs.driver_id == pr.user_id, cs.station_id + 0 == st.station_id, cs.started_at.is_not(None),
                        cs.started_at < st.exit_at, or_(cs.stopped_at.is_(None), cs.stopped_at > st.entry_at)))
         .where(st.id.in_(stay_ids)).distinct()
     ):
