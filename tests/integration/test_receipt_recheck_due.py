@@ -470,9 +470,6 @@ def test_after_every_pass_repricing_everything_would_change_nothing(session, sta
         session.add(m.IdTag(tag=tags[driver.id], user_id=driver.id))
     tx = iter(range(100, 10_000))
 
-    def minute(h, mi, s=0):
-        return local(h, mi, s)
-
     def start(code, at, driver, meter=0):
         number = next(tx)
         charging.record_transaction(session, station_code="s1", charger_code=code, event="start", connector=1,
@@ -485,7 +482,7 @@ def test_after_every_pass_repricing_everything_would_change_nothing(session, sta
     # The morning: on each charger, sessions of 40 min every hour; half stopped, half closed by Available (stop lost).
     for k, code in enumerate(codes):
         for hour in range(8, 13):
-            begin = minute(hour, 5 * k)
+            begin = local(hour, 5 * k)
             driver = drivers[(hour + k) % len(drivers)]
             status(code, begin, "Preparing")
             number = start(code, begin + timedelta(minutes=1), driver, meter=1000 * hour)
@@ -503,7 +500,7 @@ def test_after_every_pass_repricing_everything_would_change_nothing(session, sta
                 status(code, begin + timedelta(minutes=41), "Finishing")
             status(code, begin + timedelta(minutes=50), "Available")
     for i, plate in enumerate(plates):
-        for direction, at in (("in", minute(8 + i % 3, 7 * i)), ("out", minute(11 + i % 3, 3 * i))):
+        for direction, at in (("in", local(8 + i % 3, 7 * i)), ("out", local(11 + i % 3, 3 * i))):
             gates.record_gate_passage(session, station_code="s1", gate_code=f"G-{direction}", plate=plate,
                                       direction=direction, at=at, now=at)
     session.commit()
@@ -535,14 +532,14 @@ def test_after_every_pass_repricing_everything_would_change_nothing(session, sta
         elif kind == "gate":
             direction = rnd.choice(("in", "out"))
             gates.record_gate_passage(session, station_code="s1", gate_code=f"G-{direction}", plate=rnd.choice(plates),
-                                      direction=direction, at=minute(rnd.randrange(7, 14), rnd.randrange(60)), now=T0)
+                                      direction=direction, at=local(rnd.randrange(7, 14), rnd.randrange(60)), now=T0)
         elif kind == "plate":
             session.add(m.PlateRegistration(user_id=rnd.choice(drivers).id, plate=rnd.choice(plates),
-                                            valid_from=minute(rnd.randrange(6, 13), rnd.randrange(60))))
+                                            valid_from=local(rnd.randrange(6, 13), rnd.randrange(60))))
         else:
             regs = list(session.scalars(select(m.PlateRegistration).where(m.PlateRegistration.plate.in_(plates))
                                         .order_by(m.PlateRegistration.id)))
-            rnd.choice(regs).valid_to = minute(rnd.randrange(7, 14), rnd.randrange(60))
+            rnd.choice(regs).valid_to = local(rnd.randrange(7, 14), rnd.randrange(60))
         session.flush()
 
     now = T0
