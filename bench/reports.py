@@ -655,7 +655,7 @@ def _timed_network(app, fn, repeats: int) -> tuple[list[float], object]:
     return times, value
 
 
-_PARTS = ("_with_chargers", "_read_rollups_many", "_connector_days_many", "_stations_sessions", "_reads_many",
+_PARTS = ("_station_views", "_read_rollups_many", "_connector_days_many", "_stations_sessions", "_reads_many",
           "_utilization_report", "_station_total", "_row")
 
 

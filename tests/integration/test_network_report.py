@@ -163,7 +163,7 @@ def test_every_stations_part_equals_its_own_report_rolled_up_dirty_and_not_rolle
     last = FIRST + DAY * (DAYS - 1)
     assert_network_equals_stations(session, everyone, FIRST, last, cut2)
     rngs = {s.id: reports.report_range(s, FIRST, last, cut2) for s in everyone}
-    summed = reports._summed_many(session, reports._with_chargers(session, everyone), rngs)
+    summed = reports._summed_many(session, reports._station_views(session, everyone), rngs)
     assert sum(s.rolled_up for s in summed.values()) > 0 and sum(s.raw for s in summed.values()) > 0
     for st in everyone:  # as many connector-days from each source as the station's own report reads
         own = reports._summed(session, st, rngs[st.id], hours=False)
