@@ -110,6 +110,10 @@ def post_worker_init(worker):
 
     signal.signal(signal.SIGTERM, exit_ending_streams)
 
+    from chargeapp.runtime import freeze_startup_objects
+
+    freeze_startup_objects()  # the app is loaded: later collections skip it (a full one paused the worker ~90 ms)
+
 
 # gunicorn 25.1+ opens a control socket for gunicornc at $XDG_RUNTIME_DIR or ~/.gunicorn/gunicorn.ctl,
 # one path shared by every gunicorn of the same user: two instances (tests in parallel, two sites

@@ -28,7 +28,7 @@ BENCHMARKS = ("ingest", "latency", "booking", "reports", "memory")
 
 FULL = {
     "ingest": {"sqlite": {"messages": 100_000}, "postgresql": {"messages": 50_000}},
-    "latency": {"rates": [100, 250], "samples": 200, "load_chargers": 20},
+    "latency": {"rates": [100, 250], "samples": 200, "load_chargers": 20, "bridge_args": []},
     "booking": {"connections": 16, "seconds": 30, "warmup": 3, "attackers": 8, "attack_seconds": 15,
                 "fast_chargers": 10, "client_processes": 2},
     "reports": {"sqlite": {"days": 365, "chargers": 33, "sessions_per_day": 3, "repeats": 5},

@@ -135,8 +135,10 @@ class MeterLoad:
 class Rig:
     """Mosquitto, the bridge process and gunicorn on one fresh database; ``with Rig(...) as rig``."""
 
-    def __init__(self, backend: str, dbs: Databases, workdir: Path, name: str, load_chargers: int, web_env: dict | None = None):
+    def __init__(self, backend: str, dbs: Databases, workdir: Path, name: str, load_chargers: int, web_env: dict | None = None,
+                 bridge_args: tuple[str, ...] = ()):
         self.backend, self.dbs, self.name = backend, dbs, name
+        self.bridge_args = tuple(bridge_args)
         self.workdir = workdir / f"{name}-{backend}"
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.load_chargers = [f"F{i}" for i in range(1, load_chargers + 1)]
@@ -152,7 +154,7 @@ class Rig:
         self.bridge = self.web = None
         try:
             self.bridge, self.metrics_port = start_bridge(
-                self.workdir, self.url, f"{self.broker.url}?client_id=bench-bridge&protocol=5")
+                self.workdir, self.url, f"{self.broker.url}?client_id=bench-bridge&protocol=5", args=self.bridge_args)
             bridge_healthy(self.metrics_port, 90, self.bridge)
             self.web, self.base = start_web(self.workdir, self.url, name="web", **self.web_env)
         except BaseException:
@@ -236,7 +238,7 @@ def _probe_status(body: bytes) -> str | None:
 def run_latency(backend: str, dbs: Databases, workdir: Path, sizes: dict) -> list[Result]:
     rates, samples = sizes["rates"], sizes["samples"]
     r = Result("live_latency", backend, target="p99 <= 20 ms at 1,060 meter msg/s and <= 50 ms at 5,000 msg/s")
-    with Rig(backend, dbs, workdir, "latency", sizes["load_chargers"]) as rig:
+    with Rig(backend, dbs, workdir, "latency", sizes["load_chargers"], bridge_args=sizes.get("bridge_args", ())) as rig:
         pub = Publisher(rig.broker.port, "bench-probe")
         pub.send(__import__("chargeapp.telemetry", fromlist=["x"]).StatusMessage(
             **pub.header(PROBE), connector=1, status="Available"))
