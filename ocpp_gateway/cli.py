@@ -10,6 +10,7 @@ import signal
 import click
 from flask import current_app, has_app_context
 
+from chargeapp.runtime import freeze_startup_objects
 from ocpp_gateway.gateway import Gateway, GatewayOptions
 
 PASSWORD_MIN, PASSWORD_MAX = 16, 40  # OCPP 1.6 security whitepaper: AuthorizationKey of at least 16 bytes
@@ -66,6 +67,7 @@ def _run(app, options: GatewayOptions) -> None:
             loop.add_signal_handler(sig, stop.set)
         await gateway.run(stop)
 
+    freeze_startup_objects()  # as the bridge: later garbage collections skip what start-up made
     asyncio.run(main())
 
 
