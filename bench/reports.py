@@ -350,7 +350,7 @@ def _run_station(backend: str, dbs: Databases, workdir: Path, sizes: dict) -> li
 
 NETWORK = {"network_stations": 0, "network_ports": None, "network_days": 1, "network_sessions_per_day": 2.0,
            "network_booking_share": 0.3, "network_processes": None, "network_repeats": 3, "network_seed": 11,
-           "network_database": None}  # a PostgreSQL URL: generate into this new database and keep it
+           "network_database": None}  # a PostgreSQL URL: a new database to generate into and keep; one made so: re-time
 OTHER_ZONES = ("Europe/Berlin", "Asia/Kolkata", "Asia/Tokyo", "Asia/Hong_Kong")
 
 
@@ -708,6 +708,24 @@ def _network_counts(url: str, first: date, last: date) -> dict:
     return out
 
 
+def _made_before(url: str) -> tuple[date, date] | None:
+    """The generated dates (first and last rolled-up day) of a kept network database; None if it does not exist yet."""
+    from sqlalchemy import create_engine, make_url, text
+
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": target.database}).scalar()
+    admin.dispose()
+    if not exists:
+        return None
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        first, last = conn.execute(text("SELECT min(day), max(day) FROM connector_day_rollups")).one()
+    engine.dispose()
+    return first, last
+
+
 def _new_database(url: str) -> str:
     """Create the PostgreSQL database named in ``url`` (it must not exist): the network case keeps it."""
     from sqlalchemy import create_engine, make_url, text
@@ -726,14 +744,21 @@ def run_network(backend: str, dbs: Databases, workdir: Path, sizes: dict) -> Res
     sizes = network_sizes(backend, sizes)
     stations, ports, days, repeats = (sizes["network_stations"], sizes["network_ports"], sizes["network_days"],
                                       sizes["network_repeats"])
-    url = _new_database(sizes["network_database"]) if sizes["network_database"] else dbs.fresh(backend, "network")
-    say(f"  network history: {days} days x {ports} ports over {stations} stations, "
-        f"~{sizes['network_sessions_per_day']} sessions a day each, {sizes['network_processes']} process(es)")
-    t0 = time.perf_counter()
-    made = generate_network(url, sizes)
-    gen_seconds = time.perf_counter() - t0
-    first, last = date.fromisoformat(made["first"]), date.fromisoformat(made["last"])
+    kept = _made_before(sizes["network_database"]) if sizes["network_database"] else None
+    if kept is not None:  # re-time a database an earlier run made and kept: its generated days
+        url, (first, last), made, gen_seconds = sizes["network_database"], kept, None, None
+        say(f"  network: re-timing {first} .. {last} of the kept database")
+    else:
+        url = _new_database(sizes["network_database"]) if sizes["network_database"] else dbs.fresh(backend, "network")
+        say(f"  network history: {days} days x {ports} ports over {stations} stations, "
+            f"~{sizes['network_sessions_per_day']} sessions a day each, {sizes['network_processes']} process(es)")
+        t0 = time.perf_counter()
+        made = generate_network(url, sizes)
+        gen_seconds = time.perf_counter() - t0
+        first, last = date.fromisoformat(made["first"]), date.fromisoformat(made["last"])
+    days = (last - first).days + 1
     counts = _network_counts(url, first, last)
+    ports = counts["connectors"]
     app = bench_app(url)
 
     def report(session):
@@ -784,13 +809,18 @@ def run_network(backend: str, dbs: Databases, workdir: Path, sizes: dict) -> Res
                   "bare_rollup_read_median_ms": ms(statistics.median(bare_rollup_times)), "rollup_rows": rollup_rows}
     r.ratio = round(med / base, 2) if base else None
     r.met = days >= 365 and med <= 3.0 and r.figures["equal_to_history"]
-    r.sizes = {**sizes, "range": f"{first} .. {last}", **counts, "service_calls": made["messages"],
-               "bookings_made": made["bookings"], "booking_refusals": made["booking_refusals"],
-               "rollup_rows_by_the_job": made["rollups"], "setup_seconds": made["setup_seconds"],
-               "history_seconds": made["history_seconds"], "periodic_seconds": made["periodic_seconds"],
-               "generation_seconds": round(gen_seconds, 1),
-               "generation_calls_per_s": round(made["messages"] / made["history_seconds"])
-               if made["history_seconds"] else None}
+    r.sizes = {**sizes, "network_days": days, "range": f"{first} .. {last}", **counts}
+    if made is not None:
+        r.sizes.update({
+            "service_calls": made["messages"], "bookings_made": made["bookings"],
+            "booking_refusals": made["booking_refusals"], "rollup_rows_by_the_job": made["rollups"],
+            "setup_seconds": made["setup_seconds"], "history_seconds": made["history_seconds"],
+            "periodic_seconds": made["periodic_seconds"], "generation_seconds": round(gen_seconds, 1),
+            "generation_calls_per_s": round(made["messages"] / made["history_seconds"])
+            if made["history_seconds"] else None})
+    else:
+        r.notes.append("re-timed on a database an earlier run generated and kept (its generation figures are that "
+                       "run's)")
     r.notes.append("timed in-process (reports.network_utilization of every station, loaded as for an administrator), "
                    "without HTTP")
     r.notes.append("year_rollup_read_estimate_ms: the rollup part of the breakdown per row read, times ports x 365 "
