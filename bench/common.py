@@ -339,10 +339,15 @@ class RssSampler:
         first = [v for t, v in pts if t <= pts[0][0] + span]
         last = [v for t, v in pts if t >= end - span]
         mib = lambda kib: round(kib / 1024, 1)  # noqa: E731
+        minutes: dict[int, list[int]] = {}
+        for t, v in pts:
+            minutes.setdefault(int((t - pts[0][0]) // 60), []).append(v)
         return {
             "peak_mib": mib(max(v for _, v in pts)), "hwm_mib": mib(self.hwm[name]),
             "first_mib": mib(sum(first) / len(first)), "last_mib": mib(sum(last) / len(last)),
             "window_s": round(span, 1), "samples": len(pts), "seconds": round(end, 1),
+            # whether it levels off or keeps growing: the mean of each minute
+            "per_minute_mib": [mib(sum(vs) / len(vs)) for _, vs in sorted(minutes.items())],
         }
 
 
