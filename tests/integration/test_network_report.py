@@ -19,10 +19,9 @@ from sqlalchemy import event, func, select
 
 from chargeapp.db import db
 from chargeapp.db import models as m
-from chargeapp.domain.errors import DomainError
-from chargeapp.services import booking, charging, periodic, reports, rollups
+from chargeapp.services import booking, periodic, reports, rollups
 from tests.factories import make_driver, make_station
-from tests.integration.test_report_rollups import local, plan
+from tests.integration.test_report_rollups import apply, local, plan
 
 pytestmark = pytest.mark.integration
 UTC = timezone.utc
@@ -63,30 +62,6 @@ def bookings(session, station: m.Station, tz: ZoneInfo, first: date, days: int) 
                         {"driver": driver.id, "slot": slot}))
     session.commit()
     return out
-
-
-def apply(session, station: m.Station, messages) -> None:
-    """Messages of one station through the services, in order; one commit at the end."""
-    for at, code, call, kw in messages:
-        if call == "status":
-            charging.record_status(session, station_code=station.code, charger_code=code, connector=1, at=at,
-                                   received_at=at, device_ts=at, now=at, **kw)
-        elif call == "book":
-            try:
-                booking.book_slot(session, at, kw["driver"], station.code, kw["slot"], code)
-            except DomainError:
-                pass
-        elif call == "cancel":
-            b = session.scalar(select(m.Booking).where(m.Booking.driver_id == kw["driver"],
-                                                       m.Booking.slot_start == kw["slot"]))
-            if b is not None:
-                booking.cancel_booking(session, at, kw["driver"], b.id)
-        else:
-            charging.record_transaction(session, station_code=station.code, charger_code=code, event=call,
-                                        connector=1, id_tag=kw.get("id_tag"), at=at, now=at,
-                                        transaction_id=kw["transaction_id"], meter_wh=kw["meter_wh"],
-                                        reason="EVDisconnected" if call == "stop" else None)
-    session.commit()
 
 
 def assert_network_equals_stations(session, stations: list[m.Station], first: date, last: date,

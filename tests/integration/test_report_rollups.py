@@ -73,6 +73,7 @@ def plan(rnd: random.Random, station: m.Station, tz: ZoneInfo, first: date, days
 
 
 def apply(session, station: m.Station, messages) -> None:
+    """Messages of one station through the services, in order; one commit at the end."""
     for at, code, call, kw in messages:
         if call == "status":
             charging.record_status(session, station_code=station.code, charger_code=code, connector=1, at=at,
@@ -82,6 +83,11 @@ def apply(session, station: m.Station, messages) -> None:
                 booking.book_slot(session, at, kw["driver"], station.code, kw["slot"], code)
             except DomainError:
                 pass
+        elif call == "cancel":
+            b = session.scalar(select(m.Booking).where(m.Booking.driver_id == kw["driver"],
+                                                       m.Booking.slot_start == kw["slot"]))
+            if b is not None:
+                booking.cancel_booking(session, at, kw["driver"], b.id)
         else:
             charging.record_transaction(session, station_code=station.code, charger_code=code, event=call,
                                         connector=1, id_tag=kw.get("id_tag"), at=at, now=at,
