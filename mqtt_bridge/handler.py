@@ -371,9 +371,7 @@ def _apply_state(session, received, ref, now, apply) -> Outcome:
     except DomainError as exc:
         return _refused(session, received, ref, exc)
     except Exception as exc:  # a bug in a service: keep the stream moving, keep the payload
-        log.exception("applying %s failed", received.topic)
-        return dead_letter(session, received, APPLY_FAILED, f"{type(exc).__name__}: {str(exc)[:200]}", ref=ref,
-                           loggable=False)
+        return _apply_failed(session, received, ref, exc)
     return Outcome(APPLIED, received.topic, ref.kind.value, station=ref.station, device=device_key(ref.device),
                    retained=received.retain)
 
@@ -439,19 +437,11 @@ def _apply_device_message(session: Session, received: Received, ref: t.TopicRef,
                 # meanwhile: read again and apply once more; a second failure is a real error.
                 ctx.sequences.pop(key, None)
                 continue
-            log.exception("applying %s failed", received.topic)
             _record_sequence_only(session, ctx, ident, key, msg, now)
             ctx.applied.add(ident)
-            return dead_letter(session, received, APPLY_FAILED, f"{type(exc).__name__}: {str(exc)[:200]}", ref=ref,
-                               loggable=False)
+            return _apply_failed(session, received, ref, exc)
     ctx.applied.add(ident)
-    lag = (now - msg.effective_ts).total_seconds()
-    outcome = Outcome(APPLIED, gap=gap, filled=filled, skewed=skewed, lag_seconds=lag, **base)
-    if isinstance(ignored, tuple):  # a command result: (command, answer)
-        return replace(outcome, command=ignored[0], result=ignored[1])
-    if ignored:
-        return replace(outcome, status=IGNORED, reason=ignored)
-    return outcome
+    return _applied(base, msg, now, ignored, gap=gap, filled=filled)
 
 
 def _is_new(row: "SeqState", msg: t.DeviceMessage) -> bool:
@@ -492,22 +482,32 @@ def _apply_new_message(session: Session, received: Received, ref: t.TopicRef, ms
             except Exception as exc:
                 if isinstance(exc, IntegrityError) and attempt == 1:
                     continue  # another worker inserted a row a service creates meanwhile: once more
-                log.exception("applying %s failed", received.topic)
-                refused = dead_letter(session, received, APPLY_FAILED, f"{type(exc).__name__}: {str(exc)[:200]}",
-                                      ref=ref, loggable=False)
+                refused = _apply_failed(session, received, ref, exc)
                 break
     state, gap = _next_sequence(seq_row, msg)
     ctx.defer_applied(session, ident, key, state, gap, now)
     ctx.applied.add(ident)
     if refused is not None:
         return refused
+    return _applied(base, msg, now, ignored, gap=gap, filled=False)
+
+
+def _applied(base: dict, msg: t.DeviceMessage, now: datetime, ignored, *, gap: int, filled: bool) -> Outcome:
+    """The outcome of an applied device message; ``ignored`` is what ``_route`` returned."""
     lag = (now - msg.effective_ts).total_seconds()
-    outcome = Outcome(APPLIED, gap=gap, filled=False, skewed=skewed, lag_seconds=lag, **base)
+    outcome = Outcome(APPLIED, gap=gap, filled=filled, skewed=msg.skewed, lag_seconds=lag, **base)
     if isinstance(ignored, tuple):  # a command result: (command, answer)
         return replace(outcome, command=ignored[0], result=ignored[1])
     if ignored:
         return replace(outcome, status=IGNORED, reason=ignored)
     return outcome
+
+
+def _apply_failed(session: Session, received: Received, ref: t.TopicRef, exc: Exception) -> Outcome:
+    """An unexpected exception in a service (a bug): logged with its traceback, the message dead-lettered."""
+    log.exception("applying %s failed", received.topic)
+    return dead_letter(session, received, APPLY_FAILED, f"{type(exc).__name__}: {str(exc)[:200]}", ref=ref,
+                       loggable=False)
 
 
 _INSERT_APPLIED = insert(m.AppliedMessage.__table__)
