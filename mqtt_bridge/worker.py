@@ -14,7 +14,11 @@ runs the periodic work, each in its own transaction: one writer per bridge.
 A batch closes at ``batch_size`` messages, ``batch_ms`` after its first message,
 or after ``idle_ms`` with nothing new: the broker sends at most its in-flight
 window of unacknowledged messages, so waiting longer for a full batch would
-only wait for our own acknowledgements.
+only wait for our own acknowledgements. A batch holding a live message (any but
+a meter sample: a status, a transaction, a door count, a gate passage) closes
+as soon as nothing more is waiting in the queue, so a status is committed
+without waiting for a stream of meter samples to fill the batch; while a
+backlog drains the queue is never empty and batches stay full.
 """
 from __future__ import annotations
 
@@ -64,6 +68,13 @@ class WorkerOptions:
     registry_max_age: float = 30.0
     log_repeat_seconds: float = 60.0  # the same bad topic and reason is logged at most this often
     outbox: OutboxSettings = OutboxSettings()
+
+
+def _is_live(topic: str) -> bool:
+    """Whether a message changes what people watch live (a status, a session starting or stopping, the
+    lounge's count, a gate, a device going offline): everything but a meter sample, which only moves a
+    session's kWh and can wait for a fuller batch."""
+    return not topic.endswith("/meter")
 
 
 def _device_of(topic: str) -> str:
@@ -168,20 +179,23 @@ class Worker:
             return []
         batch = [first]
         o = self.options
+        live = _is_live(first.topic)
         deadline = time.monotonic() + o.batch_ms / 1000
         while len(batch) < o.batch_size:
             try:
-                batch.append(self.queue.get_nowait())
-                continue
+                received = self.queue.get_nowait()
             except queue.Empty:
-                pass
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                batch.append(self.queue.get(timeout=min(remaining, o.idle_ms / 1000)))
-            except queue.Empty:
-                break
+                if live:
+                    break  # someone is watching for this one: commit what has arrived, now
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    received = self.queue.get(timeout=min(remaining, o.idle_ms / 1000))
+                except queue.Empty:
+                    break
+            batch.append(received)
+            live = live or _is_live(received.topic)
         return batch
 
     # -- batches --------------------------------------------------------------------

@@ -139,6 +139,51 @@ def test_the_worker_thread_batches_by_size_and_keeps_arrival_order(app, clock, s
     assert committed("SELECT last_seq FROM device_sequences") == 130
 
 
+def _collect_with_late_arrival(worker, first, late, after=0.15):
+    """``_collect`` with ``first`` queued and ``late`` submitted ``after`` seconds later; (batch, seconds taken)."""
+    for r in first:
+        worker.submit(r)
+    timer = threading.Timer(after, worker.submit, args=(late,))
+    timer.start()
+    started = time.monotonic()
+    try:
+        return worker._collect(), time.monotonic() - started
+    finally:
+        timer.join()
+
+
+def test_a_batch_of_meter_samples_waits_for_more_within_its_idle_time(clock):
+    # A meter sample can wait: the batch stays open for the sample arriving 150 ms later (idle 2 s).
+    worker, _ = make_worker(None, clock, batch_ms=5000, idle_ms=2000, batch_size=3)
+    f1 = charger()
+    first, late = rx(f1.meter(1, 1_000_100)), rx(f1.meter(1, 1_000_200))
+    batch, _ = _collect_with_late_arrival(worker, [first], late)
+    assert [r.mid for r in batch][:2] == [first.mid, late.mid]
+
+
+@pytest.mark.parametrize("live", ["status", "door_count", "transaction"])
+def test_a_batch_holding_a_live_message_closes_as_soon_as_the_queue_is_empty(clock, live):
+    # A status (or a door count, a transaction) is what someone watches: it is committed with what has
+    # already arrived, without waiting the idle time (2 s here) for more meter samples.
+    worker, _ = make_worker(None, clock, batch_ms=5000, idle_ms=2000)
+    f1 = charger()
+    message = {"status": lambda: rx(f1.status("Charging")), "door_count": lambda: rx(sensor().count(1, 0)),
+               "transaction": lambda: rx(f1.start(1))}[live]()
+    queued = [rx(f1.meter(1, 1_000_100)), message, rx(f1.meter(1, 1_000_200))]
+    batch, took = _collect_with_late_arrival(worker, queued, rx(f1.meter(1, 1_000_300)))
+    assert [r.mid for r in batch] == [r.mid for r in queued]
+    assert took < 1.0  # the late sample (150 ms) is left for the next batch
+
+
+def test_a_draining_backlog_still_fills_batches_around_live_messages(clock):
+    # While the queue is not empty a live message does not cut the batch short: full batches while draining.
+    worker, _ = make_worker(None, clock, batch_size=50, idle_ms=2000)
+    f1 = charger()
+    for i in range(120):
+        worker.submit(rx(f1.status("Charging")) if i % 7 == 0 else rx(f1.meter(1, 1_000_000 + i)))
+    assert [len(worker._collect()) for _ in range(3)] == [50, 50, 20]
+
+
 # --------------------------------------------------------------------------- outbox
 
 
