@@ -305,7 +305,7 @@ class User(db.Model):
     suspended_until: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     is_demo: Mapped[bool] = mapped_column(Boolean, default=False)
 
-    stations: Mapped[list[Station]] = relationship(secondary="manager_stations", lazy="selectin")
+    stations: Mapped[list[Station]] = relationship(secondary="manager_stations")  # managers only: loaded on use
 
 
 class ManagerStation(db.Model):

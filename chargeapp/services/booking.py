@@ -21,7 +21,7 @@ from chargeapp.domain.booking import (
     ChargerCandidate, ChargerNow, DriverSuspended, IdempotencyKeyReused, SlotUnavailable,
 )
 from chargeapp.services.common import (
-    booking_rules, charger_by_code, enqueue_command, local_hhmm, maintenance_windows, notify,
+    booking_rules, charger_by_code, commit_and_keep, enqueue_command, local_hhmm, maintenance_windows, notify,
     opening_hours, station_by_code, station_tz,
 )
 
@@ -153,7 +153,7 @@ def book_slot(session: Session, now: datetime, driver_id: int, station_code: str
             if isinstance(booking, tuple):
                 session.rollback()
                 return booking
-            session.commit()
+            commit_and_keep(session)  # the caller answers with the booking: no reload in a second transaction
             return booking, True
         except IntegrityError as err:
             session.rollback()
@@ -220,15 +220,16 @@ def _try_book(session, now, driver_id, station_code, slot_start, charger_code, k
         requested.id if requested else None, _fast_candidates(station),
         _taken_ids(session, station.id, span.start), br,
     )
+    charger = session.get(m.Charger, charger_id)
+    # The relationships set as well as the ids, so the answer needs no query for them after the commit.
     booking = m.Booking(
-        driver_id=driver.id, station_id=station.id, charger_id=charger_id, booked_charger_id=charger_id,
-        requested_charger_id=requested.id if requested else None, slot_start=span.start,
-        slot_end=span.end, status=BookingStatus.BOOKED.value, created_at=now,
+        driver_id=driver.id, station=station, station_id=station.id, charger=charger, charger_id=charger_id,
+        booked_charger_id=charger_id, requested_charger_id=requested.id if requested else None,
+        slot_start=span.start, slot_end=span.end, status=BookingStatus.BOOKED.value, created_at=now,
         idempotency_key=key, request_fingerprint=fingerprint,
     )
     session.add(booking)
     session.flush()
-    charger = session.get(m.Charger, charger_id)
     notify(session, driver.id, "booked",
            f"Booked {charger.code} ({charger.level}) at {station.name}, "
            f"{span.start.astimezone(tz):%m-%d %H:%M}-{local_hhmm(span.end, tz)}.", now, booking)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, event, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from chargeapp.db import models as m
 from chargeapp.domain.booking import BookingRules, OpeningHours
@@ -53,6 +53,25 @@ def station_by_code(session: Session, code: str) -> m.Station:
         raise StationNotFound(f"No station '{code}'.")
     ids[code] = station.id
     return station
+
+
+def commit_and_keep(session: Session) -> None:
+    """Commit without expiring what the session holds: for a request that answers with the rows it just wrote.
+
+    A plain commit expires every loaded object, so serialising the answer reloads
+    the booking (and its charger's connectors) in a second transaction, on SQLite
+    a second turn of the one write lock for a POST, only to read back what was
+    just written. Kept, the answer shows the rows as this transaction committed
+    them. The session's next commit or rollback expires as usual; do not use it
+    where the session lives on and must see other transactions' changes (the
+    bridge's), only where it ends with the request.
+    """
+    target = session() if isinstance(session, scoped_session) else session
+    expire, target.expire_on_commit = target.expire_on_commit, False
+    try:
+        target.commit()
+    finally:
+        target.expire_on_commit = expire
 
 
 _ROW_IDS = "chargeapp.row_ids"

@@ -156,3 +156,29 @@ def test_a_write_in_a_get_answers_500_not_the_503_of_a_busy_database(sqlite_app)
     sqlite_app.config["PROPAGATE_EXCEPTIONS"] = False
     r = sqlite_app.test_client().get("/api/test/write/orm")
     assert r.status_code == 500
+
+
+def test_a_booking_and_its_cancel_each_take_one_write_turn(sqlite_app, begins):
+    """The answer is the booking as its transaction committed it: no second BEGIN IMMEDIATE to read it back.
+
+    Each turn of the write lock is a wait for every other writer (16 bookings at a time in the benchmark); the
+    reload after the commit had been a second turn per POST.
+    """
+    client = sqlite_app.test_client()
+    r = client.post("/api/v1/auth/register", json={"email": "b@example.com", "password": "correct-horse"})
+    auth = {"Authorization": f"Bearer {r.json['token']}"}
+    begins.clear()
+    booked = client.post("/api/v1/bookings", json={"station": "s1", "slot_start": "2026-11-22T15:00:00+08:00"},
+                         headers=auth)
+    assert booked.status_code == 201
+    assert [b for b in begins if b.startswith("BEGIN")] == ["BEGIN IMMEDIATE"]
+    assert booked.json["station"] == "s1" and booked.json["charger"] and booked.json["status"] == "booked"
+    begins.clear()
+    cancelled = client.post(f"/api/v1/bookings/{booked.json['id']}/cancel", headers=auth)
+    assert cancelled.status_code == 200 and cancelled.json["status"] == "cancelled"
+    assert [b for b in begins if b.startswith("BEGIN")] == ["BEGIN IMMEDIATE"]
+    # What was answered is what is stored.
+    mine = client.get("/api/v1/bookings", headers=auth).json
+    assert [(b["id"], b["status"], b["charger"], b["slot_start"]) for b in mine] == [
+        (booked.json["id"], "cancelled", booked.json["charger"], booked.json["slot_start"])]
+    assert mine[0]["cancelled_at"] == cancelled.json["cancelled_at"]

@@ -10,7 +10,7 @@ from chargeapp.db import db
 from chargeapp.domain import booking as rules
 from chargeapp.domain.errors import InvalidRequest
 from chargeapp.services import booking as booking_service
-from chargeapp.services.common import booking_rules
+from chargeapp.services.common import booking_rules, commit_and_keep
 from chargeapp.web.fields import StationTime
 from chargeapp.web.security import clock, current_user, login_required
 
@@ -109,5 +109,5 @@ class CancelBooking(MethodView):
     def post(self, booking_id):
         """Cancel: free until the slot starts, a no-show after; cancelling twice is harmless."""
         b = booking_service.cancel_booking(db.session, clock().now(), current_user().id, booking_id)
-        db.session.commit()
+        commit_and_keep(db.session)
         return b
