@@ -93,10 +93,12 @@ class Sampler:
 
 
 def _mix(n: int, start: datetime):
+    """The ingest and memory benchmarks' mix (``bench.ingest.TRANSACTION_SHARE`` of the draws turn a session over)."""
+    from bench.ingest import TRANSACTION_SHARE
     from mqtt_bridge.measure import workload
 
     return workload("m1", [f"F{i}" for i in range(1, 21)], [f"D{i}" for i in range(1, 5)], ["G1", "G2"], n, start,
-                    transaction_share=0.02)
+                    transaction_share=TRANSACTION_SHARE)
 
 
 class _Now:
@@ -158,6 +160,7 @@ def run_jobs(messages: int, job: str, every: int, pass_peak: bool = False) -> No
 def run_bridge(rate: float, seconds: float, periodic_seconds: float, every: float) -> None:
     import paho.mqtt.client as mqtt
 
+    from chargeapp import telemetry
     from chargeapp.runtime import freeze_startup_objects
     from mqtt_bridge.bridge import Bridge, BridgeOptions
     from mqtt_bridge.measure import Mosquitto, _station_database
@@ -185,7 +188,7 @@ def run_bridge(rate: float, seconds: float, periodic_seconds: float, every: floa
                 due = min(len(stream), int(elapsed * rate))
                 while sent < due:
                     topic, payload = stream[sent]
-                    pub.publish(topic, payload, qos=1, retain="/status/" in topic)
+                    pub.publish(topic, payload, qos=1, retain=telemetry.parse_topic(topic).retained)
                     sent += 1
                 if elapsed >= next_row:
                     sampler.row(f"{elapsed:.0f}s", f"sent {sent}")
