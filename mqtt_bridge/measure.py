@@ -42,6 +42,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def listens(proc: subprocess.Popen, port: int) -> bool:
+    """True once ``proc`` itself holds a socket listening on TCP ``port`` (Linux: /proc/net/tcp and its fds).
+
+    Not "something accepts connections on the port": a port taken from ``free_port`` is free only when asked,
+    and another test's broker started on it meanwhile would accept too; this test's clients would then talk
+    to that broker (and, with the same client ids, take over its sessions) while its own broker exits with
+    "Address already in use". Where /proc is not there, falls back to a connection.
+    """
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    if not tables[0].exists():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+    inodes = set()
+    for table in tables:
+        try:
+            rows = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()  # sl local_address rem_address st ... inode: "0A" is LISTEN
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    if not inodes:
+        return False
+    try:
+        fds = list(Path(f"/proc/{proc.pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(fd) in inodes:
+                return True
+        except OSError:
+            continue
+    return False
+
+
 class Mosquitto:
     """A private Mosquitto on 127.0.0.1: anonymous, no persistence, queues without limit, config in ``workdir``."""
 
@@ -49,6 +89,7 @@ class Mosquitto:
                  extra_conf: str = ""):
         self.workdir = Path(workdir)
         self.extra_conf = extra_conf  # more configuration lines (e.g. "set_tcp_nodelay true\n")
+        self._auto_port = port is None
         self.port = port or free_port()
         self.max_inflight = max_inflight
         self.binary = binary
@@ -60,6 +101,15 @@ class Mosquitto:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> "Mosquitto":
+        """Start it and wait until it listens on its port; an auto-picked port lost to another process meanwhile
+        is picked again (a port given by the caller, as for a restart on the same port, is not)."""
+        for _attempt in range(5):
+            if self._start(timeout):
+                return self
+            self.port = free_port()
+        raise RuntimeError(f"mosquitto found no free port: {self.log_path.read_text()[-2000:]}")
+
+    def _start(self, timeout: float) -> bool:
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
@@ -78,12 +128,14 @@ class Mosquitto:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
+                self._log.close()
+                log = self.log_path.read_text()
+                if "Address already in use" in log and self._auto_port:
+                    return False
+                raise RuntimeError(f"mosquitto exited: {log[-2000:]}")
+            if listens(self.proc, self.port):
+                return True
+            time.sleep(0.02)
         self.stop()
         raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout} s")
 

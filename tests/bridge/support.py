@@ -4,8 +4,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import sys
 import threading
 import time
+import traceback
 from pathlib import Path
 
 
@@ -85,13 +87,25 @@ def read_count(app, sql: str) -> int:
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> None:
-    """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
+    """Poll ``predicate`` until true; fail the test after ``timeout`` seconds, saying where every thread was."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{thread_stacks()}")
+
+
+def thread_stacks(frames: int = 8) -> str:
+    """The innermost ``frames`` frames of every other thread: where a bridge, gateway or client thread was stuck."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    parts = []
+    for ident, frame in sys._current_frames().items():
+        if ident == threading.get_ident():
+            continue
+        stack = "".join(traceback.format_stack(frame)[-frames:])
+        parts.append(f"--- thread {names.get(ident, ident)}\n{stack}")
+    return "\n".join(parts)
 
 
 REPO = Path(__file__).resolve().parents[2]

@@ -22,6 +22,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from mqtt_bridge.measure import listens
+
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
 MOSQUITTO = os.environ.get("CHARGEAPP_MOSQUITTO", "/usr/sbin/mosquitto")
@@ -130,14 +132,10 @@ class Mosquitto:
                                      stdin=subprocess.DEVNULL)
         log.close()
 
-        def listening() -> bool:
+        def listening() -> bool:  # this broker, not whatever took the port since free_port() (see listens)
             if self.proc.poll() is not None:
                 raise RuntimeError(f"mosquitto exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return True
-            except OSError:
-                return False
+            return listens(self.proc, self.port)
 
         if not wait_for(listening, timeout):
             self.stop()
