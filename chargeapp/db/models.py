@@ -492,6 +492,19 @@ class ReceiptCheck(db.Model):
     checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class PeriodicCursor(db.Model):
+    """Where a periodic job that works through a large set in turns stopped last time (the last id it looked at).
+
+    ``receipts.settle_due`` looks at the receipts of its 24-hour window a bounded number per pass, from here on;
+    written under the periodic lease, so by one worker at a time. A missing row means: from the start.
+    """
+
+    __tablename__ = "periodic_cursors"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+    moved_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Notification(db.Model):
     __tablename__ = "notifications"
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -50,6 +50,11 @@ COMPONENT_LABELS = {
 }
 # Late telemetry is looked for this long after a receipt is issued (settle_due).
 RECHECK_WINDOW = timedelta(hours=24)
+# Receipts of that window looked at per pass, at most. A station's day fits in one pass; a network's day (tens of
+# thousands) is looked at in turns, each pass going on from where the last one stopped (periodic_cursors), so a
+# pass's time and memory stay bounded whatever the network's size (docs/rules.md, Receipts).
+RECHECK_PER_PASS = 2_000
+RECHECK_CURSOR = "receipts.recheck"
 # A fast charger's receipt waits this long after the stop for the connector to report
 # Available; then it is issued without an idle fee, and a later Available corrects it.
 IDLE_WAIT_LIMIT = timedelta(hours=2)
@@ -774,7 +779,7 @@ def _digest(parts) -> str:
 
 
 def _charging_inputs(session: Session, session_ids) -> dict[int, str]:
-    """Per session (ids: a subquery), a digest of everything ``_price_session`` reads; one query.
+    """Per session (ids: a list or a subquery), a digest of everything ``_price_session`` reads; one query.
 
     The session's start, stop and registers; its charger's kind, the station's time zone and the tariff
     version at its start; its meter readings; the connector's status history over [start, stop); the
@@ -812,7 +817,7 @@ def _charging_inputs(session: Session, session_ids) -> dict[int, str]:
 
 
 def _parking_inputs(session: Session, stay_ids) -> dict[int, str]:
-    """Per stay (ids: a subquery), a digest of everything ``_price_stay`` reads; three queries.
+    """Per stay (ids: a list or a subquery), a digest of everything ``_price_stay`` reads; three queries.
 
     The stay's entry, exit and plate; the station's time zone and parking rules and the tariff version at
     entry; the plate's registrations overlapping the stay; the sessions at the station of those drivers
@@ -863,14 +868,25 @@ class _Check:
 class _Checks:
     """The digests items were last priced from (``receipt_checks``), and the ones this pass priced."""
 
+    CHUNK = 5_000  # ids per IN list
+
     def __init__(self, session: Session, now: datetime):
-        rc = m.ReceiptCheck
-        self.stored = {
-            (kind, item_id): _Check(inputs, due_at)
-            for kind, item_id, inputs, due_at in session.execute(
-                select(rc.kind, rc.item_id, rc.inputs, rc.due_at).where(rc.checked_at >= now - RECHECK_WINDOW))
-        }
+        self.session, self.since = session, now - RECHECK_WINDOW
+        self.stored: dict[tuple[str, int], _Check] = {}  # of the items looked at (``load``), not of the window
         self.priced: dict[tuple[str, int], _Check] = {}
+
+    def load(self, items: dict[str, list[int]]) -> None:
+        """Read the stored digests of these items (kind -> ids), in one query per CHUNK ids."""
+        rc = m.ReceiptCheck
+        wanted = [(kind, item_id) for kind, ids in items.items() for item_id in ids]
+        for start in range(0, len(wanted), self.CHUNK):
+            chunk: dict[str, list[int]] = {}
+            for kind, item_id in wanted[start:start + self.CHUNK]:
+                chunk.setdefault(kind, []).append(item_id)
+            of_items = or_(*(and_(rc.kind == kind, rc.item_id.in_(ids)) for kind, ids in chunk.items()))
+            for kind, item_id, inputs, due_at in self.session.execute(
+                    select(rc.kind, rc.item_id, rc.inputs, rc.due_at).where(of_items, rc.checked_at >= self.since)):
+                self.stored[(kind, item_id)] = _Check(inputs, due_at)
 
     def unchanged(self, kind: str, item_id: int, inputs: str | None, now: datetime, *, waiting: bool) -> bool:
         """The item was priced from these inputs (``waiting``: and could not be issued yet) and is not due again."""
@@ -915,34 +931,55 @@ def _waiting_until(session: Session, session_id: int, now: datetime) -> datetime
 # -- the periodic work ---------------------------------------------------------------------------
 
 
-def settle_due(session: Session, now: datetime) -> dict:
+def settle_due(session: Session, now: datetime, *, recheck_per_pass: int = RECHECK_PER_PASS) -> dict:
     """Recheck receipts issued in the last 24 h, issue charging receipts of closed sessions, settle stays due; counts.
 
     Only items whose inputs changed since they were last priced are priced again (see
     "what a receipt is priced from" above); ``rechecked`` counts the receipts of the window
-    looked at, priced again or not. An item that fails on a rule (a station
+    looked at, priced again or not: all of them, or ``recheck_per_pass`` from where the last
+    pass stopped when the window holds more. An item that fails on a rule (a station
     without a tariff, a stay exiting before its entry) is logged, counted in ``errors`` and
     retried next time.
     """
     counts = {"rechecked": 0, "corrections": 0, "charging_receipts": 0, "charging_waiting": 0,
               "parking_receipts": 0, "parking_waiting": 0, "stays_without_entry": 0, "errors": 0}
     checks = _Checks(session, now)
-    _recheck_recent(session, now, checks, counts)
+    _recheck_recent(session, now, checks, counts, recheck_per_pass)
     _issue_charging(session, now, checks, counts)
     _settle_exited(session, now, checks, counts)
     checks.save(session, now)
     return counts
 
 
-def _recheck_recent(session: Session, now: datetime, checks: _Checks, counts: dict) -> None:
+def _recheck_turn(session: Session, now: datetime, limit: int) -> list:
+    """The window's originals to look at in this pass: ``limit`` of them by id, from just after the receipt the last
+    pass looked at last, going round to the lowest id after the highest. The cursor moves to the last one taken."""
     r = m.Receipt
-    window = (r.kind.in_(ORIGINAL_KINDS), r.issued_at >= now - RECHECK_WINDOW)
-    recent = session.execute(select(r.id, r.kind, r.session_id, r.stay_id).where(*window).order_by(r.id)).all()
+    cursor = session.get(m.PeriodicCursor, RECHECK_CURSOR)
+    after = cursor.position if cursor is not None else 0
+    turn = session.execute(
+        select(r.id, r.kind, r.session_id, r.stay_id)
+        .where(r.kind.in_(ORIGINAL_KINDS), r.issued_at >= now - RECHECK_WINDOW)
+        .order_by(case((r.id > after, 0), else_=1), r.id).limit(limit)
+    ).all()
+    if turn and turn[-1].id != after:
+        if cursor is None:
+            session.add(m.PeriodicCursor(name=RECHECK_CURSOR, position=turn[-1].id, moved_at=now))
+        else:
+            cursor.position, cursor.moved_at = turn[-1].id, now
+    return turn
+
+
+def _recheck_recent(session: Session, now: datetime, checks: _Checks, counts: dict, limit: int) -> None:
+    recent = _recheck_turn(session, now, limit)
+    items = {kind: [row[2] if kind == "charging" else row[3] for row in recent if row[1] == kind]
+             for kind in ORIGINAL_KINDS}
     inputs = {"charging": {}, "parking": {}}
-    if any(kind == "charging" for _, kind, _, _ in recent):
-        inputs["charging"] = _charging_inputs(session, select(r.session_id).where(*window, r.kind == "charging"))
-    if any(kind == "parking" for _, kind, _, _ in recent):
-        inputs["parking"] = _parking_inputs(session, select(r.stay_id).where(*window, r.kind == "parking"))
+    if items["charging"]:
+        inputs["charging"] = _charging_inputs(session, items["charging"])
+    if items["parking"]:
+        inputs["parking"] = _parking_inputs(session, items["parking"])
+    checks.load(items)
     for receipt_id, kind, session_id, stay_id in recent:
         item_id = session_id if kind == "charging" else stay_id
         digest = inputs[kind].get(item_id)
@@ -969,6 +1006,7 @@ def _issue_charging(session: Session, now: datetime, checks: _Checks, counts: di
         select(m.ChargingSession).where(*due).order_by(m.ChargingSession.stopped_at, m.ChargingSession.id)
     ))
     inputs = _charging_inputs(session, select(m.ChargingSession.id).where(*due)) if closed else {}
+    checks.load({"charging": [cs.id for cs in closed]})
     for cs in closed:
         digest = inputs.get(cs.id)
         if checks.unchanged("charging", cs.id, digest, now, waiting=True):

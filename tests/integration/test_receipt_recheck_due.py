@@ -105,20 +105,22 @@ def test_a_pass_over_unchanged_receipts_reprices_none_of_them_in_a_few_statement
     assert (first["charging_receipts"], first["parking_receipts"], first["errors"]) == (40, 20, 0)
     assert (priced["_price_session"], priced["_price_stay"], priced["_reprice"]) == (40, 20, 0)
     session.commit()
+    receipts.settle_due(session, T0 + STEP)  # the first recheck also places the cursor (periodic_cursors)
+    session.commit()
 
     priced.clear()
     with statements(session) as sent:
-        again = receipts.settle_due(session, T0 + STEP)
+        again = receipts.settle_due(session, T0 + 2 * STEP)
     assert (again["rechecked"], again["corrections"], again["charging_receipts"], again["parking_receipts"]) == (
         60, 0, 0, 0)
     assert sum(priced.values()) == 0
-    assert len(sent) <= 8, sent  # receipts, 1 charging + 3 parking digests, checks, closed, exited
+    assert len(sent) <= 9, sent  # the cursor, receipts, 1 charging + 3 parking digests, checks, closed, exited
     session.commit()
 
     # The same statements for ten times fewer receipts: the cost is the digests' queries, not one pricing each.
     session.execute(m.Receipt.__table__.update().where(m.Receipt.id % 10 != 0).values(issued_at=T0 - timedelta(days=2)))
     with statements(session) as few:
-        receipts.settle_due(session, T0 + 2 * STEP)
+        receipts.settle_due(session, T0 + 3 * STEP)
     assert len(few) == len(sent)
 
 
@@ -453,13 +455,69 @@ def test_checks_older_than_the_window_are_dropped(session, station, owner):
     assert session.scalar(select(func.count()).select_from(m.ReceiptCheck)) == 1
 
 
+# -- a window larger than a pass: looked at in turns --------------------------------------------------
+
+
+def test_a_window_larger_than_a_pass_is_looked_at_in_turns_and_every_late_input_is_corrected_within_a_round(
+        session, station, priced):
+    sessions, stays = a_day(session, station, 10)
+    assert settled(session)["charging_receipts"] == 10
+    window = 10 + len(stays)  # 15 originals
+    per_pass, passes = 4, -(-window // 4)  # a round: 4 passes
+    receipts.settle_due(session, T0 + STEP, recheck_per_pass=per_pass)
+    session.commit()
+    # A late Available on two fast chargers (less idle time): the first receipt, three passes behind the cursor,
+    # and the eighth, just ahead of it.
+    late = [sessions[0].id, sessions[7].id]
+    for cs in (sessions[0], sessions[7]):
+        statuses(session, station, cs.charger.code, (cs.started_at + timedelta(minutes=40), "Available"))
+    session.commit()
+    priced.clear()
+    looked, fixed = [], 0
+    for k in range(passes):
+        session.remove()  # each pass in its own session, as separate runs of `chargeapp tick` would be
+        counts = receipts.settle_due(session, T0 + (k + 2) * STEP, recheck_per_pass=per_pass)
+        session.commit()
+        looked.append(counts["rechecked"])
+        fixed += counts["corrections"]
+    assert looked == [per_pass] * passes  # bounded per pass, going round
+    assert fixed == 2 and priced["_reprice"] == 2  # both corrected within one round, nothing else repriced
+    assert all(len(corrections(session, original_of(session, cs=session.get(m.ChargingSession, cs_id)))) == 1
+               for cs_id in late)
+    # Another round finds nothing more to correct.
+    for k in range(passes):
+        assert receipts.settle_due(session, T0 + (k + 10) * STEP, recheck_per_pass=per_pass)["corrections"] == 0
+        session.commit()
+
+
+def test_the_turn_goes_on_from_the_last_receipt_looked_at_and_takes_new_ones_first(session, station):
+    a_day(session, station, 6)  # 9 originals
+    settled(session)
+    ids = list(session.scalars(select(m.Receipt.id).where(m.Receipt.kind.in_(receipts.ORIGINAL_KINDS))
+                               .order_by(m.Receipt.id)))
+    turns = []
+    for k in range(3):
+        turns.append([row.id for row in receipts._recheck_turn(session, T0 + (k + 1) * STEP, 4)])
+        session.commit()
+    assert turns == [ids[0:4], ids[4:8], [ids[8], *ids[0:3]]]
+    assert session.get(m.PeriodicCursor, receipts.RECHECK_CURSOR).position == ids[2]
+    # A receipt issued since is looked at in the next turn, before the older ones it goes round to.
+    charged(session, station, new_driver(session, "沪D00001"), local(13), 20, code="F2")
+    settled(session, T0 + 4 * STEP)
+    new = session.scalar(select(func.max(m.Receipt.id)))
+    assert [row.id for row in receipts._recheck_turn(session, T0 + 5 * STEP, 4)][:3] == [ids[3], *ids[4:6]]
+    assert new in [row.id for row in receipts._recheck_turn(session, T0 + 6 * STEP, 4)]
+
+
 # -- nothing is missed ---------------------------------------------------------------------------------
 
 
-def test_after_every_pass_repricing_everything_would_change_nothing(session, station):
-    """Late inputs of every kind, in random rounds, around a morning of sessions and stays: after each pass,
-    ``recheck`` of every receipt of the window (what every pass did before unchanged ones were skipped) writes no
-    correction: nothing the pass skipped had changed."""
+@pytest.mark.parametrize("per_pass", [receipts.RECHECK_PER_PASS, 7], ids=["whole-window", "7-per-pass"])
+def test_after_every_pass_repricing_everything_would_change_nothing(session, station, per_pass):
+    """Late inputs of every kind, in random rounds, around a morning of sessions and stays: after each pass (with
+    7 receipts looked at per pass: after each round of passes over the whole window), ``recheck`` of every receipt
+    of the window (what every pass did before unchanged ones were skipped) writes no correction: nothing the pass
+    skipped had changed."""
     rnd = random.Random(20261122)
     codes = ["F1", "F2", "F3", "S01", "S02"]
     plates = [f"沪F{i:04d}" for i in range(8)]
@@ -551,9 +609,12 @@ def test_after_every_pass_repricing_everything_would_change_nothing(session, sta
             except DomainError:
                 session.rollback()
         session.commit()
-        now += timedelta(seconds=5)
-        total.update(receipts.settle_due(session, now))
-        session.commit()
+        originals = session.scalar(select(func.count(m.Receipt.id)).where(
+            m.Receipt.kind.in_(receipts.ORIGINAL_KINDS), m.Receipt.issued_at >= now - receipts.RECHECK_WINDOW))
+        for _ in range(-(-(originals + 1) // per_pass)):  # (+1: a receipt the first pass issues)
+            now += timedelta(seconds=5)
+            total.update(receipts.settle_due(session, now, recheck_per_pass=per_pass))
+            session.commit()
         window = list(session.scalars(select(m.Receipt).where(m.Receipt.kind.in_(receipts.ORIGINAL_KINDS))
                                       .order_by(m.Receipt.id)))
         for original in window:
