@@ -1,54 +1,26 @@
 """End-to-end fixtures for the simulators: a real Mosquitto on a free loopback port, and a watching client."""
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+from mqtt_bridge.measure import MOSQUITTO, Mosquitto
 
 
 @pytest.fixture
 def mosquitto(tmp_path):
-    """A throw-away Mosquitto (anonymous, no persistence) on a free loopback port; yields the port."""
-    if MOSQUITTO is None:
+    """A throw-away Mosquitto (anonymous, no persistence) on a free loopback port; yields the port. The bridge
+    tests' broker: ready when it listens itself, not when anything accepts on the port (see measure.listens)."""
+    if not Path(MOSQUITTO).exists():
         pytest.fail("mosquitto is not installed (apt-get install mosquitto)", pytrace=False)
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broker = Mosquitto(tmp_path / "mosquitto").start()
     try:
-        wait_for_port(port)
-        yield port
+        yield broker.port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        broker.stop()
 
 
 class Watcher:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.simulators.conftest import Watcher, free_port
+from mqtt_bridge.measure import free_port
+from tests.simulators.conftest import Watcher
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
