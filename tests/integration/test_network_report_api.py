@@ -19,7 +19,7 @@ from tests.factories import make_station
 pytestmark = pytest.mark.integration
 SH = ZoneInfo("Asia/Shanghai")
 UTC = timezone.utc
-URL = "/api/v1/reports/network?from=2026-11-10&to=2026-11-11"
+URL = "/api/v1/reports/network?start=2026-11-10&end=2026-11-11"
 
 
 def bearer(user) -> dict:
@@ -104,6 +104,9 @@ def test_csv_has_a_row_per_station_and_charger_then_the_network(client, users):
     ("from=2026-11-10", "unprocessable_entity"),
     ("from=2026-11-10&to=2026-11-10&format=xlsx", "unprocessable_entity"),
     ("from=9999-12-31&to=9999-12-31", "value_out_of_range"),
+    ("start=2026-11-10&end=2026-11-09", "invalid_report_range"),
+    ("start=2026-11-10", "unprocessable_entity"),
+    ("start=2026-11-10&from=2026-11-09&end=2026-11-10", "unprocessable_entity"),  # two different first days
 ])
 def test_bad_ranges_are_422_with_a_code_and_a_message(client, users, query, code):
     for who in ("admin", "idle"):
@@ -112,3 +115,14 @@ def test_bad_ranges_are_422_with_a_code_and_a_message(client, users, query, code
             continue  # no station: no local midnight to compute
         assert r.status_code == 422, (who, r.json)
         assert r.json["code"] == code and r.json["message"]
+
+
+def test_start_and_end_as_in_the_station_reports_and_from_and_to_as_before_give_the_same_report(client, users):
+    headers = bearer(users["admin"])
+    named = client.get(URL, headers=headers)
+    assert named.status_code == 200, named.json
+    assert client.get("/api/v1/reports/network?from=2026-11-10&to=2026-11-11", headers=headers).json == named.json
+    mixed = client.get("/api/v1/reports/network?start=2026-11-10&from=2026-11-10&to=2026-11-11", headers=headers)
+    assert mixed.json == named.json  # the same day twice is no conflict
+    r = client.get("/api/v1/reports/network?start=2026-11-10&from=2026-11-09&end=2026-11-11", headers=headers)
+    assert r.status_code == 422 and "not both" in str(r.json), r.json

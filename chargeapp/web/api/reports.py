@@ -12,7 +12,7 @@ import re
 from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, pre_load, validate
 
 from chargeapp.db import db
 from chargeapp.db import models as m
@@ -88,11 +88,26 @@ class UtilizationSchema(_RangeSchema):
 
 
 class NetworkArgs(Schema):
-    from_ = fields.Date(required=True, data_key="from", attribute="from",
-                        metadata={"description": "first station-local date, YYYY-MM-DD (each station in its own zone)"})
-    to = fields.Date(required=True, metadata={"description": "last station-local date (inclusive)"})
+    """``start``/``end`` as in every station report; ``from``/``to``, which this report took first, still work."""
+
+    ALIASES = {"from": "start", "to": "end"}
+
+    start = fields.Date(required=True, metadata={
+        "description": "first station-local date, YYYY-MM-DD (each station in its own zone); also as `from`"})
+    end = fields.Date(required=True, metadata={"description": "last station-local date (inclusive); also as `to`"})
     chargers = fields.Boolean(load_default=False, metadata={"description": "each station's charger rows too"})
     format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv"]))
+
+    @pre_load
+    def _aliases(self, data, **kwargs):
+        data = {key: data[key] for key in data}
+        for alias, name in self.ALIASES.items():
+            if alias in data:
+                value = data.pop(alias)
+                if name in data and data[name] != value:
+                    raise ValidationError(f"give {name} or {alias}, not both", field_name=name)
+                data[name] = value
+        return data
 
 
 class NetworkStationSchema(UtilizationSchema):
@@ -247,9 +262,9 @@ class Network(MethodView):
         """Utilization per station (and charger) of every station the user manages (an administrator: all), each
         over the same station-local dates in its own time zone, and the network row summing them."""
         stations = manage.managed_stations(db.session, current_user())
-        report = reports.network_utilization(db.session, stations, args["from"], args["to"], clock().now())
+        report = reports.network_utilization(db.session, stations, args["start"], args["end"], clock().now())
         if args["format"] == "csv":
-            filename = f"network-utilization-{args['from'].isoformat()}-{args['to'].isoformat()}.csv"
+            filename = f"network-utilization-{args['start'].isoformat()}-{args['end'].isoformat()}.csv"
             body = reports.to_csv(reports.network_rows(report, args["chargers"]),
                                   columns=["station", "timezone", *UtilizationRowSchema().fields])
             resp = Response(body, status=200, content_type="text/csv; charset=utf-8")
