@@ -55,6 +55,7 @@ RECHECK_WINDOW = timedelta(hours=24)
 # pass's time and memory stay bounded whatever the network's size (docs/rules.md, Receipts).
 RECHECK_PER_PASS = 2_000
 RECHECK_CURSOR = "receipts.recheck"
+IN_CHUNK = 5_000  # ids per IN list at most (SQLite and psycopg bound a statement's parameters)
 # A fast charger's receipt waits this long after the stop for the connector to report
 # Available; then it is issued without an idle fee, and a later Available corrects it.
 IDLE_WAIT_LIMIT = timedelta(hours=2)
@@ -868,20 +869,18 @@ class _Check:
 class _Checks:
     """The digests items were last priced from (``receipt_checks``), and the ones this pass priced."""
 
-    CHUNK = 5_000  # ids per IN list
-
     def __init__(self, session: Session, now: datetime):
         self.session, self.since = session, now - RECHECK_WINDOW
         self.stored: dict[tuple[str, int], _Check] = {}  # of the items looked at (``load``), not of the window
         self.priced: dict[tuple[str, int], _Check] = {}
 
     def load(self, items: dict[str, list[int]]) -> None:
-        """Read the stored digests of these items (kind -> ids), in one query per CHUNK ids."""
+        """Read the stored digests of these items (kind -> ids), in one query per IN_CHUNK ids."""
         rc = m.ReceiptCheck
         wanted = [(kind, item_id) for kind, ids in items.items() for item_id in ids]
-        for start in range(0, len(wanted), self.CHUNK):
+        for start in range(0, len(wanted), IN_CHUNK):
             chunk: dict[str, list[int]] = {}
-            for kind, item_id in wanted[start:start + self.CHUNK]:
+            for kind, item_id in wanted[start:start + IN_CHUNK]:
                 chunk.setdefault(kind, []).append(item_id)
             of_items = or_(*(and_(rc.kind == kind, rc.item_id.in_(ids)) for kind, ids in chunk.items()))
             for kind, item_id, inputs, due_at in self.session.execute(
@@ -1031,13 +1030,28 @@ def _settle_exited(session: Session, now: datetime, checks: _Checks, counts: dic
     exited = list(session.scalars(
         select(m.ParkingStay).where(*due).order_by(m.ParkingStay.exit_at, m.ParkingStay.id)
     ))
-    inputs = {}
-    if any(stay.entry_at is not None for stay in exited):
-        inputs = _parking_inputs(session, select(m.ParkingStay.id).where(*due, m.ParkingStay.entry_at.is_not(None)))
+    settle_after: dict[int, timedelta] = {}
+
+    def settling(stay: m.ParkingStay) -> bool:
+        """Inside its station's settling delay: ``_settle_stay`` would only wait, so it is not called (a network has
+        a few hundred such stays at any time, each looked at in every pass for 10 minutes)."""
+        if stay.station_id not in settle_after:
+            station = session.get(m.Station, stay.station_id)
+            settle_after[stay.station_id] = timedelta(minutes=rules_of(station).receipt_settle_minutes)
+        return now - stay.exit_at < settle_after[stay.station_id]
+
+    ready = []
     for stay in exited:
         if stay.entry_at is None:
             counts["stays_without_entry"] += 1
-            continue
+        elif settling(stay):
+            counts["parking_waiting"] += 1
+        else:
+            ready.append(stay)
+    inputs = {}
+    for start in range(0, len(ready), IN_CHUNK):  # (after an outage's backlog: bounded IN lists)
+        inputs.update(_parking_inputs(session, [stay.id for stay in ready[start:start + IN_CHUNK]]))
+    for stay in ready:
         try:
             receipt, written = _settle_stay(session, now, stay)
         except DomainError:

@@ -413,6 +413,22 @@ def test_a_reopened_stay_is_left_alone_until_it_can_be_priced(session, station, 
 # -- the waiting ones --------------------------------------------------------------------------------
 
 
+def test_stays_inside_their_settling_delay_cost_a_pass_no_statement_until_due(session, station, priced):
+    settled(session)  # the cursor and nothing else
+    with statements(session) as none_settling:
+        settled(session, T0 + STEP)
+    for i in range(5):  # gate out 1-5 minutes ago: inside the station's 10 minutes
+        stay(session, station, local(12), local(13, 55 + i), plate=f"沪E0000{i}")
+    session.commit()
+    with statements(session) as five_settling:
+        counts = settled(session, T0 + 2 * STEP)
+    assert (counts["parking_waiting"], counts["parking_receipts"], sum(priced.values())) == (5, 0, 0)
+    assert len(five_settling) == len(none_settling) + 1, five_settling  # + the station's rules, once
+    counts = settled(session, local(14, 5))  # 13:55 + 10 minutes: the first is due, the others still settle
+    assert (counts["parking_receipts"], counts["parking_waiting"]) == (1, 4)
+
+
+
 def test_a_session_waiting_for_available_is_priced_again_only_when_something_arrives(session, station, owner,
                                                                                     priced):
     statuses(session, station, "F1", (local(13), "Charging"), (local(13, 30), "Finishing"))
