@@ -387,6 +387,11 @@ class ChargingSession(db.Model):
         UniqueConstraint("charger_id", "transaction_id"),
         Index("ix_charging_sessions_started", "charger_id", "started_at"),
         Index("ix_charging_sessions_station_stopped", "station_id", "stopped_at"),
+        # The periodic pass looks for closed sessions without their receipt (receipts._issue_charging): only
+        # those are in this index, so the pass does not read every session ever closed.
+        Index("ix_charging_sessions_unreceipted", "stopped_at",
+              sqlite_where=text("receipted_at IS NULL AND stopped_at IS NOT NULL"),
+              postgresql_where=text("receipted_at IS NULL AND stopped_at IS NOT NULL")),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"), index=True)
@@ -403,6 +408,8 @@ class ChargingSession(db.Model):
     stop_reason: Mapped[Optional[str]] = mapped_column(String(32))
     # stop | new_start | available | manager ; None while open
     closed_by: Mapped[Optional[str]] = mapped_column(String(16))
+    # When its charging receipt (the original) was issued; None before. Only for finding the ones still due.
+    receipted_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)
     # Set when the stop came without its start (start_* stay None until it arrives).
     flags: Mapped[list] = mapped_column(JSON, default=list)
 
@@ -423,7 +430,13 @@ class MeterReading(db.Model):
 
 class ParkingStay(db.Model):
     __tablename__ = "parking_stays"
-    __table_args__ = (Index("ix_parking_stays_station_plate", "station_id", "plate", "entry_at"),)
+    __table_args__ = (
+        Index("ix_parking_stays_station_plate", "station_id", "plate", "entry_at"),
+        # Exited stays not settled yet, for the periodic pass (receipts._settle_exited): not every stay ever.
+        Index("ix_parking_stays_unsettled", "exit_at",
+              sqlite_where=text("settled_at IS NULL AND exit_at IS NOT NULL"),
+              postgresql_where=text("settled_at IS NULL AND exit_at IS NOT NULL")),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"))
     plate: Mapped[str] = mapped_column(String(64))

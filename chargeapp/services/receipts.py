@@ -392,11 +392,15 @@ def _issue_charging_receipt(session: Session, now: datetime, cs: m.ChargingSessi
     _lock(session, m.ChargingSession, cs.id)
     existing = _original(session, session_id=cs.id)
     if existing is not None:
+        if cs.receipted_at is None:  # (another worker's, issued meanwhile)
+            cs.receipted_at = existing.issued_at
         return existing, False
     priced = _price_session(session, now, cs)
     if priced is None:
         return None, False
-    return _write_original(session, now, "charging", cs.station_id, priced, session_id=cs.id), True
+    receipt = _write_original(session, now, "charging", cs.station_id, priced, session_id=cs.id)
+    cs.receipted_at = receipt.issued_at
+    return receipt, True
 
 
 # -- parking receipts ------------------------------------------------------------------------
@@ -999,8 +1003,10 @@ def _recheck_recent(session: Session, now: datetime, checks: _Checks, counts: di
 
 def _issue_charging(session: Session, now: datetime, checks: _Checks, counts: dict) -> None:
     has_charging = exists().where(m.Receipt.session_id == m.ChargingSession.id, m.Receipt.kind == "charging")
-    due = (m.ChargingSession.started_at.is_not(None), m.ChargingSession.stopped_at.is_not(None),
-           m.ChargingSession.stopped_at <= now, ~has_charging)
+    # receipted_at and stopped_at as ix_charging_sessions_unreceipted has them: only sessions still without a
+    # receipt are read, not every session ever closed; the receipt itself (has_charging) stays the test.
+    due = (m.ChargingSession.receipted_at.is_(None), m.ChargingSession.stopped_at.is_not(None),
+           m.ChargingSession.started_at.is_not(None), m.ChargingSession.stopped_at <= now, ~has_charging)
     closed = list(session.scalars(
         select(m.ChargingSession).where(*due).order_by(m.ChargingSession.stopped_at, m.ChargingSession.id)
     ))
@@ -1026,7 +1032,9 @@ def _issue_charging(session: Session, now: datetime, checks: _Checks, counts: di
 
 def _settle_exited(session: Session, now: datetime, checks: _Checks, counts: dict) -> None:
     has_parking = exists().where(m.Receipt.stay_id == m.ParkingStay.id, m.Receipt.kind == "parking")
-    due = (m.ParkingStay.exit_at.is_not(None), m.ParkingStay.exit_at <= now, ~has_parking)
+    # As ix_parking_stays_unsettled: stays not settled yet, not every stay ever; the receipt stays the test.
+    due = (m.ParkingStay.settled_at.is_(None), m.ParkingStay.exit_at.is_not(None), m.ParkingStay.exit_at <= now,
+           ~has_parking)
     exited = list(session.scalars(
         select(m.ParkingStay).where(*due).order_by(m.ParkingStay.exit_at, m.ParkingStay.id)
     ))

@@ -26,6 +26,45 @@ def test_db_upgrade_builds_the_schema_of_the_models_from_nothing(tmp_path, clock
         db.engine.dispose()
 
 
+def test_the_upgrade_stamps_sessions_and_stays_that_have_their_receipt_already(session, station, clock):
+    """d7a3f0b81c62 adds charging_sessions.receipted_at: rows from before it get their receipt's issue time, so
+    the periodic pass's index of sessions still due starts with only those (and stays likewise). Its statements,
+    on rows as they were before it."""
+    import importlib.util
+    from datetime import timedelta
+    from pathlib import Path
+
+    from sqlalchemy import text
+
+    from chargeapp.services import receipts
+    from tests.integration.test_receipts import charged, new_driver, stay
+
+    path = next(Path(m.__file__).parents[1].glob("migrations/versions/d7a3f0b81c62_*.py"))
+    spec = importlib.util.spec_from_file_location("d7a3f0b81c62", path)
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+
+    driver = new_driver(session)
+    charged(session, station, driver, clock.now() - timedelta(hours=3), 20)
+    charged(session, station, driver, clock.now() - timedelta(minutes=5), 20, code="F2")  # no receipt yet
+    stay(session, station, clock.now() - timedelta(hours=3), clock.now() - timedelta(hours=2))
+    session.commit()
+    receipts.settle_due(session, clock.now() - timedelta(minutes=1))
+    session.commit()
+    session.execute(m.ChargingSession.__table__.update().values(receipted_at=None))  # as before the migration
+    session.execute(m.ParkingStay.__table__.update().values(settled_at=None))
+    for statement in migration.BACKFILL:
+        session.execute(text(statement))
+    session.commit()
+    session.expire_all()
+    issued = {session_id: at for session_id, at in session.execute(
+        select(m.Receipt.session_id, m.Receipt.issued_at).where(m.Receipt.kind == "charging"))}
+    stamped = {cs.id: cs.receipted_at for cs in session.scalars(select(m.ChargingSession))}
+    assert len(stamped) == 2 and len(issued) == 1 and stamped == {**dict.fromkeys(stamped), **issued}
+    [parking] = session.scalars(select(m.Receipt).where(m.Receipt.kind == "parking"))
+    assert session.get(m.ParkingStay, parking.stay_id).settled_at == parking.issued_at
+
+
 def test_seed_demo_is_idempotent_and_marks_demo_data(runner, session):
     first = runner.invoke(args=["seed", "--demo"])
     assert first.exit_code == 0, first.output

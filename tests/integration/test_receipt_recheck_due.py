@@ -410,6 +410,43 @@ def test_a_reopened_stay_is_left_alone_until_it_can_be_priced(session, station, 
     assert corrections(session, original)[0].parking_fen == -1000
 
 
+def test_the_pass_finds_what_is_due_by_partial_indexes_not_by_reading_every_session_and_stay_ever(
+        session, station, owner):
+    """A year of a station's sessions were read in every pass (`SCAN charging_sessions`) to find the few still
+    without a receipt; now both searches use the indexes of the unreceipted sessions and unsettled stays."""
+    charged(session, station, owner, local(10, 10), 20)
+    stay(session, station, local(10), local(13))
+    engine, sent = session.get_bind(), []
+
+    def keep(conn, cursor, statement, parameters, *_):
+        if "receipted_at IS NULL" in statement or "settled_at IS NULL" in statement:
+            sent.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        counts = settled(session)
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+    assert (counts["charging_receipts"], counts["parking_receipts"]) == (1, 1)
+    session.expire_all()
+    assert [cs.receipted_at for cs in session.scalars(select(m.ChargingSession))] == [T0]
+    searches = {"charging_sessions": "ix_charging_sessions_unreceipted", "parking_stays": "ix_parking_stays_unsettled"}
+    found = {}
+    conn = session.connection()
+    for statement, parameters in sent:
+        table = next(t for t in searches if statement.lstrip().startswith(f"SELECT {t}.id"))
+        if engine.dialect.name == "sqlite":
+            plan = " | ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
+            assert f"SCAN {table}" not in plan, plan
+        else:  # PostgreSQL scans tiny tables whatever the indexes: asked not to, it must be able to use the index
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = " | ".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {statement}", parameters))
+        assert searches[table] in plan, plan
+        found[table] = plan
+    session.rollback()
+    assert set(found) == set(searches)
+
+
 # -- the waiting ones --------------------------------------------------------------------------------
 
 
