@@ -975,7 +975,7 @@ def _recheck_turn(session: Session, now: datetime, limit: int) -> list:
 
 def _recheck_recent(session: Session, now: datetime, checks: _Checks, counts: dict, limit: int) -> None:
     recent = _recheck_turn(session, now, limit)
-    items = {kind: [row[2] if kind == "charging" else row[3] for row in recent if row[1] == kind]
+    items = {kind: [row.session_id if kind == "charging" else row.stay_id for row in recent if row.kind == kind]
              for kind in ORIGINAL_KINDS}
     inputs = {"charging": {}, "parking": {}}
     if items["charging"]:
