@@ -74,10 +74,25 @@ def create_manager_command(email, password, stations, admin):
 
 @click.command("tick", cls=_DomainErrorsAsMessages)
 def tick_command():
-    """Run the periodic work once: holds, waiting bookings, no-shows, receipts."""
-    from chargeapp.services import periodic
+    """Run the periodic work once: holds, waiting bookings, no-shows, receipts. Under the bridge workers' lease:
+    while a running bridge holds it, this run does nothing and says so (the bridge does the work)."""
+    import os
+    import socket
+    from datetime import timedelta
 
-    counts = periodic.run_once(db.session, _now())
+    from chargeapp.db import models as m
+    from mqtt_bridge.lease import PERIODIC_LEASE, release_lease, run_periodic
+
+    now = _now()
+    holder = f"tick@{socket.gethostname()}:{os.getpid()}"
+    counts = run_periodic(db.session, now, holder, ttl=timedelta(minutes=5))  # (a bound in case it dies midway)
+    if counts is None:
+        db.session.rollback()
+        lease = db.session.get(m.Lease, PERIODIC_LEASE)
+        click.echo(f"skipped: {lease.holder if lease else 'another worker'} is running the periodic work"
+                   + (f" (its lease runs until {lease.expires_at.isoformat()})" if lease else ""))
+        return
+    release_lease(db.session, PERIODIC_LEASE, holder, now)
     db.session.commit()
     click.echo(json.dumps(counts, sort_keys=True))
 

@@ -98,6 +98,27 @@ def test_tick_prints_what_it_did(runner, station):
     assert json.loads(r.output.strip().splitlines()[-1])["no_show"] == 0
 
 
+def test_tick_takes_the_bridges_lease_and_gives_it_back_and_does_nothing_while_a_bridge_holds_it(
+        runner, session, station, clock):
+    from datetime import timedelta
+
+    from mqtt_bridge.lease import PERIODIC_LEASE, acquire_lease
+
+    r = runner.invoke(args=["tick"])
+    assert r.exit_code == 0 and r.output.startswith("{"), r.output
+    session.expire_all()
+    lease = session.get(m.Lease, PERIODIC_LEASE)
+    assert lease.holder.startswith("tick@") and lease.expires_at == clock.now()  # given back: a bridge takes over now
+
+    assert acquire_lease(session, PERIODIC_LEASE, "bridge-1", clock.now(), timedelta(seconds=30))
+    session.commit()
+    session.remove()
+    r = runner.invoke(args=["tick"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("skipped: bridge-1 is running the periodic work"), r.output
+    assert session.get(m.Lease, PERIODIC_LEASE).holder == "bridge-1"  # not taken over
+
+
 def test_report_command_prints_json_and_csv(runner, station):
     r = runner.invoke(args=["report", "--station", "s1", "--start", "2026-11-01", "--end", "2026-11-21"])
     assert r.exit_code == 0, r.output
