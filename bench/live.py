@@ -27,6 +27,7 @@ from bench.common import (
     Databases, Result, RssSampler, bench_app, bridge_healthy, children, create_schema, metric, ms, percentile, say,
     start_bridge, start_web,
 )
+from bench.ingest import TRANSACTION_SHARE
 
 UTC = timezone.utc
 STATION = "l1"
@@ -325,7 +326,7 @@ def run_memory(backend: str, dbs: Databases, workdir: Path, sizes: dict) -> list
             time.sleep(0.5)
         n = int(seconds * rate) + 100
         batch = workload(STATION, rig.load_chargers, [f"D{i}" for i in range(1, 5)], ["G1", "G2"], n,
-                         datetime.now(UTC) - timedelta(hours=3), transaction_share=0.02)
+                         datetime.now(UTC) - timedelta(hours=3), transaction_share=TRANSACTION_SHARE)
         pub = Publisher(rig.broker.port, "bench-memory")
         stop, counts = threading.Event(), [0]
         readers = [threading.Thread(target=_reader, args=(rig.base, stop, counts), daemon=True) for _ in range(4)]
