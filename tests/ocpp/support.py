@@ -22,6 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from ocpp_gateway.translate import ocpp_time
+from tests.bridge.support import read_count, wait_for
 
 # Bounds, not timings: a passing wait ends as soon as its condition holds (~0.1 s for a message applied), so a
 # generous bound costs nothing, and a 2-core CI box running heavy end-to-end tests beside these stalls for
@@ -29,6 +30,14 @@ from ocpp_gateway.translate import ocpp_time
 WAIT = 15.0  # seconds: the bound of every wait on a charge point
 # A command crosses the bridge's periodic work, its outbox, Mosquitto and the gateway.
 COMMAND_WAIT = 20.0
+F1_ONLINE = "SELECT online FROM chargers WHERE code = 'F1'"
+
+
+def wait_offline_at_start(app) -> None:
+    """Wait until the bridge has applied the 'false' a starting gateway publishes for every charger (none is connected
+    yet). F1 is online in a new registry, so without this a wait for it to be online after it connects can pass
+    before that 'false' arrives, which then takes it offline again for a while (a hold due then moves its booking)."""
+    wait_for(lambda: read_count(app, F1_ONLINE) == 0, WAIT, "the gateway to say F1 is offline at start")
 
 
 def basic(username: str, password: str) -> str:

@@ -22,7 +22,7 @@ from chargeapp.db import models as m
 from tests.bridge.support import read_count, wait_for
 from tests.e2e.test_scripted_day import Http, iso, local, poll
 from tests.integration.test_api_driver import register
-from tests.ocpp.support import WAIT, at
+from tests.ocpp.support import F1_ONLINE, WAIT, at, wait_offline_at_start
 
 pytestmark = pytest.mark.e2e
 
@@ -54,12 +54,13 @@ def test_a_booked_session_over_ocpp_is_held_started_metered_stopped_and_billed(
 
     ocpp_id, password = f1_credentials
     gateway = start_gateway()
+    wait_offline_at_start(app)
     cp = charge_points(gateway.port, ocpp_id, password).connect()
 
     boot = cp.send(call.BootNotification(charge_point_model="DC120", charge_point_vendor="ACME"))
     assert boot.status == "Accepted" and boot.current_time == at(clock.now())
     cp.send(call.StatusNotification(connector_id=1, error_code="NoError", status="Available", timestamp=at(clock.now())))
-    wait_for(lambda: read_count(app, "SELECT online FROM chargers WHERE code = 'F1'") == 1, WAIT, "F1 online")
+    wait_for(lambda: read_count(app, F1_ONLINE) == 1, WAIT, "F1 online")
     assert cp.send(call.Authorize(id_tag=tag_a)).id_tag_info["status"] == "Accepted"
     assert cp.send(call.Authorize(id_tag="NOT-A-DRIVER")).id_tag_info["status"] == "Invalid"
 

@@ -9,7 +9,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.bridge.support import read_count, wait_for
-from tests.ocpp.support import WAIT, basic
+from tests.ocpp.support import F1_ONLINE, WAIT, basic, wait_offline_at_start
 
 pytestmark = pytest.mark.e2e
 
@@ -44,8 +44,8 @@ def test_a_wrong_password_leaves_the_charger_offline_and_a_right_one_brings_it_o
         app, start_gateway, f1_credentials, bridge):
     ocpp_id, password = f1_credentials
     gateway = start_gateway()
-    online = "SELECT online FROM chargers WHERE code = 'F1'"
-    wait_for(lambda: read_count(app, online) == 0, WAIT, "the gateway to say F1 is offline at start")
+    online = F1_ONLINE
+    wait_offline_at_start(app)
     assert handshake_status(gateway.port, f"/ocpp/{ocpp_id}", basic(ocpp_id, "wrong-password-123")) == 401
     assert gateway.counters.get("refused_401") == 1 and gateway.counters.get("connections") == 0
     with connect(f"ws://127.0.0.1:{gateway.port}/ocpp/{ocpp_id}", subprotocols=["ocpp1.6"],

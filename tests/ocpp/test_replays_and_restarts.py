@@ -15,11 +15,9 @@ from chargeapp.services.common import enqueue_command
 from mqtt_bridge.measure import Mosquitto
 from tests.bridge.support import read_count, wait_for
 from tests.e2e.test_scripted_day import local
-from tests.ocpp.support import WAIT, at
+from tests.ocpp.support import F1_ONLINE, WAIT, at, wait_offline_at_start
 
 pytestmark = pytest.mark.e2e
-
-ONLINE = "SELECT online FROM chargers WHERE code = 'F1'"
 
 
 def status(connector: int, value: str, when) -> call.StatusNotification:
@@ -41,6 +39,7 @@ def test_messages_queued_while_offline_are_applied_once_with_their_own_device_ti
     tag = driver_tag(session)
     ocpp_id, password = f1_credentials
     gateway = start_gateway()
+    wait_offline_at_start(app)
     cp = charge_points(gateway.port, ocpp_id, password).connect()
     cp.send(call.BootNotification(charge_point_model="AC22", charge_point_vendor="ACME"))
     cp.send(status(1, "Available", clock.now()))
@@ -51,10 +50,10 @@ def test_messages_queued_while_offline_are_applied_once_with_their_own_device_ti
 
     # The network drops at 14:15; the EV finishes at 14:30 while the charger is offline.
     cp.disconnect()
-    wait_for(lambda: read_count(app, ONLINE) == 0, WAIT, "F1 offline")
+    wait_for(lambda: read_count(app, F1_ONLINE) == 0, WAIT, "F1 offline")
     clock.set(local(14, 40))
     cp.connect()
-    wait_for(lambda: read_count(app, ONLINE) == 1, WAIT, "F1 online again")
+    wait_for(lambda: read_count(app, F1_ONLINE) == 1, WAIT, "F1 online again")
     cp.send(status(1, "Available", local(14, 40)))  # its current state first, then what it queued
     assert cp.send(start).transaction_id == tx  # the StartTransaction whose answer it never got: the same id
     cp.send(meter(tx, 4_000, local(14, 20)))
@@ -101,14 +100,15 @@ def test_transaction_ids_never_repeat_for_a_charger_across_a_gateway_restart(
     ids = []
     for minute in (10, 20):
         gateway = start_gateway()
+        wait_offline_at_start(app)
         cp = charge_points(gateway.port, ocpp_id, password).connect()
-        wait_for(lambda: read_count(app, ONLINE) == 1, WAIT, "F1 online")
+        wait_for(lambda: read_count(app, F1_ONLINE) == 1, WAIT, "F1 online")
         clock.set(local(14, minute))
         tx = cp.send(call.StartTransaction(connector_id=1, id_tag=tag, meter_start=minute, timestamp=at(clock.now())))
         ids.append(tx.transaction_id)
         cp.send(call.StopTransaction(meter_stop=minute + 5, timestamp=at(clock.now()), transaction_id=tx.transaction_id))
         gateway.stop()  # closes the charger's connection and says it is offline
-        wait_for(lambda: read_count(app, ONLINE) == 0, WAIT, "F1 offline after the gateway stopped")
+        wait_for(lambda: read_count(app, F1_ONLINE) == 0, WAIT, "F1 offline after the gateway stopped")
         cp.close()
     assert ids == [4712, 4713]
     wait_for(lambda: read_count(app, "SELECT count(*) FROM charging_sessions WHERE closed_by = 'stop'") == 2, WAIT,
@@ -123,9 +123,10 @@ def test_commands_become_ocpp_calls_and_their_answers_command_results(
         app, session, clock, station, f1_credentials, bridge, start_gateway, charge_points):
     ocpp_id, password = f1_credentials
     gateway = start_gateway()
+    wait_offline_at_start(app)
     cp = charge_points(gateway.port, ocpp_id, password, answers={
         "ChangeAvailability": "Rejected", "RemoteStopTransaction": "CALLERROR"}).connect()
-    wait_for(lambda: read_count(app, ONLINE) == 1, WAIT, "F1 online")
+    wait_for(lambda: read_count(app, F1_ONLINE) == 1, WAIT, "F1 online")
     f1 = session.scalar(select(m.Charger).where(m.Charger.code == "F1"))
     sent = {
         "remote_start": {"connector": 1, "id_tag": "APP-1234"},
