@@ -91,7 +91,7 @@ def test_a_people_counters_line_totals_change_the_zones_occupancy_and_an_unknown
     try:
         publish(mosquitto.port, messages, "people-counter")
         wait_for(lambda: handled(bridge) >= len(messages), 10, "the bridge to handle the counter's reports")
-        wait_for(lambda: read_count(app, "SELECT count(*) FROM dead_letters") == 1, 5, "the dead letter")
+        wait_for(lambda: read_count(app, "SELECT count(*) FROM dead_letters") == 1, 15, "the dead letter")
     finally:
         bridge.stop()
     session.expire_all()

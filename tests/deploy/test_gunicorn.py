@@ -213,7 +213,7 @@ def _spread_bad_logins(base: str, log_path, client_ip: str, n: int) -> tuple[lis
         pids.update(line.split()[0] for line in lines)
         return len(lines) >= n
 
-    assert wait_for(logged, 5), "the access log lacks the logins"
+    assert wait_for(logged, 15), "the access log lacks the logins"
     return statuses, pids
 
 

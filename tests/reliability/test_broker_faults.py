@@ -96,7 +96,7 @@ def test_broker_killed_mid_burst_loses_nothing_undetected_and_applies_nothing_tw
         cues = {3000: kill_and_restart}
         if persistence == "saved_before_the_kill":
             save()
-            assert wait_for_all(lambda: broker.db_file.exists(), 5), "the broker saved nothing on SIGUSR1"
+            assert wait_for_all(lambda: broker.db_file.exists(), 15), "the broker saved nothing on SIGUSR1"
             cues[2000] = save  # the bridge lags behind: the save holds messages it applies before the kill
         fleet.publish_paced(messages, rate=1500, on_count=cues)
         assert fleet.wait_acknowledged(30), f"{fleet.acknowledged()} of {len(fleet.infos)} acknowledged"

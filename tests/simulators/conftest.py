@@ -39,7 +39,7 @@ class Watcher:
         self.client.connect("127.0.0.1", port)
         self.client.subscribe(topic, qos=1)
         self.client.loop_start()
-        subscribed.wait(5)
+        subscribed.wait(15)
 
     def _on_message(self, client, userdata, message):
         with self._lock:
@@ -49,7 +49,7 @@ class Watcher:
         with self._lock:
             return list(self.messages)
 
-    def wait_for(self, predicate, timeout: float = 10.0):
+    def wait_for(self, predicate, timeout: float = 15.0):
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             found = [m for m in self.snapshot() if predicate(m)]
@@ -57,6 +57,15 @@ class Watcher:
                 return found
             time.sleep(0.05)
         return []
+
+    def until(self, check, timeout: float = 15.0) -> list[tuple[str, bytes, bool]]:
+        """The snapshot once ``check(snapshot)`` holds, or the last one after ``timeout`` (the caller asserts on it)."""
+        end = time.monotonic() + timeout
+        while True:
+            snap = self.snapshot()
+            if check(snap) or time.monotonic() >= end:
+                return snap
+            time.sleep(0.05)
 
     def publish(self, topic: str, payload: bytes) -> None:
         self.client.publish(topic, payload, qos=1).wait_for_publish(5)

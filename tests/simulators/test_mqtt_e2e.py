@@ -29,6 +29,11 @@ def online_topics() -> list[str]:
     return [f"stations/{STATION}/{d}/online" for d in DEVICES]
 
 
+def retained_of(snapshot) -> dict[str, bytes]:
+    """Topic -> payload of the retained messages a subscription was sent."""
+    return {topic: payload for topic, payload, retain in snapshot if retain}
+
+
 def test_a_simulator_process_says_online_publishes_parsable_messages_and_leaves_its_wills_when_killed(
         mosquitto, watcher_factory, tmp_path):
     live = watcher_factory(mosquitto)
@@ -49,9 +54,9 @@ def test_a_simulator_process_says_online_publishes_parsable_messages_and_leaves_
             time.sleep(0.1)
         # A late subscriber sees every device's retained online = true.
         late = watcher_factory(mosquitto, topic=f"stations/{STATION}/+/+/online")
-        retained = late.wait_for(lambda m: m[2], timeout=3)
-        time.sleep(0.3)
-        assert {m[0]: m[1] for m in late.snapshot() if m[2]} == {topic: b"true" for topic in online_topics()}
+        online = {topic: b"true" for topic in online_topics()}
+        retained = retained_of(late.until(lambda snap: retained_of(snap) == online))
+        assert retained == online
     finally:
         proc.send_signal(signal.SIGKILL)  # no orderly shutdown: every socket just closes
         proc.wait(10)
@@ -64,9 +69,8 @@ def test_a_simulator_process_says_online_publishes_parsable_messages_and_leaves_
     assert {"StatusMessage", "DoorCount"} <= kinds
 
     after = watcher_factory(mosquitto, topic=f"stations/{STATION}/+/+/online")
-    assert after.wait_for(lambda m: m[2], timeout=5)
-    time.sleep(0.3)
-    assert {m[0]: m[1] for m in after.snapshot() if m[2]} == {topic: b"false" for topic in online_topics()}
+    offline = {topic: b"false" for topic in online_topics()}
+    assert retained_of(after.until(lambda snap: retained_of(snap) == offline)) == offline
     assert retained
 
 
@@ -92,7 +96,7 @@ def test_a_device_losing_its_network_leaves_its_will_and_delivers_the_queued_mes
         door_online = f"stations/{STATION}/doors/door-room/online"
         door.set_network(False)
         pump(0.3)
-        assert watcher.wait_for(lambda m: m[0] == door_online and m[1] == b"false", timeout=5)
+        assert watcher.wait_for(lambda m: m[0] == door_online and m[1] == b"false")
         door.passage("in")
         queued_at = door.device_time()
         pump(0.5)
@@ -100,7 +104,7 @@ def test_a_device_losing_its_network_leaves_its_will_and_delivers_the_queued_mes
         assert not [m for m in watcher.snapshot() if m[0] == count_topic and b'"in_total":1' in m[1]]
         door.set_network(True)
         pump(1.0)
-        late = watcher.wait_for(lambda m: m[0] == count_topic and b'"in_total":1' in m[1], timeout=5)
+        late = watcher.wait_for(lambda m: m[0] == count_topic and b'"in_total":1' in m[1])
         assert late and json.loads(late[0][1])["ts"] == queued_at.isoformat()
         snap = watcher.snapshot()
         went_down = snap.index((door_online, b"false", False))
@@ -113,11 +117,11 @@ def test_a_device_losing_its_network_leaves_its_will_and_delivers_the_queued_mes
             id_tag="D-E2E", expiry=clock.now() + timedelta(minutes=30)))
         watcher.publish(command_topic, payload)
         pump(1.0)
-        answers = watcher.wait_for(lambda m: m[0].endswith("F1/command_results"), timeout=5)
+        answers = watcher.wait_for(lambda m: m[0].endswith("F1/command_results"))
         assert answers and json.loads(answers[0][1])["status"] == "Accepted"
-        assert watcher.wait_for(lambda m: m[0].endswith("F1/status/1") and b'"Reserved"' in m[1], timeout=5)
+        assert watcher.wait_for(lambda m: m[0].endswith("F1/status/1") and b'"Reserved"' in m[1])
     finally:
         sim.shutdown()
         network.drain(2)
         network.close()
-    assert watcher.wait_for(lambda m: m[0].endswith("F1/online") and m[1] == b"false", timeout=5)
+    assert watcher.wait_for(lambda m: m[0].endswith("F1/online") and m[1] == b"false")
