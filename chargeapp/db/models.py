@@ -496,6 +496,8 @@ class ReceiptCheck(db.Model):
     """
 
     __tablename__ = "receipt_checks"
+    # The pass drops rows older than the window after every save: by this index, not by reading the table.
+    __table_args__ = (Index("ix_receipt_checks_checked_at", "checked_at"),)
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # charging (a session) | parking (a stay)
     item_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)  # the session's or stay's id
     inputs: Mapped[str] = mapped_column(String(64))

@@ -447,6 +447,34 @@ def test_the_pass_finds_what_is_due_by_partial_indexes_not_by_reading_every_sess
     assert set(found) == set(searches)
 
 
+def test_the_prune_of_old_digests_uses_its_index_not_a_read_of_the_whole_table(session, station, owner):
+    """After every pass that priced something, digests older than the window are dropped: ~53,000 rows for a
+    network's day, read whole each time without ``ix_receipt_checks_checked_at``."""
+    charged(session, station, owner, local(10, 10), 20)
+    engine, sent = session.get_bind(), []
+
+    def keep(conn, cursor, statement, parameters, *_):
+        if statement.lstrip().startswith("DELETE FROM receipt_checks"):
+            sent.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        assert settled(session)["charging_receipts"] == 1
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+    assert len(sent) == 1
+    statement, parameters = sent[0]
+    conn = session.connection()
+    if engine.dialect.name == "sqlite":
+        plan = " | ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters))
+        assert "SCAN receipt_checks" not in plan, plan
+    else:
+        conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        plan = " | ".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {statement}", parameters))
+    assert "ix_receipt_checks_checked_at" in plan, plan
+    session.rollback()
+
+
 # -- the waiting ones --------------------------------------------------------------------------------
 
 
