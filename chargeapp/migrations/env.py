@@ -97,14 +97,45 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
-        context.configure(
-            connection=connection,
-            target_metadata=get_metadata(),
-            **conf_args
-        )
+        sqlite = connection.dialect.name == "sqlite"
+        raw = connection.connection.driver_connection if sqlite else None
+        if raw is not None:
+            # Before Alembic begins its transaction: SQLite ignores this pragma inside one.
+            raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            context.configure(
+                connection=connection,
+                target_metadata=get_metadata(),
+                # SQLite's DDL is transactional too: the whole run commits or rolls back as one.
+                transactional_ddl=True if sqlite else None,
+                **conf_args
+            )
 
-        with context.begin_transaction():
-            context.run_migrations()
+            with context.begin_transaction():
+                context.run_migrations()
+                if sqlite:
+                    check_foreign_keys(connection)
+            if connection.in_transaction():
+                connection.commit()
+        finally:
+            if connection.in_transaction():
+                connection.rollback()
+            if raw is not None:
+                raw.execute("PRAGMA foreign_keys=ON")
+
+
+def check_foreign_keys(connection):
+    """SQLite: foreign keys are off while migrating (below); refuse, and so roll back, a run that broke a reference.
+
+    A batch migration (``op.batch_alter_table``) changes a SQLite table by copying it: create the new table, copy
+    the rows, drop the old one, rename. With foreign keys on (chargeapp/app.py turns them on for every connection),
+    dropping a table other rows refer to fails, so a downgrade that dropped ``charging_sessions.receipted_at``
+    failed on any database with a receipt. Off while migrating, and checked here before the commit instead.
+    """
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise RuntimeError(f"the migration would leave {len(broken)} row(s) referring to nothing, so it was rolled "
+                           f"back (table, rowid, referred table, key): {broken[:10]}")
 
 
 if context.is_offline_mode():

@@ -26,6 +26,88 @@ def test_db_upgrade_builds_the_schema_of_the_models_from_nothing(tmp_path, clock
         db.engine.dispose()
 
 
+def test_every_migration_goes_down_and_up_again_on_a_database_with_receipts(database_url, clock):
+    """An operator who rolls a release back runs ``flask db downgrade``: on SQLite a batch migration copies the table
+    and drops the old one, which foreign keys refused as soon as a receipt referred to a session (env.py turns
+    them off while migrating and checks every reference before the commit). Down to the first revision and up
+    again, step by step, on both databases: the rows survive and the schema is the models' again."""
+    from datetime import timedelta
+
+    from alembic.script import ScriptDirectory
+    from flask_migrate import downgrade
+    from sqlalchemy import text
+
+    from chargeapp.app import MIGRATIONS_DIR
+    from chargeapp.services import receipts
+    from tests.factories import make_station
+    from tests.integration.test_receipts import charged, new_driver, stay
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "CHARGEAPP_CLOCK": clock})
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            with db.engine.begin() as conn:
+                conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        upgrade()
+        session = db.session
+        station = make_station(session, clock.now())
+        driver = new_driver(session)
+        charged(session, station, driver, clock.now() - timedelta(hours=3), 20)
+        stay(session, station, clock.now() - timedelta(hours=3), clock.now() - timedelta(hours=2))
+        session.commit()
+        counts = receipts.settle_due(session, clock.now() - timedelta(minutes=1))
+        session.commit()
+        assert (counts["charging_receipts"], counts["parking_receipts"]) == (1, 1)
+        session.remove()
+
+        script = ScriptDirectory(MIGRATIONS_DIR)
+        newest_first = [r.revision for r in script.walk_revisions()]
+        for revision in newest_first[1:]:
+            downgrade(revision=revision)
+        for revision in reversed(newest_first[:-1]):
+            upgrade(revision=revision)
+        with db.engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), db.metadata)
+            assert diff == [], f"models and migrations disagree after the round trip: {diff}"
+            assert conn.execute(text("SELECT count(*) FROM receipts")).scalar() == 2
+            stamped = conn.execute(text("SELECT count(*) FROM charging_sessions WHERE receipted_at IS NOT NULL")).scalar()
+            assert stamped == 1  # the upgrade stamped it again from its receipt
+            assert conn.execute(text("SELECT count(*) FROM parking_stays WHERE settled_at IS NOT NULL")).scalar() == 1
+            if conn.dialect.name == "sqlite":
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # on again for the app
+        db.engine.dispose()
+
+
+def test_a_sqlite_migration_that_would_leave_a_dangling_reference_is_rolled_back_whole(tmp_path, clock):
+    """Foreign keys are off while migrating SQLite; the check before the commit stands in for them: a reference to
+    nothing (here planted by hand) refuses the run, and the database stays at the revision it was."""
+    import sqlite3
+
+    from flask_migrate import downgrade
+    from sqlalchemy import text
+
+    path = tmp_path / "dangling.db"
+    app = create_app({"SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}", "CHARGEAPP_CLOCK": clock})
+    with app.app_context():
+        upgrade()
+        with db.engine.connect() as conn:
+            head = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        raw = sqlite3.connect(path)  # foreign keys off: a connection of this test's own, not the app's
+        raw.execute("INSERT INTO id_tags (tag, user_id) VALUES ('TAG-1', 999)")  # user 999 does not exist
+        raw.commit()
+        raw.close()
+        with pytest.raises(SystemExit) as exited:  # flask db downgrade logs the message and exits 1
+            downgrade(revision="-2")
+        refused = str(exited.value.__context__)
+        assert "1 row(s) referring to nothing, so it was rolled back" in refused
+        assert "('id_tags', 1, 'users', 0)" in refused
+        with db.engine.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
+            tables = {row[0] for row in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            assert "periodic_cursors" in tables  # the downgrade that drops it was rolled back with the rest
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        db.engine.dispose()
+
+
 def test_the_upgrade_stamps_sessions_and_stays_that_have_their_receipt_already(session, station, clock):
     """d7a3f0b81c62 adds charging_sessions.receipted_at: rows from before it get their receipt's issue time, so
     the periodic pass's index of sessions still due starts with only those (and stays likewise). Its statements,
