@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -32,7 +33,10 @@ def open_handshake(url: str, authorization: str | None, subprotocols=("ocpp1.6",
         except InvalidStatus as exc:
             return exc.response.status_code, None
 
-    return asyncio.run(attempt())
+    # On a thread of its own, as the simulated charge points run: in this process the browser tests' Playwright
+    # (sync API) may hold a running event loop in the main thread, where asyncio.run() refuses to start.
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        return thread.submit(asyncio.run, attempt()).result()
 
 
 def handshake_status(port: int, path: str, authorization: str | None, subprotocols=("ocpp1.6",)) -> int:
