@@ -90,21 +90,29 @@ def test_a_device_losing_its_network_leaves_its_will_and_delivers_the_queued_mes
             sim.run_until(clock.now())
             network.poll(0.05)
 
+    def pump_until(predicate, seconds: float = 15.0) -> list:
+        """Keep the devices running until the watcher has seen a message matching ``predicate`` (a command reaches
+        the simulated charger only while its network is polled); the matching messages, [] after ``seconds``."""
+        end = time.monotonic() + seconds
+        while True:
+            found = [m for m in watcher.snapshot() if predicate(m)]
+            if found or time.monotonic() >= end:
+                return found
+            pump(0.1)
+
     try:
         pump(1.0)
         door = sim.devices[f"{STATION}.door-room"]
         door_online = f"stations/{STATION}/doors/door-room/online"
         door.set_network(False)
-        pump(0.3)
-        assert watcher.wait_for(lambda m: m[0] == door_online and m[1] == b"false")
+        assert pump_until(lambda m: m[0] == door_online and m[1] == b"false")
         door.passage("in")
         queued_at = door.device_time()
         pump(0.5)
         count_topic = f"stations/{STATION}/doors/door-room/count"
         assert not [m for m in watcher.snapshot() if m[0] == count_topic and b'"in_total":1' in m[1]]
         door.set_network(True)
-        pump(1.0)
-        late = watcher.wait_for(lambda m: m[0] == count_topic and b'"in_total":1' in m[1])
+        late = pump_until(lambda m: m[0] == count_topic and b'"in_total":1' in m[1])
         assert late and json.loads(late[0][1])["ts"] == queued_at.isoformat()
         snap = watcher.snapshot()
         went_down = snap.index((door_online, b"false", False))
@@ -116,10 +124,9 @@ def test_a_device_losing_its_network_leaves_its_will_and_delivers_the_queued_mes
             station=STATION, charger="F1", request_id="req-1", reservation_id=77, connector=1,
             id_tag="D-E2E", expiry=clock.now() + timedelta(minutes=30)))
         watcher.publish(command_topic, payload)
-        pump(1.0)
-        answers = watcher.wait_for(lambda m: m[0].endswith("F1/command_results"))
+        answers = pump_until(lambda m: m[0].endswith("F1/command_results"))
         assert answers and json.loads(answers[0][1])["status"] == "Accepted"
-        assert watcher.wait_for(lambda m: m[0].endswith("F1/status/1") and b'"Reserved"' in m[1])
+        assert pump_until(lambda m: m[0].endswith("F1/status/1") and b'"Reserved"' in m[1])
     finally:
         sim.shutdown()
         network.drain(2)
