@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
@@ -122,13 +121,15 @@ def test_the_bridge_sends_the_outbox_and_records_the_chargers_answer(app, sessio
     device = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="s1.F2")
     device.on_message = on_message
     device.on_connect = lambda c, u, f, rc, p: c.subscribe(t.command_subscription("s1", "F2"), qos=1)
+    subscribed = threading.Event()
+    device.on_subscribe = lambda *a: subscribed.set()
     device.connect("127.0.0.1", mosquitto.port)
     device.loop_start()
     bridge = None
     try:
-        time.sleep(0.3)
+        assert subscribed.wait(15), "the charger never subscribed to its commands"  # a command before is lost
         bridge = run_in_thread(app, mosquitto, "e2e-outbox", outbox_seconds=0.05, periodic_seconds=0)
-        assert answered.wait(10), "the charger never got the command"
+        assert answered.wait(15), "the charger never got the command"
         wait_for(lambda: read_count(app, f"SELECT count(*) FROM command_outbox WHERE request_id = '{request_id}'"
                                          " AND status = 'answered'") == 1, 10, "the answer to be recorded")
     finally:
