@@ -1,6 +1,7 @@
 """The application factory: nothing connects to anything at import time."""
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 from flask import Flask, current_app, has_request_context, request
@@ -164,10 +165,15 @@ def _bound_postgres(app, engine) -> None:
     statement = app.config["CHARGEAPP_DB_TIMEOUTS"]["statement"]
     reply = statement + REPLY_MARGIN if statement > 0 else None
     connection_class = _bounded_connection_class()
+    # Weakly: this listener lives in the dialect's dispatch, and SQLAlchemy's PostgreSQL dialect keeps up to 128
+    # dialects in lru_caches of its own. Held strongly, every app ever created in the process stayed alive with its
+    # routes, templates, engine and pooled connection (the test suite: millions of objects, idle server connections).
+    app_ref = weakref.ref(app)
 
     @event.listens_for(engine, "do_connect")
     def connect(dialect, connection_record, cargs, cparams):
-        migrating = app.extensions.get("chargeapp.migrating")
+        owner = app_ref()
+        migrating = owner is not None and owner.extensions.get("chargeapp.migrating")
         if migrating:  # schema changes (an index on a big table) may run long; the last -c wins
             cparams["options"] = (cparams.get("options", "") + " -c statement_timeout=0").strip()
         conn = connection_class.connect(*cargs, **cparams)

@@ -48,6 +48,9 @@ def test_every_migration_goes_down_and_up_again_on_a_database_with_receipts(data
             with db.engine.begin() as conn:
                 conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
         upgrade()
+        if db.engine.dialect.name == "postgresql":  # connections opened for a migration run without the limit
+            with db.engine.connect() as conn:
+                assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
         session = db.session
         station = make_station(session, clock.now())
         driver = new_driver(session)
@@ -75,6 +78,30 @@ def test_every_migration_goes_down_and_up_again_on_a_database_with_receipts(data
             if conn.dialect.name == "sqlite":
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # on again for the app
         db.engine.dispose()
+
+
+def test_an_app_that_is_done_with_is_freed_with_its_engine(database_url, clock):
+    """Nothing global keeps an app alive: on PostgreSQL its connect listener (in the dialect's dispatch, which
+    SQLAlchemy's lru_caches keep) held the app, so a process that creates apps (the test suite, a worker per test)
+    kept every one with its engine and an open server connection: 6 million objects and 5 s garbage collections."""
+    import gc
+    import weakref
+
+    from sqlalchemy import text
+
+    def use_one() -> weakref.ref:
+        app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "CHARGEAPP_CLOCK": clock})
+        with app.app_context():
+            db.session.execute(text("SELECT 1"))
+            db.session.remove()
+            engine = weakref.ref(db.engine)
+        return weakref.ref(app), engine
+
+    apps = [use_one() for _ in range(3)]
+    gc.collect()
+    gc.collect()  # the first collection's finalizers (the pool's connections) free the engines' last cycles
+    alive = [i for i, (app, engine) in enumerate(apps[:2]) if app() is not None or engine() is not None]
+    assert alive == []  # (the newest stays the current app of the module-level Api until another one is made)
 
 
 def test_a_sqlite_migration_that_would_leave_a_dangling_reference_is_rolled_back_whole(tmp_path, clock):
