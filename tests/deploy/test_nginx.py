@@ -134,8 +134,9 @@ def _tls(port: int) -> ssl.SSLSocket:
     return ctx.wrap_socket(raw, server_hostname="localhost")
 
 
-def _first_event_seconds(port: int, path: str, upstream: _Upstream) -> float | None:
-    """Seconds until the first event's bytes reach the client while the upstream holds the stream open; None if not within 1.5 s."""
+def _first_event_seconds(port: int, path: str, upstream: _Upstream, window: float) -> float | None:
+    """Seconds until the first event's bytes reach the client while the upstream holds the stream open (it sends
+    the rest only after this returns); None if not within ``window`` seconds."""
     upstream.release.clear()
     s = _tls(port)
     try:
@@ -143,7 +144,7 @@ def _first_event_seconds(port: int, path: str, upstream: _Upstream) -> float | N
         s.settimeout(0.1)
         start = time.monotonic()
         data = b""
-        while time.monotonic() - start < 1.5:
+        while time.monotonic() - start < window:
             try:
                 chunk = s.recv(65536)
             except (socket.timeout, TimeoutError):
@@ -160,13 +161,15 @@ def _first_event_seconds(port: int, path: str, upstream: _Upstream) -> float | N
 
 
 def test_board_events_are_not_buffered(proxy):
-    seconds = _first_event_seconds(proxy["https"], "/board/yangpu-liaoyuan/stream", proxy["upstream"])
-    assert seconds is not None and seconds < 1.0
+    # Arrived while the upstream still holds the rest back: nginx passed it on (it takes a few ms; the window is
+    # only a bound for a slow moment on a busy machine, the buffered control below never gets it at all).
+    seconds = _first_event_seconds(proxy["https"], "/board/yangpu-liaoyuan/stream", proxy["upstream"], window=10.0)
+    assert seconds is not None
 
 
 def test_control_default_proxying_holds_the_event_back(proxy):
     """Without `proxy_buffering off` nginx sits on the first event until more arrives: the setting matters."""
-    assert _first_event_seconds(proxy["https"], "/buffered/stream", proxy["upstream"]) is None
+    assert _first_event_seconds(proxy["https"], "/buffered/stream", proxy["upstream"], window=1.5) is None
 
 
 def test_api_is_proxied_with_forwarded_headers_and_http_redirects(proxy):
