@@ -75,7 +75,7 @@ def test_a_reading_compares_with_the_sensors_stored_totals_not_a_copy_loaded_ear
     compare with the totals it loaded. On PostgreSQL the other commit can come between the load and the
     reading (the reading locks and reads the row again); on SQLite it cannot: the batch's transaction holds
     the database's write lock from its first statement, so the copy it loaded stays current."""
-    from sqlalchemy import create_engine, update
+    from sqlalchemy import create_engine, event, update
     from sqlalchemy.exc import OperationalError
 
     from chargeapp.db import db
@@ -84,7 +84,9 @@ def test_a_reading_compares_with_the_sensors_stored_totals_not_a_copy_loaded_ear
     session.commit()
     sensor = session.scalar(select(m.DoorSensor).where(m.DoorSensor.code == "D1"))
     assert (sensor.seq, sensor.in_total) == (1, 10)  # loaded into this session, in a new transaction
-    other = create_engine(db.engine.url, connect_args={"timeout": 0} if db.engine.dialect.name == "sqlite" else {})
+    other = create_engine(db.engine.url)
+    if db.engine.dialect.name == "sqlite":  # "locked" at once: the app's connect listener sets a 15 s busy timeout
+        event.listen(other, "connect", lambda dbapi, _record: dbapi.execute("PRAGMA busy_timeout=0"))
     try:
         with other.connect() as conn:  # another worker applies seq 2 (12 in, 2 out: 2 passages) and commits
             write = update(m.DoorSensor).where(m.DoorSensor.id == sensor.id).values(seq=2, in_total=12, out_total=2)
