@@ -125,7 +125,8 @@ def run_migrations_online():
 
 
 def check_foreign_keys(connection):
-    """SQLite: foreign keys are off while migrating (below); refuse, and so roll back, a run that broke a reference.
+    """SQLite: foreign keys are off while migrating (run_migrations_online); refuse, and so roll back, a run that
+    broke a reference.
 
     A batch migration (``op.batch_alter_table``) changes a SQLite table by copying it: create the new table, copy
     the rows, drop the old one, rename. With foreign keys on (chargeapp/app.py turns them on for every connection),
