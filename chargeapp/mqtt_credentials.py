@@ -19,6 +19,9 @@ Decisions:
   station (or of one device: a Shelly's topic prefix, a counter's topic), and
   the bridge and monitor users read them. ``--zigbee2mqtt-user USER=STATION``
   covers the station's zigbee2mqtt contacts only.
+- ``--ocpp-gateway-user`` is the OCPP gateway's login: for every charger with
+  OCPP credentials (``ocpp_chargers``) exactly what that charger's own account
+  would have, since the gateway speaks for it; nothing of the other chargers.
 - ``--monitor-user`` is a read-only login for operators (``mosquitto_sub``): logging
   in as a bridge worker would take over that worker's session.
 - One username per bridge worker (``--bridge-user`` repeated): with
@@ -117,7 +120,7 @@ class Account:
     """One MQTT login: its username, what it is, and the topic filters it may publish to and read."""
 
     username: str
-    kind: str  # charger | door_sensor | gate | bridge | monitor | zigbee2mqtt | vendor
+    kind: str  # charger | door_sensor | gate | bridge | monitor | ocpp_gateway | zigbee2mqtt | vendor
     station: str
     device: str
     write: tuple[str, ...]
@@ -173,6 +176,31 @@ def monitor_account(username: str, vendor_topics: tuple[str, ...] = ()) -> Accou
     (which, with use_username_as_clientid, would take over that worker's session)."""
     return Account(username, "monitor", "", "", write=(),
                    read=(f"{t.STATION_ROOT}/#", f"{t.ZIGBEE_ROOT}/#", *vendor_topics))
+
+
+def ocpp_gateway_account(username: str, chargers: list[tuple[str, str]]) -> Account:
+    """``chargeapp ocpp-gateway``: speaks for the registry's OCPP chargers, so it may do on the broker exactly what
+    each of them would (``charger_account``): publish its status, online, transaction, meter and command results
+    topics, read its commands. Nothing of the chargers that speak MQTT themselves."""
+    own = [charger_account(username, station, charger) for station, charger in chargers]
+    return Account(username, "ocpp_gateway", "", "",
+                   write=tuple(topic for a in own for topic in a.write),
+                   read=tuple(topic for a in own for topic in a.read))
+
+
+def registry_ocpp_chargers(session) -> list[tuple[str, str]]:
+    """(station code, charger code) of every charger with OCPP credentials (``chargeapp ocpp-password``), as the
+    gateway serves them: codes that are contract ids only."""
+    from chargeapp.db import models as m
+
+    rows = session.execute(
+        select(m.Station.code, m.Charger.code)
+        .select_from(m.OcppCharger)
+        .join(m.Charger, m.Charger.id == m.OcppCharger.charger_id)
+        .join(m.Station, m.Station.id == m.Charger.station_id)
+        .order_by(m.Station.code, m.Charger.code)
+    ).all()
+    return [(station, charger) for station, charger in rows if t.is_valid_id(station) and t.is_valid_id(charger)]
 
 
 def zigbee2mqtt_account(username: str, station: str | None = None, friendly_names: tuple[str, ...] = ()) -> Account:
@@ -468,6 +496,9 @@ def render_secrets(accounts: list[Account], plain: dict[str, str]) -> str:
                    "use_username_as_clientid makes it the worker's session).")
 @click.option("--monitor-user", "monitor_users", multiple=True,
               help="Username of a read-only operator login (reads every device topic, writes nothing).")
+@click.option("--ocpp-gateway-user", "ocpp_gateway_users", multiple=True, metavar="USER",
+              help="Username of the OCPP gateway (chargeapp ocpp-gateway): it may publish and read exactly what each "
+                   "charger with OCPP credentials would. Re-run after `chargeapp ocpp-password` registers a charger.")
 @click.option("--zigbee2mqtt-user", "zigbee_users", multiple=True, metavar="USER[=STATION]",
               help="Username of a zigbee2mqtt gateway. With =STATION it may publish exactly that station's door "
                    "contacts (registry friendly names); without, the whole zigbee2mqtt/# tree.")
@@ -484,8 +515,8 @@ def render_secrets(accounts: list[Account], plain: dict[str, str]) -> str:
               help=f"Where generated passwords go (mode 0600). Default: OUT/{SECRETS_FILE}.")
 @click.option("--file-group", default=None, metavar="GROUP",
               help="Group (name or numeric id) that may read the password and ACL files (mode 0640), e.g. mosquitto.")
-def mqtt_credentials_command(out_dir, bridge_users, monitor_users, zigbee_users, vendor_users, password_for, rotate_all,
-                             rotate_users, secrets_path, file_group):
+def mqtt_credentials_command(out_dir, bridge_users, monitor_users, ocpp_gateway_users, zigbee_users, vendor_users,
+                             password_for, rotate_all, rotate_users, secrets_path, file_group):
     """Write Mosquitto's password and ACL files from the device registry, and the devices' passwords to a secrets file."""
     from chargeapp.db import db
 
@@ -502,8 +533,13 @@ def mqtt_credentials_command(out_dir, bridge_users, monitor_users, zigbee_users,
     vendor, vendor_warnings = vendor_devices(db.session)
     warnings += vendor_warnings
     vendor_topics = tuple(dict.fromkeys(topic for d in vendor for topic in d.topics))
+    ocpp_chargers = registry_ocpp_chargers(db.session) if ocpp_gateway_users else []
+    if ocpp_gateway_users and not ocpp_chargers:
+        warnings.append("no charger has OCPP credentials (chargeapp ocpp-password): the OCPP gateway user may publish "
+                        "nothing until one has and this command runs again")
     extra = ([bridge_account(u, vendor_topics) for u in dict.fromkeys(bridge_users)]
              + [monitor_account(u, vendor_topics) for u in dict.fromkeys(monitor_users)]
+             + [ocpp_gateway_account(u, ocpp_chargers) for u in dict.fromkeys(ocpp_gateway_users)]
              + [_zigbee_gateway(db.session, spec) for spec in dict.fromkeys(zigbee_users)]
              + [_vendor_login(db.session, spec) for spec in dict.fromkeys(vendor_users)])
     accounts = extra + devices
@@ -543,7 +579,7 @@ def mqtt_credentials_command(out_dir, bridge_users, monitor_users, zigbee_users,
     for w in warnings + outcome.warnings:
         click.echo(f"warning: {w}", err=True)
     kinds = {k: sum(1 for a in accounts if a.kind == k)
-             for k in ("charger", "door_sensor", "gate", "bridge", "monitor", "zigbee2mqtt", "vendor")}
+             for k in ("charger", "door_sensor", "gate", "bridge", "monitor", "ocpp_gateway", "zigbee2mqtt", "vendor")}
     click.echo(f"users: {len(accounts)} ({', '.join(f'{n} {k}' for k, n in kinds.items() if n)})")
     click.echo(f"passwords: {len(outcome.created)} new, {len(outcome.kept)} kept, {len(outcome.rotated)} rotated, "
                f"{len(outcome.given)} given, {len(outcome.removed)} users removed"

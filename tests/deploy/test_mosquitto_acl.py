@@ -193,6 +193,39 @@ def test_station_zigbee2mqtt_gateway_publishes_only_its_stations_door_contacts(a
         broker.stop()
 
 
+def test_ocpp_gateway_speaks_for_its_ocpp_chargers_only(app, runner, station, mosquitto_binary, tmp_path):
+    """F1 has OCPP credentials, F2 speaks MQTT itself: the gateway's login publishes F1's telemetry and gets F1's
+    commands, and can neither forge F2's status nor read F2's commands."""
+    from chargeapp.db import db
+
+    result = runner.invoke(args=["ocpp-password", "s1", "F1"])
+    assert result.exit_code == 0, result.output
+    db.session.remove()
+    creds = run_credentials(app, tmp_path / "o", "--bridge-user", "bridge-1", "--ocpp-gateway-user", "ocpp-gw")
+    broker = Mosquitto(tmp_path / "obroker", creds.passwd, creds.acl).start()
+    try:
+        watcher = bridge(broker, creds, user="bridge-1")
+        gateway = connect(broker, "ocpp-gw", creds.passwords["ocpp-gw"])
+        assert gateway.rc == 0, gateway.rc
+        gateway.subscribe(t.command_subscription("s1", "F2"), t.command_subscription("s1", "F1"))
+        gateway.publish(t.status_topic("s1", "F2", 1), b"forged by the gateway")
+        for topic in own_topics("s1.F1"):
+            gateway.publish(topic, b"from the gateway")
+        wanted = set(own_topics("s1.F1"))
+        assert watcher.wait_message(lambda msg: msg.topic == t.command_results_topic("s1", "F1"))
+        assert {msg.topic for msg in watcher.received if msg.payload == b"from the gateway"} == wanted
+        assert [msg for msg in watcher.received if msg.payload == b"forged by the gateway"] == []
+        f2_command = example_topic(t.command_subscription("s1", "F2"))
+        f1_command = example_topic(t.command_subscription("s1", "F1"))
+        watcher.publish(f2_command, b"{}")
+        watcher.publish(f1_command, b"{}")  # the marker: one connection's QoS 1 messages stay in order
+        assert gateway.wait_message(lambda msg: msg.topic == f1_command)
+        assert [msg.topic for msg in gateway.received] == [f1_command]
+        gateway.close(), watcher.close()
+    finally:
+        broker.stop()
+
+
 def test_zigbee2mqtt_gateway_publishes_its_tree_only(broker, credentials):
     watcher = bridge(broker, credentials)
     z2m = connect(broker, ZIGBEE_USER, credentials.passwords[ZIGBEE_USER])

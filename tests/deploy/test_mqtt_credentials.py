@@ -279,3 +279,27 @@ def test_zigbee2mqtt_gateway_scoped_to_one_station_gets_exactly_its_door_contact
     with app.app_context():
         result = CliRunner().invoke(mqtt_credentials_command, ["--out", str(tmp_path / "y"), "--zigbee2mqtt-user", "z=nope"])
     assert result.exit_code != 0 and "no station 'nope'" in result.output
+
+
+def test_ocpp_gateway_user_gets_exactly_what_each_ocpp_charger_would(app, runner, station, tmp_path):
+    """The gateway speaks for the chargers with OCPP credentials: their topics, in the charger's own terms, and
+    nothing of the chargers that speak MQTT themselves. Before any is registered it gets nothing, and says so."""
+    from chargeapp.db import db
+    from chargeapp.mqtt_credentials import charger_account
+
+    out = run_credentials(app, tmp_path / "none", "--ocpp-gateway-user", "ocpp-gw")
+    assert acl_blocks(out.acl.read_text())["ocpp-gw"] == []
+    assert "warning: no charger has OCPP credentials" in out.output
+    for charger in ("S01", "F1"):
+        result = runner.invoke(args=["ocpp-password", "s1", charger])
+        assert result.exit_code == 0, result.output
+    db.session.remove()
+    out = run_credentials(app, tmp_path / "two", "--ocpp-gateway-user", "ocpp-gw")
+    expected = [f"topic write {topic}" for c in ("F1", "S01") for topic in charger_account("x", "s1", c).write] + [
+        f"topic read {topic}" for c in ("F1", "S01") for topic in charger_account("x", "s1", c).read]
+    blocks = acl_blocks(out.acl.read_text())
+    assert blocks["ocpp-gw"] == expected
+    assert "stations/s1/chargers/F2" not in "\n".join(blocks["ocpp-gw"])
+    assert "users: 11 (5 charger, 2 door_sensor, 2 gate, 1 bridge, 1 ocpp_gateway)" in out.output
+    assert "warning: no charger has OCPP credentials" not in out.output
+    assert "ocpp-gw" in out.passwords  # generated like any other login, for CHARGEAPP_MQTT_URL of the gateway
