@@ -103,3 +103,5 @@ def ocpp_password_command(station, charger, ocpp_id, password_env):
     click.echo(f"charger {station}/{charger}: connect to ws(s)://<gateway>/ocpp/{ocpp_id}")
     click.echo(f"  Basic auth username: {ocpp_id}")
     click.echo(f"  password (AuthorizationKey): {shown}")
+    click.echo("the gateway's broker login needs this charger's topics: run `chargeapp mqtt-credentials ... "
+               "--ocpp-gateway-user <its user>` again and reload Mosquitto (docs/ocpp.md)")

@@ -293,6 +293,7 @@ def test_ocpp_gateway_user_gets_exactly_what_each_ocpp_charger_would(app, runner
     for charger in ("S01", "F1"):
         result = runner.invoke(args=["ocpp-password", "s1", charger])
         assert result.exit_code == 0, result.output
+        assert "--ocpp-gateway-user" in result.output  # it tells the operator the broker needs the new topics
     db.session.remove()
     out = run_credentials(app, tmp_path / "two", "--ocpp-gateway-user", "ocpp-gw")
     expected = [f"topic write {topic}" for c in ("F1", "S01") for topic in charger_account("x", "s1", c).write] + [
