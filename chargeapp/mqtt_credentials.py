@@ -188,21 +188,6 @@ def ocpp_gateway_account(username: str, chargers: list[tuple[str, str]]) -> Acco
                    read=tuple(topic for a in own for topic in a.read))
 
 
-def registry_ocpp_chargers(session) -> list[tuple[str, str]]:
-    """(station code, charger code) of every charger with OCPP credentials (``chargeapp ocpp-password``), as the
-    gateway serves them: codes that are contract ids only."""
-    from chargeapp.db import models as m
-
-    rows = session.execute(
-        select(m.Station.code, m.Charger.code)
-        .select_from(m.OcppCharger)
-        .join(m.Charger, m.Charger.id == m.OcppCharger.charger_id)
-        .join(m.Station, m.Station.id == m.Charger.station_id)
-        .order_by(m.Station.code, m.Charger.code)
-    ).all()
-    return [(station, charger) for station, charger in rows if t.is_valid_id(station) and t.is_valid_id(charger)]
-
-
 def zigbee2mqtt_account(username: str, station: str | None = None, friendly_names: tuple[str, ...] = ()) -> Account:
     """A zigbee2mqtt gateway. For one station: exactly its door contacts' topics (the registry's friendly
     names), nothing to read. Without a station: the whole ``zigbee2mqtt/#`` tree (one gateway for all)."""
@@ -519,6 +504,7 @@ def mqtt_credentials_command(out_dir, bridge_users, monitor_users, ocpp_gateway_
                              password_for, rotate_all, rotate_users, secrets_path, file_group):
     """Write Mosquitto's password and ACL files from the device registry, and the devices' passwords to a secrets file."""
     from chargeapp.db import db
+    from ocpp_gateway.store import all_chargers  # the chargers the gateway serves, as it reads them
 
     gid = None
     if file_group is not None and file_group.isdigit():
@@ -533,7 +519,7 @@ def mqtt_credentials_command(out_dir, bridge_users, monitor_users, ocpp_gateway_
     vendor, vendor_warnings = vendor_devices(db.session)
     warnings += vendor_warnings
     vendor_topics = tuple(dict.fromkeys(topic for d in vendor for topic in d.topics))
-    ocpp_chargers = registry_ocpp_chargers(db.session) if ocpp_gateway_users else []
+    ocpp_chargers = [(c.station, c.charger) for c in all_chargers(db.session)] if ocpp_gateway_users else []
     if ocpp_gateway_users and not ocpp_chargers:
         warnings.append("no charger has OCPP credentials (chargeapp ocpp-password): the OCPP gateway user may publish "
                         "nothing until one has and this command runs again")

@@ -513,6 +513,13 @@ def settle_stay(session: Session, now: datetime, stay: m.ParkingStay) -> m.Recei
     return _settle_stay(session, now, stay)[0]
 
 
+def _settling(session: Session, now: datetime, stay: m.ParkingStay) -> bool:
+    """Gate out less than its station's receipt_settle_minutes ago: a late passage may still change it, so the
+    receipt waits."""
+    station = session.get(m.Station, stay.station_id)
+    return now - stay.exit_at < timedelta(minutes=rules_of(station).receipt_settle_minutes)
+
+
 def _settle_stay(session: Session, now: datetime, stay: m.ParkingStay) -> tuple[m.Receipt | None, bool]:
     """``settle_stay``, also saying whether this call priced and wrote the receipt."""
     _lock(session, m.ParkingStay, stay.id)
@@ -521,8 +528,7 @@ def _settle_stay(session: Session, now: datetime, stay: m.ParkingStay) -> tuple[
         return existing, False
     if stay.entry_at is None or stay.exit_at is None:
         return None, False
-    station = session.get(m.Station, stay.station_id)
-    if now - stay.exit_at < timedelta(minutes=rules_of(station).receipt_settle_minutes):
+    if _settling(session, now, stay):
         return None, False
     priced, _ = _price_stay(session, stay, stay.exit_at)
     receipt = _write_original(session, now, "parking", stay.station_id, priced, stay_id=stay.id)
@@ -1038,21 +1044,13 @@ def _settle_exited(session: Session, now: datetime, checks: _Checks, counts: dic
     exited = list(session.scalars(
         select(m.ParkingStay).where(*due).order_by(m.ParkingStay.exit_at, m.ParkingStay.id)
     ))
-    settle_after: dict[int, timedelta] = {}
-
-    def settling(stay: m.ParkingStay) -> bool:
-        """Inside its station's settling delay: ``_settle_stay`` would only wait, so it is not called (a network has
-        a few hundred such stays at any time, each looked at in every pass for 10 minutes)."""
-        if stay.station_id not in settle_after:
-            station = session.get(m.Station, stay.station_id)
-            settle_after[stay.station_id] = timedelta(minutes=rules_of(station).receipt_settle_minutes)
-        return now - stay.exit_at < settle_after[stay.station_id]
-
+    # A settling stay is not handed to _settle_stay, which would only lock it and wait: a network has a few hundred
+    # of them at any time, each looked at in every pass for 10 minutes.
     ready = []
     for stay in exited:
         if stay.entry_at is None:
             counts["stays_without_entry"] += 1
-        elif settling(stay):
+        elif _settling(session, now, stay):
             counts["parking_waiting"] += 1
         else:
             ready.append(stay)
