@@ -272,4 +272,8 @@ def create_app(overrides: dict | None = None) -> Flask:
     from chargeapp import cli
 
     cli.register(app)
+
+    from chargeapp.web import bodies
+
+    bodies.init_app(app)  # last: its check goes first, before every other before_request hook
     return app

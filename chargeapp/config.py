@@ -25,7 +25,10 @@ class Settings:
     secret_key: str = "dev-insecure-change-me"
     mqtt_url: str | None = None
     ratelimit_storage_url: str = "memory://"
-    login_rate_limit: str = "5 per minute"
+    # Refused logins per account (with back-off) and per client address (chargeapp/web/login_limits.py).
+    login_rate_limit: str = "5 per minute;20 per hour"
+    login_address_rate_limit: str = "50 per minute"
+    max_body_bytes: int = 1024 * 1024  # a request body; larger is a 413 (nginx allows 1 MB too)
     # Argon2id parameters: OWASP minimum is m=19 MiB, t=2, p=1.
     argon2_memory_kib: int = 19456
     argon2_time_cost: int = 2
@@ -62,6 +65,8 @@ class Settings:
             mqtt_url=_env("CHARGEAPP_MQTT_URL"),
             ratelimit_storage_url=_env("CHARGEAPP_RATELIMIT_STORAGE_URL", d.ratelimit_storage_url),
             login_rate_limit=_env("CHARGEAPP_LOGIN_RATE_LIMIT", d.login_rate_limit),
+            login_address_rate_limit=_env("CHARGEAPP_LOGIN_ADDRESS_RATE_LIMIT", d.login_address_rate_limit),
+            max_body_bytes=int(_env("CHARGEAPP_MAX_BODY_BYTES", str(d.max_body_bytes))),
             argon2_memory_kib=int(_env("CHARGEAPP_ARGON2_MEMORY_KIB", str(d.argon2_memory_kib))),
             argon2_time_cost=int(_env("CHARGEAPP_ARGON2_TIME_COST", str(d.argon2_time_cost))),
             trusted_proxies=int(_env("CHARGEAPP_TRUSTED_PROXIES", "0")),
@@ -85,6 +90,8 @@ class Settings:
             "CHARGEAPP_MQTT_URL": self.mqtt_url,
             "RATELIMIT_STORAGE_URI": self.ratelimit_storage_url,
             "CHARGEAPP_LOGIN_RATE_LIMIT": self.login_rate_limit,
+            "CHARGEAPP_LOGIN_ADDRESS_RATE_LIMIT": self.login_address_rate_limit,
+            "MAX_CONTENT_LENGTH": self.max_body_bytes,
             "CHARGEAPP_ARGON2": (self.argon2_time_cost, self.argon2_memory_kib, self.argon2_parallelism),
             "CHARGEAPP_TOKEN_MAX_AGE": self.token_max_age_seconds,
             "CHARGEAPP_TRUSTED_PROXIES": self.trusted_proxies,

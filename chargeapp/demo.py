@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEMO_LOGIN_RATE_LIMIT = "1000 per minute"  # every simulated driver logs in from 127.0.0.1
 STOP_TIMEOUT = 10.0
 
 
@@ -375,7 +374,6 @@ def demo_command(host, port, mqtt_port, metrics_port, speed, start, seed, statio
         "PYTHONUNBUFFERED": "1",
         "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p),
     }
-    env.setdefault("CHARGEAPP_LOGIN_RATE_LIMIT", DEMO_LOGIN_RATE_LIMIT)
     base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
     if server == "gunicorn":
         web_argv = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", "2", "--threads", "4",

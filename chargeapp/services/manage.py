@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, time, timedelta
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -138,10 +138,31 @@ def managed_stations(session: Session, user: m.User) -> list[m.Station]:
     return list(session.scalars(q))
 
 
-def _station_of(session: Session, user: m.User, station_id: int, not_found: NotFound) -> m.Station:
-    if not may_manage(user, station_id):
-        raise not_found
-    return session.get(m.Station, station_id)
+# What a manager route names by id: the row's model, and how to say it does not exist (also for a row of
+# another station: never revealed).
+_BY_ID = {
+    "receipt_id": (m.Receipt, lambda i: receipts.ReceiptNotFound(f"No receipt {i}.")),
+    "session_id": (m.ChargingSession, lambda i: charging.ChargingSessionNotFound(f"No charging session {i}.")),
+    "stay_id": (m.ParkingStay, lambda i: StayNotFound(f"No parking stay {i}.")),
+}
+
+
+def _managed(session: Session, user: m.User, kind: str, row_id: int):
+    """The row ``kind`` (a key of _BY_ID) with id ``row_id`` and its station, if the user may manage it."""
+    model, not_found = _BY_ID[kind]
+    row = session.get(model, row_id)
+    if row is None or not may_manage(user, row.station_id):
+        raise not_found(row_id)
+    return row, session.get(m.Station, row.station_id)
+
+
+def check_scope(session: Session, user: m.User, targets: Mapping[str, object]) -> None:
+    """The station (``code``) and the rows (``receipt_id``, ``session_id``, ``stay_id``) a route names, before
+    its body is read: one the user may not manage is a NotFound, never a 422 about a body it may not send."""
+    if "code" in targets:
+        managed_station(session, user, str(targets["code"]))
+    for kind in _BY_ID.keys() & targets.keys():
+        _managed(session, user, kind, int(targets[kind]))
 
 
 def _reason(reason: str | None, required: bool = True) -> str:
@@ -652,11 +673,7 @@ def _receipt_dict(r: m.Receipt, station: m.Station) -> dict:
 
 
 def _managed_receipt(session: Session, user: m.User, receipt_id: int) -> tuple[m.Receipt, m.Station]:
-    receipt = session.get(m.Receipt, receipt_id)
-    not_found = receipts.ReceiptNotFound(f"No receipt {receipt_id}.")
-    if receipt is None:
-        raise not_found
-    return receipt, _station_of(session, user, receipt.station_id, not_found)
+    return _managed(session, user, "receipt_id", receipt_id)
 
 
 def waive_fee(session: Session, now: datetime, user: m.User, receipt_id: int, reason: str,
@@ -688,11 +705,7 @@ def _session_dict(cs: m.ChargingSession, station: m.Station) -> dict:
 def close_session(session: Session, now: datetime, user: m.User, session_id: int, reason: str,
                   at: datetime | None = None) -> dict:
     """Close a stuck charging session at ``at`` (default ``now``; not before its start nor in the future); audited."""
-    cs = session.get(m.ChargingSession, session_id)
-    not_found = charging.ChargingSessionNotFound(f"No charging session {session_id}.")
-    if cs is None:
-        raise not_found
-    station = _station_of(session, user, cs.station_id, not_found)
+    cs, station = _managed(session, user, "session_id", session_id)
     why = _reason(reason)
     before = {"stopped_at": _iso(cs.stopped_at), "closed_by": cs.closed_by}
     charging.close_stuck_session(session, session_id=cs.id, at=at or now, now=now)
@@ -722,11 +735,7 @@ def fix_plate(session: Session, now: datetime, user: m.User, stay_id: int, plate
 
     The same plate again changes nothing (no audit entry); an anonymised stay is refused (StayAnonymised).
     """
-    stay = session.get(m.ParkingStay, stay_id)
-    not_found = StayNotFound(f"No parking stay {stay_id}.")
-    if stay is None:
-        raise not_found
-    station = _station_of(session, user, stay.station_id, not_found)
+    stay, station = _managed(session, user, "stay_id", stay_id)
     why = _reason(reason)
     if "anonymised" in (stay.flags or []):
         raise StayAnonymised()

@@ -136,9 +136,9 @@ def test_gunicorn_serves_the_app_from_a_migrated_database(tmp_path):
     assert "Shutting down: Master" in log
 
 
-def _bad_login(base: str, client_ip: str) -> int:
+def _bad_login(base: str, client_ip: str, email: str = "driver@demo.chargeapp") -> int:
     req = urllib.request.Request(f"{base}/api/v1/auth/login", method="POST",
-                                 data=json.dumps({"email": "driver@demo.chargeapp", "password": "wrong-password"}).encode(),
+                                 data=json.dumps({"email": email, "password": "wrong-password"}).encode(),
                                  headers={"Content-Type": "application/json", "X-Forwarded-For": client_ip})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
@@ -149,11 +149,13 @@ def _bad_login(base: str, client_ip: str) -> int:
 
 @pytest.mark.e2e
 def test_login_rate_limit_is_per_client_behind_the_proxy(tmp_path):
-    """As deployed (docs/deploy.md): nginx sets X-Forwarded-For, the app trusts one proxy hop."""
-    with running_gunicorn(tmp_path, workers=1, threads=4, CHARGEAPP_TRUSTED_PROXIES="1") as (base, _):
-        first = [_bad_login(base, "203.0.113.7") for _ in range(6)]
-        assert first[:5] == [401] * 5 and first[5] == 429  # the sixth bad login in a minute
-        assert _bad_login(base, "198.51.100.23") == 401  # another client is not locked out
+    """As deployed (docs/deploy.md): nginx sets X-Forwarded-For, the app trusts one proxy hop; the address bound
+    counts one client's refused logins over every account (lowered to 8 here to keep the test short)."""
+    with running_gunicorn(tmp_path, workers=1, threads=4, CHARGEAPP_TRUSTED_PROXIES="1",
+                          CHARGEAPP_LOGIN_ADDRESS_RATE_LIMIT="8 per minute") as (base, _):
+        first = [_bad_login(base, "203.0.113.7", f"guess{i}@example.com") for i in range(9)]
+        assert first[:8] == [401] * 8 and first[8] == 429  # the ninth refused login of this client in a minute
+        assert _bad_login(base, "198.51.100.23", "guess0@example.com") == 401  # another client is not locked out
 
 
 # --------------------------------------------------------------------------- login limits across workers
@@ -200,10 +202,11 @@ def running_redis(workdir):
             proc.wait(5)
 
 
-def _spread_bad_logins(base: str, log_path, client_ip: str, n: int) -> tuple[list[int], set[str]]:
-    """``n`` bad logins from one client, sent at once on separate connections; (statuses, pids of the workers that served them)."""
+def _spread_bad_logins(base: str, log_path, client_ip: str, email: str, n: int) -> tuple[list[int], set[str]]:
+    """``n`` bad logins of one account from one client, sent at once on separate connections; (statuses, pids of the
+    workers that served them)."""
     with ThreadPoolExecutor(n) as pool:
-        statuses = list(pool.map(lambda _: _bad_login(base, client_ip), range(n)))
+        statuses = list(pool.map(lambda _: _bad_login(base, client_ip, email), range(n)))
     pids: set[str] = set()
 
     def logged() -> bool:
@@ -217,27 +220,29 @@ def _spread_bad_logins(base: str, log_path, client_ip: str, n: int) -> tuple[lis
     return statuses, pids
 
 
-def _logins_over_several_workers(base: str, log_path, n: int) -> tuple[list[int], set[str], str]:
-    """Bad logins of one client that reached at least two workers (each try a new client address, at most 10)."""
+def _logins_over_several_workers(base: str, log_path, n: int) -> tuple[list[int], set[str], str, str]:
+    """Bad logins of one account from one client that reached at least two workers (each try a new client address
+    and account, at most 10); (statuses, pids, client address, account)."""
     for attempt in range(10):
-        client_ip = f"203.0.113.{10 + attempt}"
-        statuses, pids = _spread_bad_logins(base, log_path, client_ip, n)
+        client_ip, email = f"203.0.113.{10 + attempt}", f"guess{attempt}@example.com"
+        statuses, pids = _spread_bad_logins(base, log_path, client_ip, email, n)
         if len(pids) >= 2:
-            return statuses, pids, client_ip
+            return statuses, pids, client_ip, email
     raise AssertionError(f"10 bursts of {n} logins all went to one worker")
 
 
 @pytest.mark.e2e
 def test_login_rate_limit_is_counted_across_gunicorn_workers_in_redis(tmp_path):
-    """docs/deploy.md: CHARGEAPP_RATELIMIT_STORAGE_URL=redis://...; five bad logins spread over workers, the sixth is 429."""
+    """docs/deploy.md: CHARGEAPP_RATELIMIT_STORAGE_URL=redis://...; five bad logins of one account spread over workers,
+    the sixth is 429."""
     with running_redis(tmp_path / "redis") as (redis_url, _), running_gunicorn(
             tmp_path, workers=LIMIT_WORKERS, threads=4, CHARGEAPP_TRUSTED_PROXIES="1",
             CHARGEAPP_RATELIMIT_STORAGE_URL=redis_url, GUNICORN_CMD_ARGS=PID_LOG) as (base, log_path):
-        statuses, pids, client_ip = _logins_over_several_workers(base, log_path, 5)
+        statuses, pids, client_ip, email = _logins_over_several_workers(base, log_path, 5)
         assert statuses == [401] * 5, statuses
-        sixth = [_bad_login(base, client_ip) for _ in range(LIMIT_WORKERS)]  # whichever worker takes it
+        sixth = [_bad_login(base, client_ip, email) for _ in range(LIMIT_WORKERS)]  # whichever worker takes it
         assert sixth == [429] * LIMIT_WORKERS
-        assert _bad_login(base, "198.51.100.23") == 401  # another client is not locked out
+        assert _bad_login(base, client_ip, "manager@demo.chargeapp") == 401  # another account is not locked out
     print(f"\nredis: 5 bad logins over workers {sorted(pids)}: 401; the next {LIMIT_WORKERS}: 429")
 
 
@@ -246,7 +251,7 @@ def test_memory_storage_counts_login_attempts_per_worker(tmp_path):
     """Why production needs Redis: with the default memory:// each worker counts alone, so a client gets more tries."""
     with running_gunicorn(tmp_path, workers=LIMIT_WORKERS, threads=16, CHARGEAPP_TRUSTED_PROXIES="1",
                           GUNICORN_CMD_ARGS=PID_LOG) as (base, log_path):
-        statuses, pids, _ = _logins_over_several_workers(base, log_path, 15)
+        statuses, pids, _, _ = _logins_over_several_workers(base, log_path, 15)
     accepted = statuses.count(401)
     print(f"\nmemory://: of 15 bad logins over workers {sorted(pids)}, {accepted} were tried (limit 5)")
     assert accepted > 5 and set(statuses) <= {401, 429}

@@ -244,6 +244,28 @@ def test_another_stations_manager_gets_404_and_nothing_changes(session, clock, s
     assert _snapshot(session, other_station) == before
 
 
+def test_another_stations_manager_with_a_bad_body_gets_404_not_the_field_errors(
+        session, clock, station, other_station, as_manager):
+    """Scope is checked before the body is read (issue 14.8): a 422 would confirm that s2, or the row, exists."""
+    now = clock.now()
+    cs = open_session(session, other_station, "F1", now - timedelta(hours=1))
+    stay, receipt = stay_with_receipt(session, other_station, "沪B00001", now)
+    session.commit()
+    bad = {"colour": "red", "reason": 7}
+    paths = [("PATCH", "/stations/s2/chargers/F1"), ("POST", "/stations/s2/zones"),
+             ("PATCH", "/stations/s2/zones/hall"), ("POST", "/stations/s2/zones/hall/count"),
+             ("PATCH", "/stations/s2/rules"), ("PATCH", "/stations/s2/hours"), ("POST", "/stations/s2/maintenance"),
+             ("POST", "/stations/s2/tariffs"), ("POST", f"/receipts/{receipt.id}/waive"),
+             ("POST", f"/receipts/{receipt.id}/correct"), ("POST", f"/sessions/{cs.id}/close"),
+             ("POST", f"/stays/{stay.id}/plate"), ("POST", "/receipts/99999/waive")]
+    for method, path in paths:
+        resp = as_manager(method, path, json=bad)
+        assert resp.status_code == 404, (method, path, resp.get_json())
+        assert "errors" not in resp.get_json()
+    # The manager's own station still answers the field errors.
+    assert as_manager("PATCH", "/stations/s1/chargers/F1", json=bad).status_code == 422
+
+
 def test_an_admin_sees_every_station(station, other_station, as_admin, as_manager):
     assert [s["code"] for s in as_admin.get("/stations").get_json()] == ["s1", "s2"]
     assert [s["code"] for s in as_manager.get("/stations").get_json()] == ["s1"]

@@ -1,14 +1,13 @@
 """Register, log in, who am I."""
 from __future__ import annotations
 
-from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from chargeapp.db import db
-from chargeapp.extensions import limiter
 from chargeapp.services import auth as auth_service
+from chargeapp.web.login_limits import login_limited
 from chargeapp.web.security import clock, current_user, hasher, issue_token
 
 blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Accounts and tokens")
@@ -45,10 +44,6 @@ class TokenSchema(Schema):
     user = fields.Nested(UserSchema)
 
 
-def _login_limit():
-    return current_app.config["CHARGEAPP_LOGIN_RATE_LIMIT"]
-
-
 @blp.route("/register")
 class Register(MethodView):
     @blp.arguments(RegisterSchema)
@@ -62,13 +57,13 @@ class Register(MethodView):
 
 @blp.route("/login")
 class Login(MethodView):
-    # Only refused logins count: a family or a fleet behind one address logging in is never throttled.
-    decorators = [limiter.limit(_login_limit, methods=["POST"], deduct_when=lambda resp: resp.status_code != 200)]
+    # Only refused logins count, per account and (far higher) per address: web/login_limits.py.
+    decorators = [login_limited(lambda resp: resp.status_code != 200)]
 
     @blp.arguments(LoginSchema)
     @blp.response(200, TokenSchema)
     def post(self, body):
-        """Exchange email and password for a bearer token (rate-limited per client)."""
+        """Exchange email and password for a bearer token (refused attempts are limited per account and per client)."""
         user = auth_service.authenticate(db.session, hasher(), body["email"], body["password"])
         db.session.commit()
         return {"token": issue_token(user), "user": user}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import time
+from functools import wraps
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
@@ -413,9 +414,19 @@ class ManagePageArgs(Schema):
 # -- views ----------------------------------------------------------------------------
 
 
+def in_scope(view):
+    """A station or row of a route outside the manager's scope is a 404 before the body is read (as for drivers)."""
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        manage.check_scope(db.session, current_user(), kwargs)
+        return view(*args, **kwargs)
+    return wrapper
+
+
 class ManageView(MethodView):
-    # Applied to the whole view, so a driver gets 403 before the body is read.
-    decorators = [manager_required]
+    # Applied to the whole view (the last outermost): a driver gets 403, and another station's manager 404,
+    # before the body is read.
+    decorators = [in_scope, manager_required]
 
 
 def _session_and_now():

@@ -4,13 +4,13 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from flask import Blueprint, current_app, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_babel import gettext
 
 from chargeapp.db import db
 from chargeapp.domain.errors import DomainError
-from chargeapp.extensions import limiter
 from chargeapp.services import auth as auth_service
+from chargeapp.web.login_limits import address_limited, login_limited
 from chargeapp.web.pages import i18n
 from chargeapp.web.pages.common import hasher, now, register_error_pages, status_of
 from chargeapp.web.pages.security import log_in, log_out, page_user, safe_next
@@ -18,10 +18,6 @@ from chargeapp.web.pages.security import log_in, log_out, page_user, safe_next
 bp = Blueprint("pages_account", __name__)
 register_error_pages(bp)
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
-def _login_limit() -> str:
-    return current_app.config["CHARGEAPP_LOGIN_RATE_LIMIT"]
 
 
 def _home() -> str:
@@ -34,7 +30,7 @@ def _landing(user) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"], deduct_when=lambda resp: resp.status_code not in (302, 303))
+@login_limited(lambda resp: resp.status_code not in (302, 303))
 def login():
     """The login form; Argon2id through services.auth, as the API's login."""
     target = safe_next(request.values.get("next"), "")  # "": none asked for, so by role
@@ -63,7 +59,7 @@ def logout():
 
 
 @bp.route("/register", methods=["GET", "POST"])
-@limiter.limit(_login_limit, methods=["POST"])
+@address_limited
 def register():
     """A new driver account (the app id tag for remote start comes with it)."""
     form = {k: (request.form.get(k) or "").strip() for k in ("email", "name", "plate")}
