@@ -52,6 +52,38 @@ class AcceleratedClock:
         return self.start + timedelta(seconds=(time.time() - self.epoch) * self.speed)
 
 
+class Pacer:
+    """How long-lived loops (the board's stream) measure their age and wait between rounds: the monotonic clock,
+    and a wait that returns True when the loop must stop now. The default is real time; tests pass FakePacer so a
+    stream's rounds, heartbeats and end do not depend on how busy the machine is."""
+
+    def __init__(self, stop: threading.Event | None = None):
+        self._stop = stop or threading.Event()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wait(self, seconds: float) -> bool:
+        return self._stop.wait(seconds)
+
+
+class FakePacer(Pacer):
+    """Monotonic time that moves only by the loop's own waits (each wait returns at once); for tests."""
+
+    def __init__(self, stop: threading.Event | None = None):
+        super().__init__(stop)
+        self.elapsed = 0.0
+        self.waits = 0
+
+    def monotonic(self) -> float:
+        return self.elapsed
+
+    def wait(self, seconds: float) -> bool:
+        self.elapsed += seconds
+        self.waits += 1
+        return self._stop.is_set()
+
+
 def clock_from_config(config) -> "SystemClock | AcceleratedClock":
     """The clock the deployment configured (real time unless a demo start is set)."""
     start = config.get("CHARGEAPP_CLOCK_START")

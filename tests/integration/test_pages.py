@@ -446,8 +446,12 @@ def test_remote_stop_only_for_the_drivers_own_open_session(logged_in, session, c
 
 
 def test_the_board_stream_sends_a_snapshot_then_heartbeats_and_ends_by_itself(app, client, station):
-    # 1.5 s, not 0.6: it failed once beside other tests (-n 2), not alone; slow snapshots under load can use up
-    # 0.6 s before a quiet 0.2 s for a heartbeat comes.
+    """On a fake pacer (its time moves only by the stream's own waits), so a busy machine cannot change what is sent:
+    a 1.5 s stream polling every 0.05 s is 30 rounds, with a heartbeat after every 0.2 s without a change. (On the
+    wall clock it failed twice beside other tests, once after being widened from 0.6 s to 1.5 s.)"""
+    from chargeapp.clock import FakePacer
+
+    pace = app.extensions["chargeapp.board_pacer"] = FakePacer()
     app.config.update(CHARGEAPP_BOARD_STREAM_SECONDS=1.5, CHARGEAPP_BOARD_POLL_SECONDS=0.05,
                       CHARGEAPP_BOARD_HEARTBEAT_SECONDS=0.2)
     r = client.get("/board/s1/events")
@@ -455,7 +459,9 @@ def test_the_board_stream_sends_a_snapshot_then_heartbeats_and_ends_by_itself(ap
     body = r.get_data(as_text=True)  # returns: the stream ended on its own
     assert body.startswith("retry: 2000")
     assert body.count("event: snapshot") == 1  # nothing changed: one snapshot, then heartbeats
-    assert body.count("event: heartbeat") >= 1 and body.rstrip().splitlines()[-2] == "event: bye"
+    assert pace.waits == 30 and pace.elapsed == pytest.approx(1.5)
+    assert body.count("event: heartbeat") == 7  # at 0.2, 0.4, ... 1.4 s
+    assert body.rstrip().splitlines()[-2] == "event: bye"
     assert '"fast_free":3' in body and '"label":"空闲"' in body
 
 

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from datetime import datetime
 
 from flask import Blueprint, Response, current_app, render_template, stream_with_context
 from flask_babel import gettext
 
+from chargeapp.clock import Pacer
 from chargeapp.db import db
 from chargeapp.services import stations as station_service
 from chargeapp.services.common import station_by_code, station_tz
@@ -41,6 +41,12 @@ register_error_pages(bp)
 # Set when this process is told to stop (gunicorn.conf.py): every open stream ends within a poll.
 _stopping = threading.Event()
 BUSY_RETRY_SECONDS = 5  # Retry-After of a stream refused at the cap (board.js reconnects after 5 s too)
+
+
+def pacer() -> Pacer:
+    """The stream's clock and wait (chargeapp.clock.Pacer): real time on this process's stop event, unless the app
+    was given one (``app.extensions["chargeapp.board_pacer"]``, tests)."""
+    return current_app.extensions.get("chargeapp.board_pacer") or Pacer(_stopping)
 
 
 def stop_streams() -> None:
@@ -133,12 +139,14 @@ def events(code: str):
         busy.headers["Cache-Control"] = "no-store"
         return busy
 
+    pace = pacer()
+
     def stream():
-        started = time.monotonic()
-        last_sent = 0.0
+        started = pace.monotonic()
+        last_sent = started
         previous = None
         yield "retry: 2000\n\n"
-        while time.monotonic() - started < lifetime and not _stopping.is_set():
+        while pace.monotonic() - started < lifetime and not _stopping.is_set():
             try:
                 at = now()
                 snap = snapshot(code, at)
@@ -150,12 +158,13 @@ def events(code: str):
                 db.session.remove()  # end the transaction: nothing is held between polls
             if snap is not None and snap != previous:
                 previous = snap
-                last_sent = time.monotonic()
+                last_sent = pace.monotonic()
                 yield _event("snapshot", {**snap, "as_of": as_of})
-            elif time.monotonic() - last_sent >= heartbeat:
-                last_sent = time.monotonic()
+            elif pace.monotonic() - last_sent >= heartbeat:
+                last_sent = pace.monotonic()
                 yield _event("heartbeat", {"as_of": as_of})
-            _stopping.wait(poll)
+            if pace.wait(poll):
+                break
         yield _event("bye", {"reason": gettext("reconnecting")})
 
     response = Response(stream_with_context(stream()), mimetype="text/event-stream")
