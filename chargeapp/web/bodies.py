@@ -9,7 +9,8 @@ body), so no route can forget it:
   outside strings, so the parser never recurses into it (100,000 levels used to be a
   RecursionError, a 500 with a traceback);
 - text: a lone UTF-16 surrogate (``"\\ud800"``) parses to a ``str`` that cannot be stored,
-  hashed or encoded; it is a 422 naming the field, as marshmallow names any other bad field.
+  hashed or encoded, and PostgreSQL refuses a NUL in text; either, in the body, the query
+  or a form, is a 422 naming the field, as marshmallow names any other bad field.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import re
 from itertools import accumulate
 
 from flask import Flask, request
-from werkzeug.exceptions import BadRequest, UnprocessableEntity
+from werkzeug.exceptions import BadRequest, NotFound, UnprocessableEntity
 
 MAX_JSON_DEPTH = 32  # our deepest body is 3 levels; 32 leaves room and stays far from the parser's limit
 
@@ -36,7 +37,11 @@ def json_depth_exceeds(data: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0) > limit
 
 
-def _has_lone_surrogate(text: str) -> bool:
+def is_bad_text(text: str) -> bool:
+    """Whether a string cannot be stored as text: a NUL (PostgreSQL refuses it in text; C code stops at it) or a lone
+    UTF-16 surrogate (no encoding can write it)."""
+    if "\x00" in text:
+        return True
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -44,27 +49,27 @@ def _has_lone_surrogate(text: str) -> bool:
     return False
 
 
-def lone_surrogate_paths(value, path: tuple = ()) -> list[tuple]:
-    """The paths (keys and indexes) of every string in a parsed JSON value, or key, that holds a lone UTF-16
-    surrogate. The value's depth is already bounded (json_depth_exceeds), so recursion is safe."""
+def bad_text_paths(value, path: tuple = ()) -> list[tuple]:
+    """The paths (keys and indexes) of every string in a parsed JSON value, or key, that is_bad_text. The value's
+    depth is already bounded (json_depth_exceeds), so recursion is safe."""
     found: list[tuple] = []
     if isinstance(value, str):
-        if _has_lone_surrogate(value):
+        if is_bad_text(value):
             found.append(path)
     elif isinstance(value, dict):
         for key, item in value.items():
-            if _has_lone_surrogate(key):
-                found.append((*path, key.encode("utf-8", "backslashreplace").decode("ascii")))
+            if is_bad_text(key):
+                found.append((*path, key.encode("unicode_escape").decode("ascii")))
             else:
-                found.extend(lone_surrogate_paths(item, (*path, key)))
+                found.extend(bad_text_paths(item, (*path, key)))
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            found.extend(lone_surrogate_paths(item, (*path, i)))
+            found.extend(bad_text_paths(item, (*path, i)))
     return found
 
 
-def _nest(paths: list[tuple], message: str) -> dict:
-    """marshmallow's error shape: {"json": {"field": {"inner": ["message"]}}} (the body itself at "_schema")."""
+def _nest(location: str, paths: list[tuple], message: str) -> dict:
+    """marshmallow's error shape: {location: {"field": {"inner": ["message"]}}} (the body itself at "_schema")."""
     errors: dict = {}
     for path in paths:
         *parents, leaf = path or ("_schema",)
@@ -72,29 +77,39 @@ def _nest(paths: list[tuple], message: str) -> dict:
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = [message]
-    return {"json": errors}
+    return {location: errors}
 
 
-BAD_TEXT = "Not valid text: it holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape)."
+BAD_TEXT = "Not valid text: it holds a NUL character or a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape)."
 
 
-def check_body() -> None:
-    """Refuse a JSON body that is too deep (400) or holds text that is not Unicode (422, naming the fields)."""
+def _refuse_text(location: str, paths: list[tuple]) -> None:
+    err = UnprocessableEntity(BAD_TEXT)
+    err.data = {"messages": _nest(location, paths, BAD_TEXT), "message": BAD_TEXT}
+    raise err
+
+
+def check_request() -> None:
+    """Refuse a JSON body that is too deep (400), and text that cannot be stored (422, naming the fields) in the
+    body, the query or a form; a path with a NUL names nothing (404)."""
+    if "\x00" in request.path:
+        raise NotFound()
+    for location, values in (("query", request.args), ("form", request.form)):
+        paths = [(name,) for name, value in values.items(multi=True) if is_bad_text(name) or is_bad_text(value)]
+        if paths:
+            _refuse_text(location, paths)
     if not request.is_json:
         return
     data = request.get_data(cache=True)  # 413 beyond MAX_CONTENT_LENGTH
     if json_depth_exceeds(data):
         raise BadRequest(f"The JSON body is nested deeper than {MAX_JSON_DEPTH} levels.")
     if b"\\u" not in data:
-        return  # a lone surrogate can only come from an escape: UTF-8 cannot encode one (a decode error)
-    body = request.get_json(silent=True)
-    paths = lone_surrogate_paths(body)
+        return  # NULs and lone surrogates can only come from escapes (a raw one is a decode error)
+    paths = bad_text_paths(request.get_json(silent=True))
     if paths:
-        err = UnprocessableEntity(BAD_TEXT)
-        err.data = {"messages": _nest(paths, BAD_TEXT), "message": BAD_TEXT}
-        raise err
+        _refuse_text("json", paths)
 
 
 def init_app(app: Flask) -> None:
     # Registered first, so it runs before any other before_request hook (the login limit's key reads the body).
-    app.before_request_funcs.setdefault(None, []).insert(0, check_body)
+    app.before_request_funcs.setdefault(None, []).insert(0, check_request)

@@ -1,10 +1,40 @@
 """Marshmallow fields shared by the API schemas."""
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo
 
 from marshmallow import fields
+
+# The dates and instants a request may name: far wider than any booking, report or tariff needs, and narrow enough
+# that converting between time zones or adding a day never leaves Python's or the database's range (an outside
+# probe's 0001-01-01T00:00+14:00 was a 500: it underflowed in UTC; 9999-12-31 overflowed the next day).
+EARLIEST, LATEST = date(2000, 1, 1), date(2099, 12, 31)
+OUT_OF_RANGE = f"Out of range: give a date from {EARLIEST} to {LATEST}."
+
+
+class Day(fields.Date):
+    """A calendar day (YYYY-MM-DD) from EARLIEST to LATEST."""
+
+    default_error_messages = {"range": OUT_OF_RANGE}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        day = super()._deserialize(value, attr, data, **kwargs)
+        if not EARLIEST <= day <= LATEST:
+            raise self.make_error("range")
+        return day
+
+
+class Instant(fields.AwareDateTime):
+    """An instant written RFC 3339 with its offset, from EARLIEST to LATEST (in UTC)."""
+
+    default_error_messages = {"range": OUT_OF_RANGE}
+
+    def _deserialize(self, value, attr, data, **kwargs) -> datetime:
+        at = super()._deserialize(value, attr, data, **kwargs)
+        if not EARLIEST <= at.replace(tzinfo=None).date() <= LATEST:  # its own offset: no conversion can overflow
+            raise self.make_error("range")
+        return at
 
 
 class StationTime(fields.DateTime):

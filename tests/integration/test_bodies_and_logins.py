@@ -111,3 +111,39 @@ def test_the_address_bound_is_far_higher_and_counts_every_account(app, client, s
     assert _login(client, "z@example.com", "correct-horse") == 429  # this address has tried too many accounts
     assert client.post("/api/v1/auth/login", json={"email": "z@example.com", "password": "correct-horse"},
                        environ_base={"REMOTE_ADDR": "10.9.9.9"}).status_code == 200
+
+
+# -- NULs and dates out of range (found by probing after the list) -----------------
+
+
+@pytest.mark.parametrize("method, path, body, location, field", [
+    ("POST", "/api/v1/bookings", {"station": "s1\u0000", "slot_start": "2026-11-22T15:00:00+08:00"}, "json", "station"),
+    ("POST", "/api/v1/auth/register", {"email": "n@b.io", "password": "correct-horse", "name": "\u0000"}, "json",
+     "name"),
+    ("POST", "/api/v1/auth/login", {"email": "a@b.io\u0000", "password": "x"}, "json", "email"),
+    ("GET", "/api/v1/stations?district=%00", None, "query", "district"),
+])
+def test_a_nul_anywhere_is_a_422_naming_the_field_not_a_database_error(client, station, method, path, body,
+                                                                       location, field):
+    r = client.open(path, method=method, json=body)
+    assert r.status_code == 422, r.json
+    assert r.json["errors"] == {location: {field: [r.json["message"]]}} and "NUL" in r.json["message"]
+
+
+def test_a_nul_in_a_form_or_a_path(client, station):
+    assert client.post("/login", data={"email": "a@b.io\x00", "password": "x"}).status_code == 422
+    for path in ("/api/v1/stations/%00", "/api/v1/stations/s1%00", "/board/%00", "/stations/s1%00"):
+        assert client.get(path).status_code == 404, path
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("POST", "/api/v1/bookings", {"station": "s1", "slot_start": "0001-01-01T00:00:00+14:00"}),
+    ("POST", "/api/v1/bookings", {"station": "s1", "slot_start": "9999-12-31T23:30:00-12:00"}),
+    ("GET", "/api/v1/stations/s1/slots?date=9999-12-31", None),
+    ("GET", "/api/v1/stations/s1/slots?date=0001-01-01", None),
+])
+def test_dates_far_out_of_range_are_a_422_saying_so(client, station, method, path, body):
+    token = client.post("/api/v1/auth/register", json={"email": "d@b.io", "password": "correct-horse"}).json["token"]
+    r = client.open(path, method=method, json=body, headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 422, r.json
+    assert "2000-01-01 to 2099-12-31" in str(r.json["errors"])

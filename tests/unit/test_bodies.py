@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chargeapp.web.bodies import MAX_JSON_DEPTH, json_depth_exceeds, lone_surrogate_paths
+from chargeapp.web.bodies import MAX_JSON_DEPTH, json_depth_exceeds, bad_text_paths
 
 pytestmark = pytest.mark.unit
 
@@ -47,10 +47,11 @@ def test_depth_agrees_with_the_parsed_value(value):
         assert json_depth_exceeds(text, limit) is (_depth(value) > limit)
 
 
-def test_lone_surrogates_are_found_with_their_path():
+def test_lone_surrogates_and_nuls_are_found_with_their_path():
     body = json.loads('{"email": "a@b.io", "password": "\\ud800abc", "zones": [{"name": "ok"}, {"name": "\\udfff"}],'
                       ' "emoji": "\\ud83d\\ude00", "\\udc00": 1}')
-    assert sorted(map(str, lone_surrogate_paths(body))) == sorted(map(str, [
+    assert sorted(map(str, bad_text_paths(body))) == sorted(map(str, [
         ("password",), ("zones", 1, "name"), ("\\udc00",)]))
-    assert lone_surrogate_paths("\ud800") == [()]
-    assert lone_surrogate_paths({"a": ["🙂", "沪A12345"]}) == []
+    assert bad_text_paths("\ud800") == [()]
+    assert bad_text_paths({"name": "a\x00b", "ok": "a\tb\n", "a\x00": 1}) == [("name",), ("a\\x00",)]
+    assert bad_text_paths({"a": ["🙂", "沪A12345"]}) == []

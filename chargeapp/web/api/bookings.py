@@ -11,7 +11,7 @@ from chargeapp.domain import booking as rules
 from chargeapp.domain.errors import InvalidRequest
 from chargeapp.services import booking as booking_service
 from chargeapp.services.common import booking_rules, commit_and_keep
-from chargeapp.web.fields import StationTime
+from chargeapp.web.fields import Instant, StationTime
 from chargeapp.web.security import clock, current_user, login_required
 
 blp = Blueprint("bookings", __name__, url_prefix="/api/v1/bookings", description="Fast-charge slot bookings")
@@ -26,7 +26,7 @@ class BadIdempotencyKey(InvalidRequest):
 
 class BookingRequest(Schema):
     station = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    slot_start = fields.AwareDateTime(required=True, metadata={"description": "RFC 3339 with offset, on the :00/:30 grid"})
+    slot_start = Instant(required=True, metadata={"description": "RFC 3339 with offset, on the :00/:30 grid"})
     charger = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=64),
                             metadata={"description": "a named fast charger; omit for any"})
 

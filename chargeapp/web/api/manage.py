@@ -18,7 +18,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from chargeapp.db import db
 from chargeapp.services import manage
-from chargeapp.web.fields import StationTime
+from chargeapp.web.fields import Instant, StationTime
 from chargeapp.web.schemas import ReceiptSchema, ZoneSchema
 from chargeapp.web.security import clock, current_user, manager_required
 
@@ -338,8 +338,8 @@ class HoursBody(Body):
 
 
 class MaintenanceBody(Body):
-    starts_at = fields.AwareDateTime(required=True, metadata={"description": "RFC 3339 with offset"})
-    ends_at = fields.AwareDateTime(required=True, metadata={"description": "RFC 3339 with offset, after starts_at"})
+    starts_at = Instant(required=True, metadata={"description": "RFC 3339 with offset"})
+    ends_at = Instant(required=True, metadata={"description": "RFC 3339 with offset, after starts_at"})
     reason = Reason()
 
     @validates_schema
@@ -357,7 +357,7 @@ class MaintenanceDeleteArgs(Schema):
 
 
 class TariffBody(Body):
-    effective_from = fields.AwareDateTime(required=True,
+    effective_from = Instant(required=True,
                                           metadata={"description": "RFC 3339 with offset; not in the past"})
     periods = fields.List(fields.Nested(TariffPeriod), validate=validate.Length(min=1, max=48),
                           metadata={"description": "station wall time, covering the day once"})
@@ -395,7 +395,7 @@ class CorrectBody(Body):
 
 class CloseBody(Body):
     reason = Reason()
-    at = fields.AwareDateTime(load_default=None, allow_none=True,
+    at = Instant(load_default=None, allow_none=True,
                               metadata={"description": "when it ended (RFC 3339 with offset); default now"})
 
 

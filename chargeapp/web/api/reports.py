@@ -19,6 +19,7 @@ from chargeapp.db import models as m
 from chargeapp.services import reports
 from chargeapp.services.common import station_tz
 from chargeapp.services import manage
+from chargeapp.web.fields import Day
 from chargeapp.web.security import clock, current_user, manager_required
 
 blp = Blueprint("reports", __name__, url_prefix="/api/v1",
@@ -30,8 +31,8 @@ CSV_HELP = "The report as JSON; with format=csv a CSV file (UTF-8 with BOM, CRLF
 
 
 class RangeArgs(Schema):
-    start = fields.Date(required=True, metadata={"description": "first station-local date, YYYY-MM-DD"})
-    end = fields.Date(required=True, metadata={"description": "last station-local date (inclusive)"})
+    start = Day(required=True, metadata={"description": "first station-local date, YYYY-MM-DD"})
+    end = Day(required=True, metadata={"description": "last station-local date (inclusive)"})
     format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv"]))
 
 
@@ -92,9 +93,9 @@ class NetworkArgs(Schema):
 
     ALIASES = {"from": "start", "to": "end"}
 
-    start = fields.Date(required=True, metadata={
+    start = Day(required=True, metadata={
         "description": "first station-local date, YYYY-MM-DD (each station in its own zone); also as `from`"})
-    end = fields.Date(required=True, metadata={"description": "last station-local date (inclusive); also as `to`"})
+    end = Day(required=True, metadata={"description": "last station-local date (inclusive); also as `to`"})
     chargers = fields.Boolean(load_default=False, metadata={"description": "each station's charger rows too"})
     format = fields.String(load_default="json", validate=validate.OneOf(["json", "csv"]))
 

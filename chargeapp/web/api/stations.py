@@ -9,7 +9,7 @@ from chargeapp.db import db
 from chargeapp.services import booking as booking_service
 from chargeapp.services import stations as station_service
 from chargeapp.services.common import station_by_code, station_tz
-from chargeapp.web.fields import StationTime
+from chargeapp.web.fields import Day, StationTime
 from chargeapp.web.schemas import ZoneSchema
 from chargeapp.web.security import clock
 
@@ -82,7 +82,7 @@ class StationDetail(StationSummary):
 
 
 class SlotArgs(Schema):
-    date = fields.Date(required=True, metadata={"description": "station-local day, YYYY-MM-DD"})
+    date = Day(required=True, metadata={"description": "station-local day, YYYY-MM-DD"})
 
 
 class SlotSchema(Schema):
