@@ -8,6 +8,9 @@ Thin I/O around ``translate`` (pure) and ``store`` (database):
   Anything else is refused before the WebSocket opens: 404 for another path,
   400 without the subprotocol, 401 (with ``WWW-Authenticate``) for an unknown
   charger, a wrong password or a username that is not the chargePointId.
+- Frames are routed by ``OcppSession.route_message`` through ``rpc`` (not the
+  library's path): every CALL passes the same checks (frame, schema, timestamps)
+  and every refusal is an OCPP 1.6 CALLERROR, logged once at WARNING without the payload.
 - What a charger says becomes contract messages with the charger's next boot
   and seq; the gateway answers the charger only after the broker acknowledged
   them (so a lost answer makes the charger repeat, never lose, a message).
@@ -27,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import functools
 import http
 import logging
 import ssl

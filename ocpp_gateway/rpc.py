@@ -26,7 +26,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema.exceptions import ValidationError as SchemaValidationError
 from ocpp.messages import Call, CallError, CallResult, MessageType, get_validator
 
 from ocpp_gateway import translate as tr
@@ -136,8 +135,8 @@ def _path(parts) -> str:
     return out or "payload"
 
 
-def _schema_refusal(error: SchemaValidationError) -> tuple[str, str]:
-    """(OCPP 1.6 code, reason) of a schema error: its JSON path and the rule broken, not the value."""
+def _schema_refusal(error: Any) -> tuple[str, str]:
+    """(OCPP 1.6 code, reason) of a schema error (jsonschema's ValidationError): its path and rule, not the value."""
     where = _path(error.absolute_path)
     rule = error.validator
     if rule == "required":

@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from ocpp.exceptions import PropertyConstraintViolationError
 from ocpp.v16 import call
