@@ -8,6 +8,9 @@ Thin I/O around ``translate`` (pure) and ``store`` (database):
   Anything else is refused before the WebSocket opens: 404 for another path,
   400 without the subprotocol, 401 (with ``WWW-Authenticate``) for an unknown
   charger, a wrong password or a username that is not the chargePointId.
+- Frames are routed by ``OcppSession.route_message`` through ``rpc`` (not the
+  library's path): every CALL passes the same checks (frame, schema, timestamps)
+  and every refusal is an OCPP 1.6 CALLERROR, logged once at WARNING without the payload.
 - What a charger says becomes contract messages with the charger's next boot
   and seq; the gateway answers the charger only after the broker acknowledged
   them (so a lost answer makes the charger repeat, never lose, a message).
@@ -27,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import functools
 import http
 import logging
 import ssl
@@ -39,7 +41,9 @@ from urllib.parse import unquote, urlsplit
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from ocpp.exceptions import OCPPError, PropertyConstraintViolationError
+from ocpp.charge_point import camel_to_snake_case, remove_nones, serialize_as_dict, snake_to_camel_case
+from ocpp.exceptions import OCPPError
+from ocpp.messages import Call, MessageType, validate_payload
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.enums import Action, RegistrationStatus
@@ -49,6 +53,7 @@ from websockets.http11 import Request, Response
 
 from chargeapp import telemetry as t
 from mqtt_bridge.client import parse_mqtt_url
+from ocpp_gateway import rpc
 from ocpp_gateway import store as st
 from ocpp_gateway import translate as tr
 from ocpp_gateway.mqtt import MqttLink
@@ -97,22 +102,6 @@ class Counters:
             return dict(self._values)
 
 
-def _refusals_as_call_errors(handler):
-    """A message the contract cannot carry (a bad timestamp, an id tag with control characters...) is answered with
-    PropertyConstraintViolation, not the library's InternalError, so the charger's log says what is wrong."""
-
-    @functools.wraps(handler)
-    async def checked(self, *args, **kwargs):
-        try:
-            return await handler(self, *args, **kwargs)
-        except (t.BadMessage, tr.UnusableMessage) as exc:
-            self.gw.counters.add("refused_messages")
-            log.warning("%s: refused a message: %s", self.identity, exc)
-            raise PropertyConstraintViolationError(description=str(exc)[:200]) from None
-
-    return checked
-
-
 class OcppSession(ChargePoint):
     """One connected charger: OCPP handlers that translate to the contract, and the commands sent to it."""
 
@@ -123,6 +112,69 @@ class OcppSession(ChargePoint):
         self.address = identity.address
         self.readings: dict[int, tr.EnergyReading] = {}  # transaction id -> latest register reading
         self.tasks: set[asyncio.Task] = set()
+
+    # -- OCPP-J frames: one path for every CALL and every refusal (rpc.py)
+
+    async def route_message(self, raw_msg):
+        """A frame from the charger: a CALL is checked and handled, an answer goes to the CALL waiting for it."""
+        try:
+            msg = rpc.unpack(raw_msg)
+        except rpc.Refusal as refusal:
+            await self._refuse(refusal)
+            return
+        if msg.message_type_id != MessageType.Call:
+            self._response_queue.put_nowait(msg)
+            return
+        try:
+            await self._handle_call(msg)
+        except rpc.Refusal as refusal:
+            refusal.message_id, refusal.action = msg.unique_id, msg.action
+            await self._refuse(refusal)
+
+    async def _refuse(self, refusal: rpc.Refusal) -> None:
+        """Count and log a refused frame or CALL (action, message id, reason: no payload), answer it if it can be."""
+        self.gw.counters.add(refusal.counter)
+        message_id = repr(refusal.message_id)[:40] if refusal.answerable else "without an id"
+        log.warning("%s: refused %s %s: %s", self.identity, refusal.action or "a frame", message_id, refusal)
+        if refusal.answerable:
+            await self._send(refusal.call_error())
+
+    async def _handle_call(self, msg: Call) -> None:
+        """The library's ``_handle_call`` with the gateway's checks (schema, timestamps) and 1.6 error codes.
+
+        Everything refused raises ``rpc.Refusal``; the ``ocpp`` library's own
+        path would log the whole payload (id tags) at ERROR and answer schema
+        errors with OCPP 2.0's ``FormatViolation``. No ``@after`` hooks.
+        """
+        handler = self.route_map.get(msg.action, {}).get("_on_action")
+        if handler is None:
+            known = msg.action in {a.value for a in Action}
+            raise rpc.Refusal("NotImplemented" if known else "NotSupported",
+                              f"{'not implemented' if known else 'not an OCPP 1.6 action'}: {msg.action[:40]}")
+        rpc.check_call(msg.action, msg.payload)
+        try:
+            response = handler(**camel_to_snake_case(msg.payload))
+            if asyncio.iscoroutine(response):
+                response = await response
+        except (t.BadMessage, tr.UnusableMessage) as exc:
+            # What the contract cannot carry (an id tag with control characters, a register that cannot be true...)
+            raise rpc.Refusal(rpc.PROPERTY_CONSTRAINT_VIOLATION, str(exc)[:200]) from None
+        except OCPPError as exc:
+            raise rpc.Refusal(rpc.error_code_16(exc.code), str(exc.description)[:200]) from None
+        except TimeoutError:
+            # No PUBACK in time: the charger sends it again later (OCPP retries transaction messages).
+            raise rpc.Refusal(rpc.INTERNAL_ERROR, "not acknowledged by the message broker in time: try again",
+                              counter="unacknowledged_calls") from None
+        except Exception:
+            log.exception("%s: %s %r failed", self.identity, msg.action, msg.unique_id)
+            raise rpc.Refusal(rpc.INTERNAL_ERROR, "an unexpected error occurred", counter="failed_calls") from None
+        result = msg.create_call_result(snake_to_camel_case(remove_nones(serialize_as_dict(response))))
+        try:
+            await validate_payload(result, self._ocpp_version)
+        except OCPPError:  # the gateway's own answer is wrong: a bug, not the charger's fault
+            log.exception("%s: the answer to %s %r breaks the schema", self.identity, msg.action, msg.unique_id)
+            raise rpc.Refusal(rpc.INTERNAL_ERROR, "an unexpected error occurred", counter="failed_calls") from None
+        await self._send(result.to_json())
 
     # -- charger -> contract
 
@@ -141,7 +193,6 @@ class OcppSession(ChargePoint):
         return call_result.Heartbeat(current_time=tr.ocpp_time(self.gw.now()))
 
     @on(Action.status_notification)
-    @_refusals_as_call_errors
     async def on_status_notification(self, **payload: Any):
         await self.gw.emit(self.identity, [tr.status_draft(self.address, payload, self.gw.now())])
         return call_result.StatusNotification()
@@ -153,7 +204,6 @@ class OcppSession(ChargePoint):
         return call_result.Authorize(id_tag_info=tr.id_tag_info(driver))
 
     @on(Action.start_transaction)
-    @_refusals_as_call_errors
     async def on_start_transaction(self, **payload: Any):
         t.format_message(tr.start_draft(self.address, payload, 1))  # refuse what the contract cannot carry before an id is spent
         record = await self.gw.store.run(st.start_transaction, self.identity.charger_id, payload)
@@ -167,36 +217,57 @@ class OcppSession(ChargePoint):
         return call_result.StartTransaction(transaction_id=record.transaction_id, id_tag_info=tr.id_tag_info(driver))
 
     @on(Action.meter_values)
-    @_refusals_as_call_errors
     async def on_meter_values(self, connector_id: int, meter_value: list, transaction_id: int | None = None):
-        record = await self.gw.store.run(
-            *((st.transaction, self.identity.charger_id, transaction_id) if transaction_id is not None
-              else (st.open_transaction, self.identity.charger_id, connector_id)))
-        if record is None and transaction_id is None:
-            self.gw.counters.add("meter_values_outside_transaction")  # the contract has no such samples
-            return call_result.MeterValues()
-        tx = record.transaction_id if record is not None else transaction_id
-        await self._publish_readings(connector_id, tx, meter_value, record)
+        if transaction_id is not None:
+            record = await self.gw.store.run(st.transaction, self.identity.charger_id, transaction_id)
+            if record is None:
+                # Published, the bridge would open a session for it (meter_without_start) that no start ever fills.
+                self.gw.counters.add("meter_values_of_unknown_transactions")
+                raise tr.UnusableMessage("unknown_transaction",
+                                         f"transaction {transaction_id} was not assigned by this central system")
+        else:
+            record = await self.gw.store.run(st.open_transaction, self.identity.charger_id, connector_id)
+            if record is None:
+                self.gw.counters.add("meter_values_outside_transaction")  # the contract has no such samples
+                return call_result.MeterValues()
+        drafts, latest = self._meter_drafts(connector_id, record.transaction_id, meter_value, record)
+        await self._publish_readings(record.transaction_id, drafts, latest)
         return call_result.MeterValues()
 
-    async def _publish_readings(self, connector: int, tx: int, meter_value: list,
-                                record: st.TransactionRecord | None) -> None:
-        previous = self.readings.get(tx) or (record.start_reading if record is not None else None)
-        drafts, latest, skipped = tr.meter_drafts(self.address, connector, tx, meter_value, previous)
+    def _meter_drafts(self, connector: int, tx: int, meter_value: list, record: st.TransactionRecord | None,
+                      ) -> tuple[list[t.MeterSample], tr.EnergyReading | None]:
+        """The samples of a MeterValues (or a stop's transactionData); UnusableMessage refuses the whole message."""
+        start = record.start_reading if record is not None else None
+        previous = self.readings.get(tx) or start
+        try:
+            drafts, latest, skipped = tr.meter_drafts(self.address, connector, tx, meter_value, previous, start=start,
+                                                      rated_w=self.identity.rated_power_w)
+        except tr.UnusableMessage as exc:
+            self.gw.counters.add(f"meter_values_refused_{exc.reason}")
+            raise
         if skipped:
             self.gw.counters.add("meter_instants_skipped", skipped)
+        return drafts, latest
+
+    async def _publish_readings(self, tx: int, drafts: list[t.MeterSample], latest: tr.EnergyReading | None) -> None:
         if drafts:
             await self.gw.emit(self.identity, drafts)
         if latest is not None:
             self.readings[tx] = latest
 
     @on(Action.stop_transaction)
-    @_refusals_as_call_errors
     async def on_stop_transaction(self, **payload: Any):
         tx = payload["transaction_id"]
-        record = await self.gw.store.run(st.record_stop, self.identity.charger_id, tx,
-                                         tr.parse_ocpp_time(payload["timestamp"]), payload["meter_stop"])
-        connector = record.connector if record is not None else (1 if self.identity.connectors == 1 else None)
+        stopped_at = tr.parse_ocpp_time(payload["timestamp"])
+        known = await self.gw.store.run(st.transaction, self.identity.charger_id, tx)
+        connector = known.connector if known is not None else (1 if self.identity.connectors == 1 else None)
+        drafts, latest = ([], None) if connector is None else self._meter_drafts(
+            connector, tx, payload.get("transaction_data") or [], known)
+        if known is not None:  # meterStop is the register too: refuse a stop that cannot be true before noting it
+            tr.check_register(tr.EnergyReading(stopped_at, payload["meter_stop"]),
+                              (latest or self.readings.get(tx), known.start_reading), self.identity.rated_power_w)
+        record = await self.gw.store.run(st.record_stop, self.identity.charger_id, tx, stopped_at,
+                                         payload["meter_stop"])
         if record is not None and record.stop_published:
             self.gw.counters.add("replays")
         elif connector is None:
@@ -204,8 +275,7 @@ class OcppSession(ChargePoint):
             self.gw.counters.add("stops_of_unknown_transactions")
             log.warning("%s: stop of transaction %s the gateway never assigned: not published", self.identity, tx)
         else:
-            if payload.get("transaction_data"):
-                await self._publish_readings(connector, tx, payload["transaction_data"], record)
+            await self._publish_readings(tx, drafts, latest)
             await self.gw.emit(self.identity, [tr.stop_draft(self.address, payload, connector)])
             if record is not None:
                 await self.gw.store.run(st.mark_published, self.identity.charger_id, tx, "stop")

@@ -25,7 +25,7 @@ from ocpp_gateway import translate as tr
 
 @dataclass(frozen=True)
 class ChargerIdentity:
-    """An OCPP charger of the registry: ids, contract address, password hash and number of connectors."""
+    """An OCPP charger of the registry: ids, contract address, password hash, number of connectors, rated power."""
 
     charger_id: int
     ocpp_id: str
@@ -33,6 +33,11 @@ class ChargerIdentity:
     charger: str
     password_hash: str
     connectors: int
+    max_power_kw: int = 0  # the registry's rated power; 0: not known
+
+    @property
+    def rated_power_w(self) -> int:
+        return tr.rated_power_w(self.max_power_kw)
 
     @property
     def address(self) -> tr.ChargerAddress:
@@ -77,7 +82,7 @@ def _identities(session: Session, *where) -> list[ChargerIdentity]:
                   .correlate(m.Charger).scalar_subquery())
     rows = session.execute(
         select(m.OcppCharger.charger_id, m.OcppCharger.ocpp_id, m.Station.code, m.Charger.code,
-               m.OcppCharger.password_hash, connectors)
+               m.OcppCharger.password_hash, connectors, m.Charger.max_power_kw)
         .join(m.Charger, m.Charger.id == m.OcppCharger.charger_id)
         .join(m.Station, m.Station.id == m.Charger.station_id)
         .where(*where).order_by(m.OcppCharger.ocpp_id)

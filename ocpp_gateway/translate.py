@@ -19,7 +19,11 @@ Decisions (docs/ocpp.md):
   own time and no seq goes missing. A BootNotification starts a new boot too.
 - Meter values: the energy register is ``Energy.Active.Import.Register`` (the
   OCPP default measurand when none is named), Wh or kWh; power is
-  ``Power.Active.Import`` (W or kW); SoC is ``SoC``. A value without phase wins;
+  ``Power.Active.Import`` (W or kW); SoC is ``SoC`` (Percent). Another unit for
+  one of these, a value that is not a number or a negative register refuses
+  the whole message (``UnusableMessage``), as does a register reading that
+  cannot be true (``check_register``: backwards, or faster than the charger's
+  rated power allows). A value without phase wins;
   else the phases L1, L2, L3 (or L1-N, L2-N, L3-N) are summed. Signed data is
   skipped. A sampled instant without an energy register is not a contract
   sample (``energy_wh`` is required) and is skipped. A charger that sends no
@@ -30,6 +34,7 @@ Decisions (docs/ocpp.md):
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -45,7 +50,20 @@ POWER = "Power.Active.Import"
 SOC = "SoC"
 MAX_TRANSACTION_ID = 2**31 - 1  # OCPP 1.6 transactionId is a JSON integer; chargers keep it in 32 bits
 _PHASES = (("L1", "L2", "L3"), ("L1-N", "L2-N", "L3-N"))
-_SCALE = {"Wh": Decimal(1), "kWh": Decimal(1000), "W": Decimal(1), "kW": Decimal(1000), "Percent": Decimal(1)}
+# The units each measurand the gateway reads may come in, and their factor to the contract's unit (Wh, W, %).
+_UNITS = {
+    ENERGY_REGISTER: {"Wh": Decimal(1), "kWh": Decimal(1000)},
+    POWER: {"W": Decimal(1), "kW": Decimal(1000)},
+    SOC: {"Percent": Decimal(1)},
+}
+# Register plausibility (docs/ocpp.md, "Meter values that cannot be true"): between two readings of a
+# transaction the register may rise by at most the rated power times POWER_MARGIN over the time between
+# them, plus REGISTER_SLACK_WH (a kWh register's resolution, second-rounded timestamps).
+POWER_MARGIN = Decimal("1.25")
+REGISTER_SLACK_WH = 1_000
+UNKNOWN_RATED_POWER_W = 1_000_000  # a charger whose rated power the registry does not know (max_power_kw 0)
+# OCPP 1.6 dateTime (RFC 3339; the offset may be left out, then UTC)
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})?")
 
 
 @dataclass(frozen=True)
@@ -75,13 +93,21 @@ class UnusableMessage(ValueError):
 
 
 def parse_ocpp_time(text: str) -> datetime:
-    """An aware datetime from an OCPP dateTime (ISO 8601; ``Z`` or an offset; none is read as UTC); raises UnusableMessage."""
+    """An aware datetime from an OCPP dateTime; raises UnusableMessage.
+
+    RFC 3339 ``YYYY-MM-DDThh:mm:ss[.fraction](Z|+hh:mm)`` (``T`` and ``Z`` in either
+    case); a time without an offset is read as UTC. A date alone, a space for
+    ``T``, ISO 8601's basic format or anything else is refused.
+    """
     if not isinstance(text, str):
         raise UnusableMessage("bad_timestamp", "not a string")
+    normal = text.upper()
+    if not _DATE_TIME.fullmatch(normal):
+        raise UnusableMessage("bad_timestamp", f"not an RFC 3339 date-time: {text[:40]!r}")
     try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UnusableMessage("bad_timestamp", f"not an ISO 8601 time: {text[:40]!r}") from None
+        value = datetime.fromisoformat(normal)  # more than 6 fraction digits: cut to microseconds
+    except ValueError:  # a month 13, a 25th hour...
+        raise UnusableMessage("bad_timestamp", f"not a valid date-time: {text[:40]!r}") from None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
@@ -159,24 +185,34 @@ def stop_draft(charger: ChargerAddress, payload: dict[str, Any], connector: int)
     )
 
 
-def _number(sampled: dict[str, Any], default_unit: str) -> Decimal | None:
-    unit = sampled.get("unit") or default_unit
-    if unit not in _SCALE or sampled.get("format") == "SignedData":
+def _number(sampled: dict[str, Any], measurand: str, default_unit: str) -> Decimal | None:
+    """A sampled value in the contract's unit; None for signed data. Raises UnusableMessage for a unit that is not
+    one of the measurand's, or a value that is not a finite number."""
+    if sampled.get("format") == "SignedData":
         return None
+    unit = sampled.get("unit") or default_unit
+    scale = _UNITS[measurand].get(unit)
+    if scale is None:
+        raise UnusableMessage("wrong_unit", f"{measurand} in {str(unit)[:20]}: only {' or '.join(_UNITS[measurand])}")
     try:
         value = Decimal(str(sampled.get("value")))
     except InvalidOperation:
-        return None
-    return value * _SCALE[unit] if value.is_finite() else None
+        value = None
+    if value is None or not value.is_finite():
+        raise UnusableMessage("not_a_number", f"{measurand}: the value is not a number")
+    return value * scale
 
 
 def measurand_value(sampled_values: Iterable[dict[str, Any]], measurand: str, default_unit: str) -> Decimal | None:
-    """One measurand of a sampled instant in base units (Wh, W, %): the value without phase, else the phases summed."""
+    """One measurand of a sampled instant in base units (Wh, W, %): the value without phase, else the phases summed.
+
+    Raises UnusableMessage when a value of the measurand has a unit it cannot have or is not a number.
+    """
     by_phase: dict[str | None, Decimal] = {}
     for sampled in sampled_values:
         if (sampled.get("measurand") or ENERGY_REGISTER) != measurand:
             continue
-        value = _number(sampled, default_unit)
+        value = _number(sampled, measurand, default_unit)
         if value is not None:
             by_phase.setdefault(sampled.get("phase"), value)
     if None in by_phase:
@@ -187,6 +223,39 @@ def measurand_value(sampled_values: Iterable[dict[str, Any]], measurand: str, de
     return None
 
 
+def rated_power_w(max_power_kw: int | None) -> int:
+    """The charger's rated power in W from the registry's ``max_power_kw``; unknown (0) is UNKNOWN_RATED_POWER_W."""
+    return max_power_kw * 1000 if max_power_kw and max_power_kw > 0 else UNKNOWN_RATED_POWER_W
+
+
+def max_rise_wh(rated_w: int, seconds: float) -> int:
+    """The most a register can rise in ``seconds`` at ``rated_w``: the rated power with its margin, plus the slack."""
+    return int(Decimal(rated_w) * POWER_MARGIN * Decimal(max(seconds, 0.0)) / 3600) + REGISTER_SLACK_WH
+
+
+def check_register(reading: EnergyReading, known: Iterable[EnergyReading | None], rated_w: int) -> None:
+    """Refuse (UnusableMessage) a register reading of a transaction that cannot be true beside the ones known.
+
+    For each known reading (the start, the latest accepted), in time order: the
+    later one must not be below the earlier one (``register_backwards``) and may
+    be above it by at most ``max_rise_wh`` over the time between them
+    (``register_jump``). Pure: the times are the readings' own.
+    """
+    for other in known:
+        if other is None:
+            continue
+        early, late = (other, reading) if other.at <= reading.at else (reading, other)
+        if late.energy_wh < early.energy_wh:
+            raise UnusableMessage("register_backwards", f"{late.energy_wh} Wh at {ocpp_time(late.at)} is below "
+                                                        f"{early.energy_wh} Wh at {ocpp_time(early.at)}")
+        seconds = (late.at - early.at).total_seconds()
+        rise, allowed = late.energy_wh - early.energy_wh, max_rise_wh(rated_w, seconds)
+        if rise > allowed:
+            raise UnusableMessage("register_jump", f"{rise} Wh in {seconds:.0f} s ({ocpp_time(early.at)} to "
+                                                   f"{ocpp_time(late.at)}); at most {allowed} Wh at "
+                                                   f"{rated_w // 1000} kW rated")
+
+
 def _average_power_w(previous: EnergyReading | None, at: datetime, energy_wh: int) -> int:
     if previous is None or at <= previous.at or energy_wh < previous.energy_wh:
         return 0
@@ -195,32 +264,34 @@ def _average_power_w(previous: EnergyReading | None, at: datetime, energy_wh: in
 
 
 def meter_drafts(charger: ChargerAddress, connector: int, transaction_id: int, meter_value: list[dict[str, Any]],
-                 previous: EnergyReading | None) -> tuple[list[t.MeterSample], EnergyReading | None, int]:
+                 previous: EnergyReading | None, *, start: EnergyReading | None = None,
+                 rated_w: int = UNKNOWN_RATED_POWER_W) -> tuple[list[t.MeterSample], EnergyReading | None, int]:
     """MeterValues (or StopTransaction's transactionData) of one transaction -> (samples, latest reading, instants skipped).
 
     Energy is rounded to whole Wh, power to whole W; ``previous`` (the last reading
-    or the start) gives the average power when the charger sent none.
+    or the start) gives the average power when the charger sent none. Each
+    register reading is checked against the transaction's ``start`` and the
+    latest reading (``check_register``); one that fails, or any value in a wrong
+    unit, raises UnusableMessage: the message is refused as a whole. Timestamps
+    were checked before (``rpc.check_timestamps``); one that is not raises too.
     """
     samples: list[t.MeterSample] = []
     skipped = 0
-    readings = []
-    for item in meter_value:
-        try:
-            at = parse_ocpp_time(item.get("timestamp"))
-        except UnusableMessage:
-            skipped += 1
-            continue
-        readings.append((at, item.get("sampled_value") or []))
-    for at, sampled in sorted(readings, key=lambda r: r[0]):
+    readings = sorted(((parse_ocpp_time(item.get("timestamp")), item.get("sampled_value") or [])
+                       for item in meter_value), key=lambda r: r[0])
+    for at, sampled in readings:
         energy = measurand_value(sampled, ENERGY_REGISTER, "Wh")
-        if energy is None or energy < 0:
-            skipped += 1
-            continue
-        energy_wh = int(energy.to_integral_value())
         power = measurand_value(sampled, POWER, "W")
+        soc = measurand_value(sampled, SOC, "Percent")
+        if energy is None:
+            skipped += 1  # no register (or signed data only): not a contract sample
+            continue
+        if energy < 0:
+            raise UnusableMessage("negative_register", f"{ENERGY_REGISTER} {energy} Wh at {ocpp_time(at)}")
+        energy_wh = int(energy.to_integral_value())
+        check_register(EnergyReading(at, energy_wh), (previous, start), rated_w)
         power_w = int(power.to_integral_value()) if power is not None and power >= 0 else _average_power_w(
             previous, at, energy_wh)
-        soc = measurand_value(sampled, SOC, "Percent")
         samples.append(t.MeterSample(
             station=charger.station, device_id=charger.charger, **_DRAFT, device_ts=at,
             connector=connector, transaction_id=transaction_id, energy_wh=energy_wh, power_w=power_w,

@@ -1,6 +1,8 @@
 """Replays a charger sends after an outage, gateway restarts, and commands: through Mosquitto and the real bridge."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 import paho.mqtt.client as mqtt
 import pytest
 from ocpp.exceptions import InternalError, PropertyConstraintViolationError
@@ -181,7 +183,8 @@ def test_a_message_the_broker_never_acknowledged_is_refused_so_the_chargers_repe
     wait_for(lambda: read_count(app, "SELECT count(*) FROM charging_sessions") == 1, WAIT, "the start applied")
 
     mosquitto.stop()  # the broker goes away (and, without persistence, forgets every session)
-    stop = call.StopTransaction(meter_stop=9_000, timestamp=at(clock.now()), transaction_id=tx)
+    # 9 kWh in 10 minutes (54 kW): a register a 120 kW charger can reach
+    stop = call.StopTransaction(meter_stop=9_000, timestamp=at(clock.now() + timedelta(minutes=10)), transaction_id=tx)
     with pytest.raises(InternalError):
         cp.send(stop)  # no PUBACK within 3 s: the charger is told to try again, not that it was done
 

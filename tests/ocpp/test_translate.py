@@ -94,9 +94,14 @@ def test_instants_without_an_energy_register_or_with_signed_data_only_are_skippe
     drafts, latest, skipped = tr.meter_drafts(F1, 1, 77, [
         sample(T, {"value": "50", "measurand": "SoC", "unit": "Percent"}),
         sample(T, {"value": "ABCDEF", "format": "SignedData"}),
-        {"timestamp": "not a time", "sampled_value": [{"value": "1"}]},
     ], previous=None)
-    assert (drafts, latest, skipped) == ([], None, 3)
+    assert (drafts, latest, skipped) == ([], None, 2)
+
+
+def test_an_instant_with_a_time_that_is_not_one_refuses_the_whole_message_instead_of_being_skipped():
+    with pytest.raises(tr.UnusableMessage, match="bad_timestamp"):
+        tr.meter_drafts(F1, 1, 77, [sample(T, {"value": "1"}), {"timestamp": "not a time", "sampled_value": [
+            {"value": "2"}]}], previous=None)
 
 
 def test_stamp_counts_seq_and_starts_a_new_boot_when_a_replay_is_older_than_the_last_message():
@@ -179,3 +184,86 @@ def test_a_replayed_start_is_recognised_by_connector_tag_meter_and_time():
     assert tr.same_start(recorded, payload)
     assert not tr.same_start(recorded, {**payload, "meter_start": 11})
     assert not tr.same_start(recorded, {**payload, "timestamp": "2026-11-22T06:55:01Z"})
+
+
+@pytest.mark.parametrize("text", [
+    "2026-11-22", "2026-11-22 06:55:00Z", "20261122T065500Z", "22/11/2026 14:55", "2026-11-22T06:55Z",
+    "2026-13-22T06:55:00Z", " 2026-11-22T06:55:00Z", "2026-11-22T06:55:00+0800",
+])
+def test_times_that_are_not_rfc_3339_date_times_are_refused(text):
+    with pytest.raises(tr.UnusableMessage, match="bad_timestamp"):
+        tr.parse_ocpp_time(text)
+
+
+def test_rfc_3339_in_lower_case_and_with_nanoseconds_is_read():
+    assert tr.parse_ocpp_time("2026-11-22t06:55:00z") == T
+    assert tr.parse_ocpp_time("2026-11-22T06:55:00.123456789Z") == T + timedelta(microseconds=123456)
+
+
+@pytest.mark.parametrize("sampled, reason", [
+    ({"value": "5000", "unit": "W"}, "wrong_unit"),  # the register (the default measurand) in W
+    ({"value": "50", "measurand": "Energy.Active.Import.Register", "unit": "Percent"}, "wrong_unit"),
+    ({"value": "50", "measurand": "Power.Active.Import", "unit": "Wh"}, "wrong_unit"),
+    ({"value": "50", "measurand": "SoC", "unit": "kW"}, "wrong_unit"),
+    ({"value": "lots"}, "not_a_number"),
+    ({"value": "NaN", "unit": "kWh"}, "not_a_number"),
+    ({"value": "-5"}, "negative_register"),
+])
+def test_a_value_in_a_unit_its_measurand_cannot_have_or_not_a_number_refuses_the_message(sampled, reason):
+    with pytest.raises(tr.UnusableMessage, match=reason):
+        tr.meter_drafts(F1, 1, 77, [sample(T, {"value": "1000"}), sample(T + timedelta(minutes=1), sampled)],
+                        previous=None)
+
+
+def test_measurands_the_gateway_does_not_read_are_not_checked():
+    [m], _, _ = tr.meter_drafts(F1, 1, 77, [sample(T, {"value": "1000"}, {"value": "230", "measurand": "Voltage",
+                                                                             "unit": "V"})], previous=None)
+    assert m.energy_wh == 1000
+
+
+RATED_120_KW = 120_000
+START = tr.EnergyReading(T, 5_000_000)
+
+
+def at_minute(minute: int) -> datetime:
+    return T + timedelta(minutes=minute)
+
+
+def test_the_worked_example_of_docs_ocpp_md():
+    # 120 kW charger, transaction started at 5,000,000 Wh; 2 min later 5,004,000 Wh (120 kW): at most
+    # 120 kW x 1.25 x 2/60 h + 1,000 Wh = 6,000 Wh more, so it is accepted.
+    assert tr.max_rise_wh(RATED_120_KW, 120) == 6_000
+    [ok], latest, _ = tr.meter_drafts(F1, 1, 77, [sample(at_minute(2), {"value": "5004000"})], START,
+                                      start=START, rated_w=RATED_120_KW)
+    assert (ok.energy_wh, ok.power_w, latest) == (5_004_000, 120_000, tr.EnergyReading(at_minute(2), 5_004_000))
+    # 14:04 5,200 Wh: below 5,004,000 at 14:02 -> refused, nothing published, the latest reading stays.
+    with pytest.raises(tr.UnusableMessage, match="register_backwards"):
+        tr.meter_drafts(F1, 1, 77, [sample(at_minute(4), {"value": "5200"})], latest, start=START,
+                        rated_w=RATED_120_KW)
+    # 14:06 5,400,700 Wh: 396,700 Wh in 4 min (5.95 MW) where at most 11,000 Wh may be -> refused.
+    with pytest.raises(tr.UnusableMessage, match=r"register_jump: 396700 Wh in 240 s .* at most 11000 Wh"):
+        tr.meter_drafts(F1, 1, 77, [sample(at_minute(6), {"value": "5400.7", "unit": "kWh"})], latest,
+                        start=START, rated_w=RATED_120_KW)
+
+
+def test_the_limit_is_inclusive_and_readings_out_of_order_are_checked_in_time_order():
+    limit = tr.max_rise_wh(RATED_120_KW, 600)  # 10 min: 25,000 + 1,000 Wh
+    assert limit == 26_000
+    tr.check_register(tr.EnergyReading(at_minute(10), 5_026_000), [START], RATED_120_KW)
+    with pytest.raises(tr.UnusableMessage, match="register_jump"):
+        tr.check_register(tr.EnergyReading(at_minute(10), 5_026_001), [START], RATED_120_KW)
+    latest = tr.EnergyReading(at_minute(10), 5_020_000)
+    # A replayed older reading must fit between the start and the latest one.
+    tr.check_register(tr.EnergyReading(at_minute(5), 5_010_000), [latest, START], RATED_120_KW)
+    with pytest.raises(tr.UnusableMessage, match="register_backwards"):
+        tr.check_register(tr.EnergyReading(at_minute(5), 5_021_000), [latest, START], RATED_120_KW)
+    with pytest.raises(tr.UnusableMessage, match="register_backwards"):
+        tr.check_register(tr.EnergyReading(T - timedelta(minutes=1), 5_000_001), [START], RATED_120_KW)
+
+
+def test_a_charger_whose_rated_power_is_not_known_is_held_to_one_megawatt():
+    assert tr.rated_power_w(0) == tr.UNKNOWN_RATED_POWER_W == 1_000_000
+    assert tr.rated_power_w(7) == 7_000
+    tr.check_register(tr.EnergyReading(at_minute(60), 6_000_000), [START], tr.rated_power_w(0))  # 1 MW for 1 h
+    with pytest.raises(tr.UnusableMessage, match="register_jump"):
+        tr.check_register(tr.EnergyReading(at_minute(60), 6_300_000), [START], tr.rated_power_w(0))
