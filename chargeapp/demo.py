@@ -409,7 +409,17 @@ def demo_command(host, port, mqtt_port, metrics_port, speed, start, seed, statio
         if not up:
             failed.append("web")
             raise click.ClickException(f"the web service did not come up on {base_url}")
-        for child in children[1:]:
+        bridge = children[1].start(env, out, lock)
+        started.append(bridge)
+        # The simulated devices start once the bridge is connected and subscribed: on a first start the broker holds
+        # no session for it, so whatever a device published before that was lost (sequence gaps in a soak run).
+        if not wait_for_http(f"http://127.0.0.1:{metrics_port}/healthz", 60,
+                             lambda: bridge.alive() and not stop.is_set()):
+            if stop.is_set():
+                return
+            failed.append("bridge")
+            raise click.ClickException("the bridge did not become healthy (connected, subscribed) within 60 s")
+        for child in children[2:]:
             started.append(child.start(env, out, lock))
         say("")
         say("chargeapp demo is running")
