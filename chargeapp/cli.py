@@ -74,18 +74,20 @@ def create_manager_command(email, password, stations, admin):
 
 @click.command("tick", cls=_DomainErrorsAsMessages)
 def tick_command():
-    """Run the periodic work once: holds, waiting bookings, no-shows, receipts. Under the bridge workers' lease:
+    """Run the periodic work once: holds, waiting bookings, no-shows, receipts, rollups, old dead letters. Under the bridge workers' lease:
     while a running bridge holds it, this run does nothing and says so (the bridge does the work)."""
     import os
     import socket
     from datetime import timedelta
 
     from chargeapp.db import models as m
+    from chargeapp.services.periodic import dead_letter_retention
     from mqtt_bridge.lease import PERIODIC_LEASE, release_lease, run_periodic
 
     now = _now()
     holder = f"tick@{socket.gethostname()}:{os.getpid()}"
-    counts = run_periodic(db.session, now, holder, ttl=timedelta(minutes=5))  # (a bound in case it dies midway)
+    counts = run_periodic(db.session, now, holder, ttl=timedelta(minutes=5),  # (a bound in case it dies midway)
+                          dead_letter_retention=dead_letter_retention(current_app.config))
     if counts is None:
         db.session.rollback()
         lease = db.session.get(m.Lease, PERIODIC_LEASE)
