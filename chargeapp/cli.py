@@ -1,8 +1,9 @@
 """The ``chargeapp`` command: a Flask CLI group with the project's commands.
 
 ``chargeapp db upgrade`` (Flask-Migrate), ``seed --demo``, ``create-manager``,
-``tick``, ``rollup``, ``report``, ``mqtt-credentials``, ``ocpp-password`` and ``map-device``; and the process
-commands ``bridge``, ``simulate``, ``demo`` and ``ocpp-gateway``.
+``tick``, ``rollup``, ``report``, ``mqtt-credentials``, ``ocpp-password`` and ``map-device``; the process
+commands ``bridge``, ``simulate``, ``demo`` and ``ocpp-gateway``; and ``broker-denials`` (reads the broker's log,
+no database).
 """
 from __future__ import annotations
 
@@ -205,12 +206,13 @@ def main():
 
 def _add_process_commands() -> None:
     """Commands that run their own processes or app: no app context around them."""
+    from chargeapp.broker_denials import broker_denials_command
     from chargeapp.demo import demo_command
     from mqtt_bridge.cli import bridge_command
     from ocpp_gateway.cli import ocpp_gateway_command
     from simulators.cli import simulate_command
 
-    for cmd in (bridge_command, simulate_command, demo_command, ocpp_gateway_command):
+    for cmd in (bridge_command, simulate_command, demo_command, ocpp_gateway_command, broker_denials_command):
         main.add_command(cmd)
 
 
