@@ -1,8 +1,9 @@
 """The ``chargeapp`` command: a Flask CLI group with the project's commands.
 
 ``chargeapp db upgrade`` (Flask-Migrate), ``seed --demo``, ``create-manager``,
-``tick``, ``rollup``, ``report``, ``mqtt-credentials``, ``ocpp-password`` and ``map-device``; and the process
-commands ``bridge``, ``simulate``, ``demo`` and ``ocpp-gateway``.
+``tick``, ``rollup``, ``report``, ``mqtt-credentials``, ``ocpp-password`` and ``map-device``; the process
+commands ``bridge``, ``simulate``, ``demo`` and ``ocpp-gateway``; and ``broker-denials`` (reads the broker's log,
+no database).
 """
 from __future__ import annotations
 
@@ -74,18 +75,20 @@ def create_manager_command(email, password, stations, admin):
 
 @click.command("tick", cls=_DomainErrorsAsMessages)
 def tick_command():
-    """Run the periodic work once: holds, waiting bookings, no-shows, receipts. Under the bridge workers' lease:
+    """Run the periodic work once: holds, waiting bookings, no-shows, receipts, rollups, old dead letters. Under the bridge workers' lease:
     while a running bridge holds it, this run does nothing and says so (the bridge does the work)."""
     import os
     import socket
     from datetime import timedelta
 
     from chargeapp.db import models as m
+    from chargeapp.services.periodic import dead_letter_retention
     from mqtt_bridge.lease import PERIODIC_LEASE, release_lease, run_periodic
 
     now = _now()
     holder = f"tick@{socket.gethostname()}:{os.getpid()}"
-    counts = run_periodic(db.session, now, holder, ttl=timedelta(minutes=5))  # (a bound in case it dies midway)
+    counts = run_periodic(db.session, now, holder, ttl=timedelta(minutes=5),  # (a bound in case it dies midway)
+                          dead_letter_retention=dead_letter_retention(current_app.config))
     if counts is None:
         db.session.rollback()
         lease = db.session.get(m.Lease, PERIODIC_LEASE)
@@ -203,12 +206,13 @@ def main():
 
 def _add_process_commands() -> None:
     """Commands that run their own processes or app: no app context around them."""
+    from chargeapp.broker_denials import broker_denials_command
     from chargeapp.demo import demo_command
     from mqtt_bridge.cli import bridge_command
     from ocpp_gateway.cli import ocpp_gateway_command
     from simulators.cli import simulate_command
 
-    for cmd in (bridge_command, simulate_command, demo_command, ocpp_gateway_command):
+    for cmd in (bridge_command, simulate_command, demo_command, ocpp_gateway_command, broker_denials_command):
         main.add_command(cmd)
 
 

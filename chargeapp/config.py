@@ -54,6 +54,11 @@ class Settings:
     db_statement_timeout: float = 10.0  # the server cancels a statement running longer
     db_lock_timeout: float = 5.0  # ...or waiting longer for a lock
     db_pool_timeout: float = 10.0  # waiting for a free connection of the process's pool
+    # Dead letters (refused MQTT messages, docs/bridge.md): kept this many days (0: forever), pruned by the
+    # periodic work; at most this many stored per source (a device's topics) per hour (0: no cap), the rest
+    # counted as dropped.
+    dead_letter_retention_days: int = 30
+    dead_letter_cap_per_hour: int = 100
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -80,6 +85,9 @@ class Settings:
             db_statement_timeout=float(_env("CHARGEAPP_DB_STATEMENT_TIMEOUT", str(d.db_statement_timeout))),
             db_lock_timeout=float(_env("CHARGEAPP_DB_LOCK_TIMEOUT", str(d.db_lock_timeout))),
             db_pool_timeout=float(_env("CHARGEAPP_DB_POOL_TIMEOUT", str(d.db_pool_timeout))),
+            dead_letter_retention_days=int(_env("CHARGEAPP_DEAD_LETTER_RETENTION_DAYS",
+                                                str(d.dead_letter_retention_days))),
+            dead_letter_cap_per_hour=int(_env("CHARGEAPP_DEAD_LETTER_CAP_PER_HOUR", str(d.dead_letter_cap_per_hour))),
         )
 
     def flask_config(self) -> dict:
@@ -103,4 +111,6 @@ class Settings:
             "CHARGEAPP_SESSION_COOKIE_SECURE": self.session_cookie_secure,
             "CHARGEAPP_DB_TIMEOUTS": {"connect": self.db_connect_timeout, "statement": self.db_statement_timeout,
                                       "lock": self.db_lock_timeout, "pool": self.db_pool_timeout},
+            "CHARGEAPP_DEAD_LETTER_RETENTION_DAYS": self.dead_letter_retention_days,
+            "CHARGEAPP_DEAD_LETTER_CAP_PER_HOUR": self.dead_letter_cap_per_hour,
         }

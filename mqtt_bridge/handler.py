@@ -51,6 +51,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from flask import current_app, has_app_context
 from sqlalchemy import bindparam, event, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, scoped_session, selectinload
@@ -58,7 +59,7 @@ from sqlalchemy.orm import Session, scoped_session, selectinload
 from chargeapp import telemetry as t
 from chargeapp.db import models as m
 from chargeapp.domain.errors import DomainError, NotFound
-from chargeapp.services import booking, charging, gates, lounge
+from chargeapp.services import booking, charging, dead_letters, gates, lounge
 from chargeapp.services.common import enqueue_command
 from mqtt_bridge import vendor
 from mqtt_bridge.client import Received
@@ -92,6 +93,7 @@ class Outcome:
     unknown_fields: tuple[str, ...] = ()
     command: str | None = None  # command results: the command answered
     result: str | None = None  # command results: the answer; "unmatched" when no outbox row fits
+    stored: bool = True  # dead letters: False when over its source's hourly cap (counted, not stored)
 
 
 # --------------------------------------------------------------------------- registry
@@ -755,17 +757,31 @@ def _refused(session: Session, received: Received, ref: t.TopicRef, exc: DomainE
                        log_detail=exc.code)
 
 
+def dead_letter_cap() -> int:
+    """Dead letters stored per source and hour at most (CHARGEAPP_DEAD_LETTER_CAP_PER_HOUR; 0: no cap)."""
+    if has_app_context():
+        return int(current_app.config.get("CHARGEAPP_DEAD_LETTER_CAP_PER_HOUR", dead_letters.DEFAULT_CAP_PER_HOUR))
+    return dead_letters.DEFAULT_CAP_PER_HOUR
+
+
 def dead_letter(session: Session, received: Received, reason: str, detail: str, *, ref: t.TopicRef | None = None,
                 loggable: bool = True, log_detail: str | None = None) -> Outcome:
-    """Store a message that is never applied (topic, payload bytes, reason, detail, station code) and say so."""
+    """Store a message that is never applied (topic, payload bytes, reason, detail, station code) and say so;
+    over its source's hourly cap (``services.dead_letters``) it is only counted: ``Outcome.stored`` False."""
     station = ref.station if ref is not None else _station_of(received.topic)
+    cap = dead_letter_cap()
+    stored = dead_letters.admit(session, received.topic, station, received.received_at, cap)
     payload = bytes(received.payload)
     if len(payload) > STORED_PAYLOAD_LIMIT:
         detail = f"{detail} [payload truncated to {STORED_PAYLOAD_LIMIT} of {len(payload)} bytes]"
         payload = payload[:STORED_PAYLOAD_LIMIT]
-    session.add(m.DeadLetter(received_at=received.received_at, topic=received.topic[:1000], payload=payload,
-                             reason=reason, detail=detail[:2000], station_code=station))
+    if stored:
+        session.add(m.DeadLetter(received_at=received.received_at, topic=received.topic[:1000], payload=payload,
+                                 reason=reason, detail=detail[:2000], station_code=station))
+    else:
+        note = f" [not stored: over {cap} an hour from {dead_letters.source_of(received.topic)}]"
+        detail, log_detail = detail + note, (log_detail or "") + note
     return Outcome(DEAD_LETTER, received.topic, ref.kind.value if ref is not None else None, reason=reason,
                    detail=detail if loggable else (log_detail or ""), loggable_detail=loggable,
                    station=station, device=device_key(ref.device) if ref is not None else None,
-                   retained=received.retain)
+                   retained=received.retain, stored=stored)

@@ -50,8 +50,9 @@ def release_lease(session: Session, name: str, holder: str, now: datetime) -> No
         session.flush()
 
 
-def run_periodic(session: Session, now: datetime, holder: str, ttl: timedelta) -> dict | None:
-    """services.periodic.run_once at ``now`` if this holder gets the lease; its counts, or None when skipped. No commit."""
+def run_periodic(session: Session, now: datetime, holder: str, ttl: timedelta, **options) -> dict | None:
+    """services.periodic.run_once at ``now`` (with ``options``) if this holder gets the lease; its counts, or None
+    when skipped. No commit."""
     if not acquire_lease(session, PERIODIC_LEASE, holder, now, ttl):
         return None
-    return periodic.run_once(session, now)
+    return periodic.run_once(session, now, **options)

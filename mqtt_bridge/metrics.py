@@ -51,6 +51,9 @@ class BridgeMetrics:
                                registry=r)
         self.dead_letters = Counter(p + "dead_letters", "Messages never applied, stored as dead letters, by reason",
                                     ["reason"], registry=r)
+        self.dead_letters_dropped = Counter(
+            p + "dead_letters_dropped", "Dead letters counted but not stored: over their source's hourly cap "
+            "(CHARGEAPP_DEAD_LETTER_CAP_PER_HOUR), by reason", ["reason"], registry=r)
         self.unknown_fields = Counter(p + "unknown_fields", "Applied messages carrying fields the contract lacks",
                                       ["kind"], registry=r)
         self.seq_gaps = Counter(p + "seq_gaps", "Sequence gaps found (a device's seq jumped)", registry=r)
@@ -87,6 +90,7 @@ class BridgeMetrics:
             self.sessions.labels(present)
         for reason in DEAD_LETTER_REASONS:
             self.dead_letters.labels(reason)  # every reason exported from the start, at 0
+            self.dead_letters_dropped.labels(reason)
 
     def count(self, outcome: Outcome) -> None:
         """Count one committed outcome."""
@@ -99,6 +103,8 @@ class BridgeMetrics:
             self.ignored.labels(outcome.reason or "").inc()
         elif outcome.status == DEAD_LETTER:
             self.dead_letters.labels(outcome.reason or "").inc()
+            if not outcome.stored:
+                self.dead_letters_dropped.labels(outcome.reason or "").inc()
         if outcome.unknown_fields and outcome.status in (APPLIED, IGNORED):
             self.unknown_fields.labels(outcome.kind or "").inc()
         if outcome.gap:

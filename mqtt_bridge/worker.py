@@ -34,6 +34,7 @@ from sqlalchemy.exc import OperationalError
 
 from chargeapp import telemetry
 from chargeapp.db import db
+from chargeapp.services.periodic import dead_letter_retention
 from mqtt_bridge.client import Clock, Received
 from mqtt_bridge.handler import (
     APPLY_FAILED,
@@ -119,6 +120,7 @@ class Worker:
         self.options = options or WorkerOptions()
         self.worker_id = worker_id
         self.connected = connected
+        self.dead_letter_retention = dead_letter_retention(app.config if app is not None else {})
         self.outbox = OutboxSender(publish, self.metrics, self.options.outbox) if publish is not None else None
         self.registry = RegistryCache(self.options.registry_max_age)
         self.queue: queue.SimpleQueue[Received] = queue.SimpleQueue()
@@ -304,8 +306,8 @@ class Worker:
                 self._in_transaction("outbox", lambda s, now: self.outbox.run_once(s, now))
         if o.periodic_seconds > 0 and now_wall >= self._next_periodic:
             self._next_periodic = now_wall + self._interval(o.periodic_seconds, SIMULATED_PERIODIC_SECONDS, 0.25)
-            result = self._in_transaction("periodic", lambda s, now: run_periodic(s, now, self.worker_id,
-                                                                                  self._lease_ttl()))
+            result = self._in_transaction("periodic", lambda s, now: run_periodic(
+                s, now, self.worker_id, self._lease_ttl(), dead_letter_retention=self.dead_letter_retention))
             if result is not False:
                 self.metrics.periodic_runs.labels("skipped" if result is None else "ran").inc()
                 if result and any(result.values()):

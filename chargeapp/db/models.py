@@ -563,6 +563,18 @@ class DeadLetter(db.Model):
     station_code: Mapped[Optional[str]] = mapped_column(String(64), index=True)
 
 
+class DeadLetterCount(db.Model):
+    """Per source (a device's topic prefix) and UTC hour: messages refused, and how many of them were dropped
+    (counted, not stored) over the per-hour cap (``services.dead_letters``); pruned with the dead letters."""
+
+    __tablename__ = "dead_letter_counts"
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)  # "stations/s1/chargers/F1"
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True, index=True)
+    station_code: Mapped[Optional[str]] = mapped_column(String(64), index=True)
+    messages: Mapped[int] = mapped_column(Integer, default=0)
+    dropped: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class AuditEntry(db.Model):
     __tablename__ = "audit_log"
     id: Mapped[int] = mapped_column(primary_key=True)

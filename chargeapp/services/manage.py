@@ -40,7 +40,7 @@ from chargeapp.db import models as m
 from chargeapp.domain.booking import ACTIVE, BookingStatus
 from chargeapp.domain.errors import Conflict, InvalidRequest, NotFound
 from chargeapp.services import booking as booking_service
-from chargeapp.services import charging, doors, gates, lounge, receipts, tariffs
+from chargeapp.services import charging, dead_letters as dead_letter_bounds, doors, gates, lounge, receipts, tariffs
 from chargeapp.services.common import (
     StationNotFound, audit, charger_by_code, enqueue_command, local_hhmm, may_manage, notify, rules_of,
     station_tz,
@@ -854,6 +854,15 @@ def receipt_chain(session: Session, receipt: m.Receipt) -> list[m.Receipt]:
         match = (m.Receipt.stay_id == root.stay_id) & m.Receipt.session_id.is_(None)
     return list(session.scalars(select(m.Receipt).where(match, m.Receipt.station_id == root.station_id)
                                 .order_by(m.Receipt.id)))
+
+
+def dead_letter_drops(session: Session, user: m.User, station_code: str, now: datetime,
+                      retention: timedelta | None) -> dict:
+    """What the hourly cap dropped (counted, not stored) for the station's devices within ``retention`` before
+    ``now`` (None: all that is kept): the total and the devices that dropped most (services.dead_letters)."""
+    station = managed_station(session, user, station_code)
+    since = now - retention if retention else datetime(2000, 1, 1, tzinfo=now.tzinfo)
+    return dead_letter_bounds.dropped(session, station.code, since)
 
 
 def dead_letters(session: Session, user: m.User, station_code: str | None = None, limit: int = 50,

@@ -70,7 +70,8 @@ def derive_config(*, port: int, passwd: Path, acl: Path, persistence_dir: Path, 
     """The shipped configuration with the listener on 127.0.0.1:port and the files in temporary places.
 
     ``overrides`` replaces the value of global keys (measurements only); ``drop``
-    removes keys (negative controls only: show what a setting protects against).
+    removes keys, or single lines given as "key value" (negative controls only: show what a setting protects
+    against).
     """
     overrides = dict(overrides or {})
     settings = shipped_settings()
@@ -82,7 +83,7 @@ def derive_config(*, port: int, passwd: Path, acl: Path, persistence_dir: Path, 
         raise AssertionError("the shipped configuration should have exactly one active listener")
     lines = []
     for key, value in settings:
-        if key in drop:
+        if key in drop or f"{key} {value}" in drop:
             continue
         if key == "listener":
             value = f"{port} 127.0.0.1"

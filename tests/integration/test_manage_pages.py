@@ -484,6 +484,45 @@ def test_dead_letters_are_listed_newest_first_and_paged(manager, session, clock)
     assert manager.get("/manage/s1/dead-letters?before=abc").status_code == 200
 
 
+def test_the_dead_letter_page_shows_the_retention_the_cap_and_what_the_cap_dropped(app, manager, english, session,
+                                                                                  clock):
+    from chargeapp.services.dead_letters import hour_of
+
+    hour = hour_of(clock.now())
+    for source, at, refused, dropped in [("stations/s1/chargers/F1", hour, 340, 240),
+                                         ("stations/s1/chargers/F1", hour - timedelta(days=3), 105, 5),
+                                         ("stations/s1/doors/D1", hour - timedelta(hours=2), 150, 50),
+                                         ("stations/s1/gates/G-in", hour, 20, 0),  # under the cap: not listed
+                                         ("stations/s1/chargers/F2", hour - timedelta(days=31), 900, 800),  # too old
+                                         ("stations/s2/chargers/F1", hour, 500, 400)]:  # another station's
+        session.add(m.DeadLetterCount(source=source, hour=at, station_code=source.split("/")[1], messages=refused,
+                                      dropped=dropped))
+    session.commit()
+    html = text(english.get("/manage/s1/dead-letters"))
+    assert "Each is kept for 30 days, then deleted." in html
+    assert "At most 100 are kept per device an hour; the rest are only counted." in html
+    assert "295 message(s) over the hourly limit in the last 30 days." in html
+    rows = re.findall(r"<tr><th scope=\"row\"><code>([^<]+)</code></th><td>(\d+)</td><td>(\d+)</td><td>([^<]+)</td>",
+                      html)
+    assert rows == [("stations/s1/chargers/F1", "245", "445", "2026-11-22 14:00"),
+                    ("stations/s1/doors/D1", "50", "150", "2026-11-22 12:00")]
+
+    app.config.update(CHARGEAPP_DEAD_LETTER_RETENTION_DAYS=0, CHARGEAPP_DEAD_LETTER_CAP_PER_HOUR=0)
+    html = text(english.get("/manage/s1/dead-letters"))
+    assert "They are kept until deleted by hand." in html and "there is no hourly limit" in html
+    assert "1095 message(s) over the hourly limit." in html  # everything still in the table
+
+    post(english, "/language", {"lang": "zh_Hans", "next": "/manage/"})
+    app.config.update(CHARGEAPP_DEAD_LETTER_RETENTION_DAYS=30, CHARGEAPP_DEAD_LETTER_CAP_PER_HOUR=100)
+    html = text(manager.get("/manage/s1/dead-letters"))
+    assert "30 天" in html and "100 条" in html and "未保存" in html
+
+
+def test_no_drops_no_drop_table(manager, session, clock):
+    html = text(manager.get("/manage/s1/dead-letters"))
+    assert 'id="dead-letter-limits"' in html and 'id="dead-letter-drops"' not in html
+
+
 def test_the_audit_log_is_paged(manager, session, clock, boss, station):
     from chargeapp.services.common import audit
 

@@ -948,9 +948,15 @@ def fix_plate(code: str, stay_id: int):
 @bp.get("/<code>/dead-letters")
 @manager_required
 def dead_letters(code: str):
+    from chargeapp.services.periodic import dead_letter_retention
+
     station = _station(code)
     page = manage_service.dead_letters(db.session, page_user(), code, PAGE_SIZE, _before_arg())
-    return _render("manage/dead_letters.html", station, page=page)
+    retention = dead_letter_retention(current_app.config)
+    drops = manage_service.dead_letter_drops(db.session, page_user(), code, now(), retention)
+    return _render("manage/dead_letters.html", station, page=page, drops=drops,
+                   retention_days=retention.days if retention else 0,
+                   cap=int(current_app.config.get("CHARGEAPP_DEAD_LETTER_CAP_PER_HOUR", 0)))
 
 
 @bp.get("/<code>/audit")
