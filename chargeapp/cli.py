@@ -81,7 +81,7 @@ def tick_command():
     from datetime import timedelta
 
     from chargeapp.db import models as m
-    from mqtt_bridge.lease import PERIODIC_LEASE, release_lease, run_periodic
+    from chargeapp.services.lease import PERIODIC_LEASE, release_lease, run_periodic
 
     now = _now()
     holder = f"tick@{socket.gethostname()}:{os.getpid()}"

@@ -211,7 +211,7 @@ def test_tick_takes_the_bridges_lease_and_gives_it_back_and_does_nothing_while_a
         runner, session, station, clock):
     from datetime import timedelta
 
-    from mqtt_bridge.lease import PERIODIC_LEASE, acquire_lease
+    from chargeapp.services.lease import PERIODIC_LEASE, acquire_lease
 
     r = runner.invoke(args=["tick"])
     assert r.exit_code == 0 and r.output.startswith("{"), r.output
