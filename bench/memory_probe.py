@@ -116,11 +116,11 @@ def run_jobs(messages: int, job: str, every: int, pass_peak: bool = False) -> No
     from chargeapp.runtime import freeze_startup_objects
     from chargeapp.services import booking, receipts, rollups
     from mqtt_bridge.client import Received
-    from mqtt_bridge.measure import _station_database
+    from mqtt_bridge.measure import station_database
     from mqtt_bridge.worker import Worker
 
     jobs = {"none": None, "tick": booking.tick, "receipts": receipts.settle_due, "rollups": rollups.run_due}
-    with tempfile.TemporaryDirectory() as work, _station_database(Path(work), 20, 4, 2) as app:
+    with tempfile.TemporaryDirectory() as work, station_database(Path(work), 20, 4, 2) as app:
         stream = _mix(messages, datetime.now(UTC) - timedelta(hours=1))
         clock = _Now()
         worker = Worker(app, clock=clock, ack=lambda r: True)
@@ -163,10 +163,10 @@ def run_bridge(rate: float, seconds: float, periodic_seconds: float, every: floa
     from chargeapp import telemetry
     from chargeapp.runtime import freeze_startup_objects
     from mqtt_bridge.bridge import Bridge, BridgeOptions
-    from mqtt_bridge.measure import Mosquitto, _station_database
+    from mqtt_bridge.measure import Mosquitto, station_database
     from mqtt_bridge.worker import WorkerOptions
 
-    with tempfile.TemporaryDirectory() as work, _station_database(Path(work), 20, 4, 2) as app:
+    with tempfile.TemporaryDirectory() as work, station_database(Path(work), 20, 4, 2) as app:
         broker = Mosquitto(Path(work) / "broker", max_inflight=400).start()
         pub = bridge = None
         try:

@@ -269,9 +269,9 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     pages.init_app(app)
 
-    from chargeapp import cli
+    from chargeapp import commands
 
-    cli.register(app)
+    commands.register(app)
 
     from chargeapp.web import bodies
 

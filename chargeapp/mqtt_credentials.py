@@ -504,7 +504,7 @@ def mqtt_credentials_command(out_dir, bridge_users, monitor_users, ocpp_gateway_
                              password_for, rotate_all, rotate_users, secrets_path, file_group):
     """Write Mosquitto's password and ACL files from the device registry, and the devices' passwords to a secrets file."""
     from chargeapp.db import db
-    from ocpp_gateway.store import all_chargers  # the chargers the gateway serves, as it reads them
+    from chargeapp.services.registry import ocpp_chargers  # the chargers the gateway serves, as it reads them
 
     gid = None
     if file_group is not None and file_group.isdigit():
@@ -519,13 +519,13 @@ def mqtt_credentials_command(out_dir, bridge_users, monitor_users, ocpp_gateway_
     vendor, vendor_warnings = vendor_devices(db.session)
     warnings += vendor_warnings
     vendor_topics = tuple(dict.fromkeys(topic for d in vendor for topic in d.topics))
-    ocpp_chargers = [(c.station, c.charger) for c in all_chargers(db.session)] if ocpp_gateway_users else []
-    if ocpp_gateway_users and not ocpp_chargers:
+    ocpp_codes = [(c.station, c.charger) for c in ocpp_chargers(db.session)] if ocpp_gateway_users else []
+    if ocpp_gateway_users and not ocpp_codes:
         warnings.append("no charger has OCPP credentials (chargeapp ocpp-password): the OCPP gateway user may publish "
                         "nothing until one has and this command runs again")
     extra = ([bridge_account(u, vendor_topics) for u in dict.fromkeys(bridge_users)]
              + [monitor_account(u, vendor_topics) for u in dict.fromkeys(monitor_users)]
-             + [ocpp_gateway_account(u, ocpp_chargers) for u in dict.fromkeys(ocpp_gateway_users)]
+             + [ocpp_gateway_account(u, ocpp_codes) for u in dict.fromkeys(ocpp_gateway_users)]
              + [_zigbee_gateway(db.session, spec) for spec in dict.fromkeys(zigbee_users)]
              + [_vendor_login(db.session, spec) for spec in dict.fromkeys(vendor_users)])
     accounts = extra + devices

@@ -2,9 +2,9 @@
 
 - ``client``: paho confined here; ``Received`` is what the rest sees.
 - ``handler``: ``apply_message(session, received, now)``, one message, no broker needed.
-- ``worker``: batches, commit-then-ack, database-error retry, outbox and periodic work.
+- ``worker``: batches, commit-then-ack, database-error retry, outbox and periodic work
+  (under ``chargeapp.services.lease``: once per deployment, not once per worker).
 - ``outbox``: the only publisher of commands; timeouts, retries, failures.
-- ``lease``: the periodic work once per deployment, not once per worker.
 - ``metrics``: Prometheus counters, /metrics and /healthz.
 - ``bridge``: the three wired together; ``cli``: ``chargeapp bridge``.
 

@@ -309,7 +309,9 @@ class BareSubscriber:
 
 
 @contextmanager
-def _station_database(workdir: Path, chargers: int, sensors: int, gates: int, database_url: str | None = None):
+def station_database(workdir: Path, chargers: int, sensors: int, gates: int, database_url: str | None = None):
+    """An app on a new database (SQLite in ``workdir`` unless ``database_url``, which must be empty) with one
+    station of that many chargers, door sensors and gates; yields the app in its app context."""
     from sqlalchemy import inspect
 
     from chargeapp.app import create_app
@@ -355,7 +357,7 @@ def run(messages: int, batch_size: int, batch_ms: float, chargers: int = 20, sen
     workdir = Path(workdir or tempfile.mkdtemp(prefix="bridge-measure-"))
     broker = Mosquitto(workdir / "broker").start()
     try:
-        with _station_database(workdir, chargers, sensors, gates, database_url) as app:
+        with station_database(workdir, chargers, sensors, gates, database_url) as app:
             options = BridgeOptions(
                 mqtt_url=f"{broker.url}?client_id=measure-bridge&protocol=5", metrics_port=0,
                 worker=WorkerOptions(batch_size=batch_size, batch_ms=batch_ms, periodic_seconds=0, outbox_seconds=0),

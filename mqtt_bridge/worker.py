@@ -46,7 +46,7 @@ from mqtt_bridge.handler import (
     dead_letter,
     device_key,
 )
-from mqtt_bridge.lease import PERIODIC_LEASE, release_lease, run_periodic
+from chargeapp.services.lease import PERIODIC_LEASE, release_lease, run_periodic
 from mqtt_bridge.metrics import BridgeMetrics
 from mqtt_bridge.outbox import OutboxSender, OutboxSettings
 

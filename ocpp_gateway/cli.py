@@ -1,10 +1,10 @@
-"""``chargeapp ocpp-gateway`` (run the gateway until SIGINT/SIGTERM) and ``chargeapp ocpp-password`` (a charger's credentials)."""
+"""``chargeapp ocpp-gateway`` (and ``python -m ocpp_gateway``): run the gateway until SIGINT or SIGTERM.
+
+A charger's credentials are the registry's: ``chargeapp ocpp-password`` (chargeapp/commands.py)."""
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
 import signal
 
 import click
@@ -12,8 +12,6 @@ from flask import current_app, has_app_context
 
 from chargeapp.runtime import freeze_startup_objects
 from ocpp_gateway.gateway import Gateway, GatewayOptions
-
-PASSWORD_MIN, PASSWORD_MAX = 16, 40  # OCPP 1.6 security whitepaper: AuthorizationKey of at least 16 bytes
 
 
 def _configure_logging(level: str) -> None:
@@ -69,39 +67,3 @@ def _run(app, options: GatewayOptions) -> None:
 
     freeze_startup_objects()  # as the bridge: later garbage collections skip what start-up made
     asyncio.run(main())
-
-
-@click.command("ocpp-password")
-@click.argument("station")
-@click.argument("charger")
-@click.option("--ocpp-id", default=None, help="The charger's chargePointId (default <station>.<charger>).")
-@click.option("--password-env", default=None, metavar="VARIABLE",
-              help="Take the password from this environment variable (16-40 characters) instead of generating one.")
-def ocpp_password_command(station, charger, ocpp_id, password_env):
-    """Set (or replace) a charger's OCPP Basic-auth password; prints the URL path, username and password to configure."""
-    from chargeapp.cli import _hasher, _now
-    from chargeapp.db import db
-    from chargeapp.domain.errors import DomainError
-    from chargeapp.services.registry import set_ocpp_credentials
-
-    if password_env is not None:
-        password = os.environ.get(password_env, "")
-        if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX or not password.isprintable() or not password.isascii():
-            raise click.BadParameter(f"${password_env} must hold {PASSWORD_MIN}-{PASSWORD_MAX} printable ASCII "
-                                     "characters", param_hint="--password-env")
-        shown = "(from $" + password_env + ")"
-    else:
-        password = secrets.token_urlsafe(18)  # 24 characters, 144 random bits
-        shown = password
-    try:
-        row = set_ocpp_credentials(db.session, station_code=station, charger_code=charger, ocpp_id=ocpp_id,
-                                   password_hash=_hasher().hash(password), now=_now())
-    except DomainError as err:
-        raise click.ClickException(err.message) from None
-    ocpp_id = row.ocpp_id
-    db.session.commit()
-    click.echo(f"charger {station}/{charger}: connect to ws(s)://<gateway>/ocpp/{ocpp_id}")
-    click.echo(f"  Basic auth username: {ocpp_id}")
-    click.echo(f"  password (AuthorizationKey): {shown}")
-    click.echo("the gateway's broker login needs this charger's topics: run `chargeapp mqtt-credentials ... "
-               "--ocpp-gateway-user <its user>` again and reload Mosquitto (docs/ocpp.md)")

@@ -52,6 +52,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from chargeapp import telemetry as t
+from chargeapp.services import registry
 from mqtt_bridge.client import parse_mqtt_url
 from ocpp_gateway import rpc
 from ocpp_gateway import store as st
@@ -105,11 +106,12 @@ class Counters:
 class OcppSession(ChargePoint):
     """One connected charger: OCPP handlers that translate to the contract, and the commands sent to it."""
 
-    def __init__(self, gateway: "Gateway", identity: st.ChargerIdentity, connection: ServerConnection):
+    def __init__(self, gateway: "Gateway", identity: registry.ChargerIdentity, connection: ServerConnection):
         super().__init__(identity.ocpp_id, connection, response_timeout=gateway.options.call_timeout)
         self.gw = gateway
         self.identity = identity
-        self.address = identity.address
+        self.address = tr.ChargerAddress(identity.station, identity.charger)
+        self.rated_w = tr.rated_power_w(identity.max_power_kw)  # the meter register's plausibility bound
         self.readings: dict[int, tr.EnergyReading] = {}  # transaction id -> latest register reading
         self.tasks: set[asyncio.Task] = set()
 
@@ -241,7 +243,7 @@ class OcppSession(ChargePoint):
         previous = self.readings.get(tx) or start
         try:
             drafts, latest, skipped = tr.meter_drafts(self.address, connector, tx, meter_value, previous, start=start,
-                                                      rated_w=self.identity.rated_power_w)
+                                                      rated_w=self.rated_w)
         except tr.UnusableMessage as exc:
             self.gw.counters.add(f"meter_values_refused_{exc.reason}")
             raise
@@ -265,7 +267,7 @@ class OcppSession(ChargePoint):
             connector, tx, payload.get("transaction_data") or [], known)
         if known is not None:  # meterStop is the register too: refuse a stop that cannot be true before noting it
             tr.check_register(tr.EnergyReading(stopped_at, payload["meter_stop"]),
-                              (latest or self.readings.get(tx), known.start_reading), self.identity.rated_power_w)
+                              (latest or self.readings.get(tx), known.start_reading), self.rated_w)
         record = await self.gw.store.run(st.record_stop, self.identity.charger_id, tx, stopped_at,
                                          payload["meter_stop"])
         if record is not None and record.stop_published:
@@ -356,12 +358,12 @@ class Gateway:
     def now(self):
         return self.clock.now()
 
-    def lock_of(self, identity: st.ChargerIdentity) -> asyncio.Lock:
+    def lock_of(self, identity: registry.ChargerIdentity) -> asyncio.Lock:
         return self._locks.setdefault(identity.charger_id, asyncio.Lock())
 
     # -- publishing
 
-    async def emit(self, identity: st.ChargerIdentity, drafts: list[t.DeviceMessage]) -> None:
+    async def emit(self, identity: registry.ChargerIdentity, drafts: list[t.DeviceMessage]) -> None:
         """Stamp the drafts with the charger's next boot/seq, publish them in order, wait for the broker's PUBACKs."""
         for draft in drafts:
             t.format_message(draft)  # refuse a message the contract would refuse before it takes a seq
@@ -379,7 +381,7 @@ class Gateway:
         await asyncio.wait_for(asyncio.gather(*futures), self.options.puback_timeout)
         self.counters.add("published", len(messages))
 
-    async def publish_online(self, identity: st.ChargerIdentity, online: bool) -> None:
+    async def publish_online(self, identity: registry.ChargerIdentity, online: bool) -> None:
         topic = t.charger_online_topic(identity.station, identity.charger)
         future = self.mqtt.publish(topic, t.online_payload(online), retain=True)
         try:
@@ -430,7 +432,7 @@ class Gateway:
         if SUBPROTOCOL not in offered:
             return self._refuse(connection, http.HTTPStatus.BAD_REQUEST, f"Subprotocol {SUBPROTOCOL} required")
         username, password = _basic_credentials(request.headers.get("Authorization"))
-        identity = await self.store.run(st.charger_by_ocpp_id, ocpp_id) if username == ocpp_id else None
+        identity = await self.store.run(registry.charger_by_ocpp_id, ocpp_id) if username == ocpp_id else None
         # Check a hash either way, so a refusal takes as long for an unknown charger as for a wrong password.
         good = await self._check_password(identity.password_hash if identity else self._dummy_hash, password or "")
         if identity is None or not good:
@@ -443,7 +445,7 @@ class Gateway:
     # -- one charger's connection
 
     async def _serve_charger(self, connection: ServerConnection) -> None:
-        identity: st.ChargerIdentity = connection.ocpp_identity  # type: ignore[attr-defined]
+        identity: registry.ChargerIdentity = connection.ocpp_identity  # type: ignore[attr-defined]
         previous = self.sessions.get(identity.charger_id)
         session = OcppSession(self, identity, connection)
         self.sessions[identity.charger_id] = session
@@ -481,7 +483,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         self._verify = asyncio.Semaphore(self.options.verify_concurrency)
         self.mqtt = MqttLink(self.settings, loop, self._on_command)
-        chargers = await self.store.run(st.all_chargers)
+        chargers = await self.store.run(registry.ocpp_chargers)
         for identity in chargers:
             self.mqtt.watch(identity.station, identity.charger)
         self.mqtt.start()

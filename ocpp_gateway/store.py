@@ -1,4 +1,7 @@
-"""The gateway's database access: the registry (chargers, passwords, id tags) and its own per-charger state.
+"""The gateway's database access: id tags, and its own per-charger state.
+
+Which chargers may connect, and with which password, is the core registry's
+(``chargeapp.services.registry``: ``charger_by_ocpp_id``, ``ocpp_chargers``).
 
 The gateway writes only its own tables (``ocpp_chargers`` counters,
 ``ocpp_transactions``); telemetry reaches the service's tables through MQTT and
@@ -21,30 +24,6 @@ from chargeapp import telemetry as t
 from chargeapp.db import db
 from chargeapp.db import models as m
 from ocpp_gateway import translate as tr
-
-
-@dataclass(frozen=True)
-class ChargerIdentity:
-    """An OCPP charger of the registry: ids, contract address, password hash, number of connectors, rated power."""
-
-    charger_id: int
-    ocpp_id: str
-    station: str
-    charger: str
-    password_hash: str
-    connectors: int
-    max_power_kw: int = 0  # the registry's rated power; 0: not known
-
-    @property
-    def rated_power_w(self) -> int:
-        return tr.rated_power_w(self.max_power_kw)
-
-    @property
-    def address(self) -> tr.ChargerAddress:
-        return tr.ChargerAddress(self.station, self.charger)
-
-    def __repr__(self) -> str:  # keep the hash out of logs
-        return f"ChargerIdentity({self.ocpp_id!r} = {self.station}/{self.charger})"
 
 
 class Store:
@@ -75,30 +54,6 @@ class Store:
 
 
 # --------------------------------------------------------------------------- registry
-
-
-def _identities(session: Session, *where) -> list[ChargerIdentity]:
-    connectors = (select(func.count(m.Connector.id)).where(m.Connector.charger_id == m.Charger.id)
-                  .correlate(m.Charger).scalar_subquery())
-    rows = session.execute(
-        select(m.OcppCharger.charger_id, m.OcppCharger.ocpp_id, m.Station.code, m.Charger.code,
-               m.OcppCharger.password_hash, connectors, m.Charger.max_power_kw)
-        .join(m.Charger, m.Charger.id == m.OcppCharger.charger_id)
-        .join(m.Station, m.Station.id == m.Charger.station_id)
-        .where(*where).order_by(m.OcppCharger.ocpp_id)
-    ).all()
-    return [ChargerIdentity(*row) for row in rows if t.is_valid_id(row[2]) and t.is_valid_id(row[3])]
-
-
-def charger_by_ocpp_id(session: Session, ocpp_id: str) -> ChargerIdentity | None:
-    """The registry's OCPP charger with this chargePointId, or None."""
-    found = _identities(session, m.OcppCharger.ocpp_id == ocpp_id)
-    return found[0] if found else None
-
-
-def all_chargers(session: Session) -> list[ChargerIdentity]:
-    """Every OCPP charger in the registry (whose station and charger codes are contract ids)."""
-    return _identities(session)
 
 
 def driver_of_tag(session: Session, id_tag: str) -> int | None:

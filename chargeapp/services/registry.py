@@ -6,9 +6,10 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, time
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from chargeapp import telemetry as t
 from chargeapp.db import models as m
 from chargeapp.domain.errors import Conflict, InvalidRequest
 
@@ -196,6 +197,47 @@ def set_ocpp_credentials(session: Session, *, station_code: str, charger_code: s
     row.password_set_at = now
     session.flush()
     return row
+
+
+@dataclass(frozen=True)
+class ChargerIdentity:
+    """A charger with OCPP credentials: its chargePointId, contract codes, password hash, number of connectors and
+    rated power (0: not known)."""
+
+    charger_id: int
+    ocpp_id: str
+    station: str
+    charger: str
+    password_hash: str
+    connectors: int
+    max_power_kw: int = 0
+
+    def __repr__(self) -> str:  # keep the hash out of logs
+        return f"ChargerIdentity({self.ocpp_id!r} = {self.station}/{self.charger})"
+
+
+def _ocpp_identities(session: Session, *where) -> list[ChargerIdentity]:
+    connectors = (select(func.count(m.Connector.id)).where(m.Connector.charger_id == m.Charger.id)
+                  .correlate(m.Charger).scalar_subquery())
+    rows = session.execute(
+        select(m.OcppCharger.charger_id, m.OcppCharger.ocpp_id, m.Station.code, m.Charger.code,
+               m.OcppCharger.password_hash, connectors, m.Charger.max_power_kw)
+        .join(m.Charger, m.Charger.id == m.OcppCharger.charger_id)
+        .join(m.Station, m.Station.id == m.Charger.station_id)
+        .where(*where).order_by(m.OcppCharger.ocpp_id)
+    ).all()
+    return [ChargerIdentity(*row) for row in rows if t.is_valid_id(row[2]) and t.is_valid_id(row[3])]
+
+
+def charger_by_ocpp_id(session: Session, ocpp_id: str) -> ChargerIdentity | None:
+    """The charger with OCPP credentials that connects as this chargePointId, or None."""
+    found = _ocpp_identities(session, m.OcppCharger.ocpp_id == ocpp_id)
+    return found[0] if found else None
+
+
+def ocpp_chargers(session: Session) -> list[ChargerIdentity]:
+    """Every charger with OCPP credentials whose station and charger codes are contract ids, by chargePointId."""
+    return _ocpp_identities(session)
 
 
 # --------------------------------------------------------------------------- device adapters

@@ -883,10 +883,10 @@ def _lounge_by_hour(session: Session, station: m.Station, rng: ReportRange) -> l
 # A report over whole days equals the sum of its days: times are integer microseconds, energy
 # telescopes (_wh_between of adjacent windows adds up), sessions count on their start day, heat-map
 # cells are per local hour (a day boundary is an hour boundary). Only idle time crosses midnight:
-# a day keeps the occupied runs touching its start and end (_IdleParts) and _fold_idle joins them.
+# a day keeps the occupied runs touching its start and end (IdleParts) and _fold_idle joins them.
 
 
-class _IdleParts(NamedTuple):
+class IdleParts(NamedTuple):
     """One connector-day's idle time, in parts that join across midnight (microseconds)."""
 
     lead: int = 0  # an occupied run from the day's start: 0 none, 1 it ends inside the day, 2 it fills the day
@@ -909,7 +909,7 @@ class DayFigures:
     unavailable_us: int = 0
     occupied_us: int = 0
     charging_us: int = 0
-    idle: _IdleParts = _IdleParts()
+    idle: IdleParts = IdleParts()
     hours: dict[str, list[int]] = field(default_factory=lambda: {k: [0] * 24 for k in m.ROLLUP_HOURLY})
     energy_wh: int = 0
     sessions: int = 0
@@ -940,10 +940,10 @@ def _run_facts(run: _Intervals) -> tuple[bool, int, int, int]:
     return bool(charging_ends), tail, length, after
 
 
-def _idle_parts(intervals: _Intervals, lo: datetime, hi: datetime) -> _IdleParts:
+def _idle_parts(intervals: _Intervals, lo: datetime, hi: datetime) -> IdleParts:
     runs = _occupied_runs(intervals)
     if not runs:
-        return _IdleParts()
+        return IdleParts()
     has_lead = runs[0][0][1].start == lo
     has_trail = runs[-1][-1][1].end == hi
     whole = has_lead and has_trail and len(runs) == 1
@@ -951,14 +951,14 @@ def _idle_parts(intervals: _Intervals, lo: datetime, hi: datetime) -> _IdleParts
     mid = sum(_run_idle(run, lo) // US for run in inner)  # an inner run never starts at lo
     lead_facts = _run_facts(runs[0]) if has_lead else (False, 0, 0, 0)
     trail_facts = _run_facts(runs[-1]) if has_trail and not whole else (False, 0, 0, 0)
-    return _IdleParts(
+    return IdleParts(
         lead=2 if whole else int(has_lead), lead_charging=lead_facts[0], lead_tail_us=lead_facts[1],
         lead_occupied_us=lead_facts[2], lead_after_us=lead_facts[3], mid_idle_us=mid,
         trail=has_trail and not whole, trail_charging=trail_facts[0], trail_tail_us=trail_facts[1],
     )
 
 
-def _fold_idle(parts: Iterable[_IdleParts]) -> int:
+def _fold_idle(parts: Iterable[IdleParts]) -> int:
     """Idle µs of one connector over consecutive days (the first starts the range), as _idle_time counts it."""
     total, state = 0, None  # an open run: (has Charging, time after it, after-charging time, starts the range)
 
@@ -1112,7 +1112,8 @@ def _td(us) -> timedelta:
     return timedelta(microseconds=int(us or 0))
 
 
-_KINDS = ("known", "faulted", "unavailable", "occupied", "charging")
+# The times of a day, as DayFigures and a rollup row hold them: <kind>_us (microseconds).
+TIME_KINDS = ("known", "faulted", "unavailable", "occupied", "charging")
 
 
 class _Inconsistent(Exception):
@@ -1148,7 +1149,7 @@ def _summed_once(session: Session, station: m.Station, rng: ReportRange, use_rol
     )
     full = [d for d, _, hi in days if hi == _local_midnight(d + timedelta(days=1), tz)]
     covered: dict[int, set[date]] = {cid: set() for cid in charger_of}
-    edges: dict[tuple[int, date], _IdleParts] = {}
+    edges: dict[tuple[int, date], IdleParts] = {}
     mid_idle: dict[int, int] = {cid: 0 for cid in charger_of}
     if use_rollups and full and charger_of:
         _read_rollups(session, station, full, charger_of, out, covered, edges, mid_idle, hours, lengths)
@@ -1173,7 +1174,7 @@ def _summed_once(session: Session, station: m.Station, rng: ReportRange, use_rol
     out.raw = len(raw)
 
     for cid, charger_id in charger_of.items():
-        parts = [raw[(cid, d)].idle if (cid, d) in raw else edges.get((cid, d), _IdleParts()) for d, _, _ in days]
+        parts = [raw[(cid, d)].idle if (cid, d) in raw else edges.get((cid, d), IdleParts()) for d, _, _ in days]
         out.time[charger_id].idle += _td(_fold_idle(parts) + mid_idle[cid])
     return out
 
@@ -1181,7 +1182,7 @@ def _summed_once(session: Session, station: m.Station, rng: ReportRange, use_rol
 def _add_day(out: _Summed, charger_id: int, day: date, f: DayFigures, fast: bool, per_day: bool = True) -> None:
     """The day's figures into the charger's and (``per_day``) the day's and the heat map's."""
     for t in (out.time[charger_id], out.day_time[day]) if per_day else (out.time[charger_id],):
-        for k in _KINDS:
+        for k in TIME_KINDS:
             setattr(t, k, getattr(t, k) + _td(getattr(f, f"{k}_us")))
     out.energy[charger_id] += f.energy_wh
     out.sessions[charger_id] += f.sessions
@@ -1206,7 +1207,7 @@ def _read_rollups(session: Session, station: m.Station, full: list[date], charge
     r = m.ConnectorDayRollup
     where = (r.station_id == station.id, r.day >= full[0], r.day <= full[-1], r.dirty == 0,
              r.connector_id.in_(list(charger_of)))
-    kinds = [func.sum(getattr(r, f"{k}_us")) for k in _KINDS]
+    kinds = [func.sum(getattr(r, f"{k}_us")) for k in TIME_KINDS]
     check = (func.count(), func.sum(r.revision))
     stamps = []
 
@@ -1215,7 +1216,7 @@ def _read_rollups(session: Session, station: m.Station, full: list[date], charge
     stamps.append(_stamp(rows, 1))
     for cid, n, _, *sums in rows:
         t, charger_id = out.time[charger_of[cid]], charger_of[cid]
-        for k, v in zip(_KINDS, sums):
+        for k, v in zip(TIME_KINDS, sums):
             setattr(t, k, getattr(t, k) + _td(v))
         out.energy[charger_id] += int(sums[5] or 0)
         out.sessions[charger_id] += int(sums[6] or 0)
@@ -1233,7 +1234,7 @@ def _read_rollups(session: Session, station: m.Station, full: list[date], charge
     stamps.append(_stamp(rows, 1))
     for day, _, _, *sums in rows:
         t = out.day_time[day]
-        for k, v in zip(_KINDS, sums):
+        for k, v in zip(TIME_KINDS, sums):
             setattr(t, k, getattr(t, k) + _td(v))
         out.day_energy[day] += int(sums[5] or 0)
         out.day_sessions[day] += int(sums[6] or 0)
@@ -1254,11 +1255,11 @@ def _read_rollups(session: Session, station: m.Station, full: list[date], charge
         for cid, day_lengths in session.execute(select(r.connector_id, r.lengths_us).where(*where, r.sessions > 0)):
             out.lengths[charger_of[cid]] += day_lengths
 
-    idle_cols = [getattr(r, name) for name in _IdleParts._fields]
+    idle_cols = [getattr(r, name) for name in IdleParts._fields]
     for cid, day, *parts in session.execute(
         select(r.connector_id, r.day, *idle_cols).where(*where, or_(r.lead > 0, r.trail))
     ):
-        edges[(cid, day)] = _IdleParts(*parts)._replace(mid_idle_us=0)  # every row's mid idle is in mid_idle
+        edges[(cid, day)] = IdleParts(*parts)._replace(mid_idle_us=0)  # every row's mid idle is in mid_idle
 
     if len(set(stamps)) != 1:
         raise _Inconsistent()
@@ -1528,7 +1529,7 @@ def _summed_many_once(session: Session, stations: list[_StationView], rngs: dict
 
     # Whole clean days from the rollups, a grouped read per span of whole days.
     covered: dict[int, set[date]] = {}  # connector id -> its days read (its station's full_set: every whole day)
-    edges: dict[int, list[tuple[date, _IdleParts]]] = {}
+    edges: dict[int, list[tuple[date, IdleParts]]] = {}
     mid_idle: dict[int, int] = {}
     full_set: dict[int, set[date]] = {}
     if use_rollups:
@@ -1586,7 +1587,7 @@ def _summed_many_once(session: Session, stations: list[_StationView], rngs: dict
     return outs
 
 
-def _fold_sparse(first: date, parts: list[tuple[date, _IdleParts]]) -> int:
+def _fold_sparse(first: date, parts: list[tuple[date, IdleParts]]) -> int:
     """``_fold_idle`` of a range starting on ``first`` whose days not in ``parts`` have no idle parts.
 
     An empty day closes any open run and leaves nothing open, so a run of them folds like one: one empty
@@ -1597,7 +1598,7 @@ def _fold_sparse(first: date, parts: list[tuple[date, _IdleParts]]) -> int:
     for day, p in sorted(parts, key=lambda dp: dp[0]):
         i = (day - first).days
         if i > prev + 1:
-            seq.append(_IdleParts())
+            seq.append(IdleParts())
         seq.append(p)
         prev = i
     return _fold_idle(seq)
@@ -1692,7 +1693,7 @@ def _read_rollups_many(session: Session, station_ids: list[int], first: date, la
     """
     r = m.ConnectorDayRollup
     where = (r.station_id.in_(station_ids), r.day >= first, r.day <= last, r.dirty == 0)
-    kinds = [func.sum(getattr(r, f"{k}_us")) for k in _KINDS]
+    kinds = [func.sum(getattr(r, f"{k}_us")) for k in TIME_KINDS]
     edge = or_(r.lead > 0, r.trail)
     whole = (last - first).days + 1
     rows = session.execute(
@@ -1711,7 +1712,7 @@ def _read_rollups_many(session: Session, station_ids: list[int], first: date, la
             continue
         out, charger_id = outs[station_of[cid]], charger_of[cid]
         t = out.time[charger_id]
-        for k, v in zip(_KINDS, sums):
+        for k, v in zip(TIME_KINDS, sums):
             setattr(t, k, getattr(t, k) + _td(v))
         out.energy[charger_id] += int(sums[5] or 0)
         out.sessions[charger_id] += int(sums[6] or 0)
@@ -1729,13 +1730,13 @@ def _read_rollups_many(session: Session, station_ids: list[int], first: date, la
             expected["partial"][1] += int(revisions)
 
     found = {"edges": [0, 0], "partial": [0, 0]}
-    idle_cols = [getattr(r, name) for name in _IdleParts._fields]
+    idle_cols = [getattr(r, name) for name in IdleParts._fields]
     for cid, day, revision, *parts in session.execute(select(r.connector_id, r.day, r.revision, *idle_cols)
                                                       .where(*where, edge)):
         found["edges"][0] += 1
         found["edges"][1] += revision
         if cid in charger_of:
-            edges.setdefault(cid, []).append((day, _IdleParts(*parts)._replace(mid_idle_us=0)))  # in mid_idle
+            edges.setdefault(cid, []).append((day, IdleParts(*parts)._replace(mid_idle_us=0)))  # in mid_idle
     for chunk in _chunks(partial):
         for cid, day, revision in session.execute(select(r.connector_id, r.day, r.revision)
                                                   .where(*where, r.connector_id.in_(chunk))):

@@ -20,7 +20,7 @@ from chargeapp.services import booking
 from chargeapp.services.common import enqueue_command
 from mqtt_bridge.cli import bridge_command
 from mqtt_bridge.client import parse_mqtt_url
-from mqtt_bridge.lease import PERIODIC_LEASE, acquire_lease, run_periodic
+from chargeapp.services.lease import PERIODIC_LEASE, acquire_lease, run_periodic
 from mqtt_bridge.metrics import BridgeMetrics, MetricsServer
 from mqtt_bridge.outbox import OutboxSender, OutboxSettings
 from mqtt_bridge.worker import Worker, WorkerOptions

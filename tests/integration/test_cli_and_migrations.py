@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -174,6 +177,35 @@ def test_the_upgrade_stamps_sessions_and_stays_that_have_their_receipt_already(s
     assert session.get(m.ParkingStay, parking.stay_id).settled_at == parking.issued_at
 
 
+def _run_python(args: list[str], tmp_path) -> str:
+    """Run Python in a fresh process on a database of its own; its standard output."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHARGEAPP_")}
+    env["CHARGEAPP_DATABASE_URL"] = f"sqlite:///{tmp_path}/fresh.db"
+    done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_the_web_app_loads_no_bridge_gateway_simulator_or_demo(tmp_path):
+    """A gunicorn worker is create_app(): the process commands are the command line's (flask.commands entry points),
+    so the web app imports neither them nor paho, websockets, ocpp or amqtt."""
+    code = ("import sys\n"
+            "from chargeapp.app import create_app\n"
+            "create_app()\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('paho', 'websockets', 'ocpp', 'amqtt', "
+            "'mqtt_bridge', 'ocpp_gateway', 'simulators') or m.startswith(('chargeapp.demo.', 'chargeapp.cli.')) "
+            "or m in ('chargeapp.demo', 'chargeapp.cli')))")
+    assert _run_python(["-c", code], tmp_path).strip() == "[]"
+
+
+def test_the_command_line_lists_the_app_commands_and_the_process_commands(tmp_path):
+    """The process commands come from the installed entry points (after editing them: pip install -e .)."""
+    out = _run_python(["-m", "chargeapp.cli", "--help"], tmp_path)
+    listed = {line.split()[0] for line in out.partition("Commands:")[2].splitlines() if line.strip()}
+    assert {"bridge", "simulate", "demo", "ocpp-gateway", "ocpp-password", "mqtt-credentials", "map-device", "tick",
+            "rollup", "report", "seed", "create-manager", "db"} <= listed, out
+
+
 def test_seed_demo_is_idempotent_and_marks_demo_data(runner, session):
     first = runner.invoke(args=["seed", "--demo"])
     assert first.exit_code == 0, first.output
@@ -211,7 +243,7 @@ def test_tick_takes_the_bridges_lease_and_gives_it_back_and_does_nothing_while_a
         runner, session, station, clock):
     from datetime import timedelta
 
-    from mqtt_bridge.lease import PERIODIC_LEASE, acquire_lease
+    from chargeapp.services.lease import PERIODIC_LEASE, acquire_lease
 
     r = runner.invoke(args=["tick"])
     assert r.exit_code == 0 and r.output.startswith("{"), r.output

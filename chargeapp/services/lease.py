@@ -1,4 +1,4 @@
-"""The periodic work under a lease, so several bridge workers run it once, not once each.
+"""The periodic work under a lease, so several bridge workers (and ``chargeapp tick``) run it once, not once each.
 
 A ``leases`` row names the holder and when its hold expires. A worker runs the
 work when it holds the lease or the lease has expired, renewing it in the same
@@ -10,7 +10,6 @@ same exclusion.
 """
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta
 
 from sqlalchemy import insert, select
@@ -19,8 +18,6 @@ from sqlalchemy.orm import Session
 
 from chargeapp.db import models as m
 from chargeapp.services import periodic
-
-log = logging.getLogger("mqtt_bridge.lease")
 
 PERIODIC_LEASE = "periodic"
 
