@@ -159,18 +159,23 @@ def content_security_policy(app) -> str:
     ])
 
 
-# The OpenAPI reader (ReDoc, /api/v1/docs) is flask-smorest's page: a script from a CDN and
-# an inline style. It alone gets a looser policy, limited to that path.
+# The OpenAPI reader (ReDoc, /api/v1/docs) is served entirely by this site (its bundle is vendored under
+# /static/vendor/redoc-*), so its scripts, fonts, images and requests stay 'self' like every page's. It alone
+# may apply inline styles: ReDoc draws with styled-components, which writes <style> elements at run time (no
+# nonce reaches them in the standalone bundle: tried, every rule was refused); and it builds its search
+# worker from a blob: URL. Its sidebar's "API docs by Redocly" logo points at the vendor's CDN: img-src
+# refuses it (the link stays, the image hides itself) rather than let the page reach another site.
 API_DOCS_POLICY = "; ".join([
     "default-src 'self'",
-    "script-src 'self' https://cdn.jsdelivr.net",
-    "style-src 'self' 'unsafe-inline' https://fonts.googleapis.com",
-    "font-src 'self' https://fonts.gstatic.com",
-    "img-src 'self' data: https:",
+    "script-src 'self'",
+    "style-src 'self' 'unsafe-inline'",
+    "font-src 'self'",
+    "img-src 'self' data:",
     "worker-src 'self' blob:",
     "connect-src 'self'",
     "object-src 'none'",
     "base-uri 'self'",
+    "form-action 'self'",
     "frame-ancestors 'none'",
 ])
 
