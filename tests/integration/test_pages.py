@@ -515,6 +515,52 @@ def test_the_board_stream_sends_a_new_snapshot_when_a_charger_changes(app, clien
     assert '"fast_free":2' in body.split("event: snapshot")[-1]
 
 
+def test_the_board_has_a_legend_for_the_colours_of_the_slow_chargers(client, station):
+    html = client.get("/board/s1").get_data(as_text=True)
+    legend = html.split('<ul class="legend"', 1)[1].split("</ul>", 1)[0]
+    assert 'aria-label="颜色说明"' in legend
+    for css, zh in [("free", "空闲"), ("charging", "充电中"), ("busy", "已插枪未充电"), ("reserved", "已预留"),
+                    ("down", "故障/不可用"), ("off", "离线/停用")]:
+        assert f'<span class="swatch st-{css}" aria-hidden="true"></span>{zh}</li>' in legend
+    english = client.get("/board/s1?lang=en").get_data(as_text=True)
+    assert "Plugged in, not charging" in english and "Offline / out of service" in english
+
+
+def test_the_board_shows_a_qr_code_drawn_here_that_opens_the_station_in_the_driver_app(client, station):
+    from chargeapp.web.pages.qr import qr_data_uri
+
+    html = client.get("/board/s1").get_data(as_text=True)
+    qr = re.search(r'<a class="board-qr" href="([^"]+)">\s*<img src="([^"]+)" alt="([^"]+)"', html)
+    assert qr is not None
+    assert qr.group(1) == "http://localhost/stations/s1"  # the address this board was reached at
+    assert qr.group(2).startswith("data:image/svg+xml") and qr.group(2) == qr_data_uri(qr.group(1))
+    assert qr.group(3) == "二维码：在司机端打开本站" and "扫码预约快充" in html
+    assert client.get(qr.group(1)).status_code == 200  # the code leads to the station's page
+    assert "Scan to book a fast charger" in client.get("/board/s1?lang=en").get_data(as_text=True)
+
+
+def test_the_next_free_slot_on_the_board_has_no_date_today_and_its_date_when_tomorrow(client, clock, station):
+    html = client.get("/board/s1").get_data(as_text=True)  # 14:00: the 14:30 slot is today
+    assert re.search(r'id="next-slot">14:30<', html)
+    assert re.search(r'<span class="figure-day" id="next-slot-day" hidden></span>', html)
+    clock.advance(minutes=9 * 60 + 45)  # 23:45 Shanghai: the next slot starts at midnight, tomorrow
+    html = client.get("/board/s1").get_data(as_text=True)
+    assert re.search(r'id="next-slot">00:00<', html)
+    assert '<span class="figure-day" id="next-slot-day">明天 11月23日周一</span>' in html
+    english = client.get("/board/s1?lang=en").get_data(as_text=True)
+    assert '<span class="figure-day" id="next-slot-day">tomorrow, Mon, Nov 23</span>' in english
+
+
+def test_the_board_stream_carries_the_day_of_the_next_free_slot(app, client, clock, station):
+    from chargeapp.clock import FakePacer
+
+    app.extensions["chargeapp.board_pacer"] = FakePacer()
+    app.config.update(CHARGEAPP_BOARD_STREAM_SECONDS=0.1, CHARGEAPP_BOARD_POLL_SECONDS=0.05)
+    clock.advance(minutes=9 * 60 + 45)
+    body = client.get("/board/s1/events").get_data(as_text=True)
+    assert '"next_free_slot":"00:00","next_free_day":"明天 11月23日周一"' in body
+
+
 def test_an_unknown_station_board_is_a_404_page(client, station):
     assert client.get("/board/nowhere").status_code == 404
     assert client.get("/board/nowhere/events").status_code == 404
