@@ -129,6 +129,62 @@ def test_lounge_board_says_stale_when_the_stream_goes_quiet_and_recovers_by_itse
         config["CHARGEAPP_BOARD_STREAM_SECONDS"] = 30
 
 
+def _box(page, selector: str) -> dict:
+    box = page.locator(selector).bounding_box()
+    assert box is not None, f"{selector} is not drawn"
+    return box
+
+
+def test_lounge_board_fills_a_1920x1080_tv_with_a_legend_and_a_qr_code(live, tv_1080):
+    page = tv_1080.page
+    page.goto(f"{live.url}/board/{STATION}")
+    page.wait_for_selector("#live.live")
+    tv_1080.shot("22-board-zh-1080", full_page=False)
+    width, height = 1920, 1080
+    # Nothing runs off the screen (a TV cannot scroll), and the board reaches its bottom and both sides.
+    assert page.evaluate("document.documentElement.scrollHeight") <= height
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    chargers, lounge = _box(page, ".board-chargers"), _box(page, ".board-lounge")
+    slow, qr = _box(page, "#slow-tiles"), _box(page, ".board-qr")
+    assert chargers["x"] < 0.05 * width and lounge["x"] + lounge["width"] > 0.95 * width
+    assert chargers["x"] + chargers["width"] < lounge["x"]  # side by side, not stacked
+    assert slow["y"] + slow["height"] > 0.9 * height  # the chargers grow to the bottom: no empty half
+    assert qr["y"] + qr["height"] > 0.9 * height and qr["y"] + qr["height"] <= height
+    fast = _box(page, '#fast-tiles .btile[data-code="F1"]')
+    assert fast["height"] > 0.15 * height  # a fast charger is readable across the room
+    # The QR code is drawn (an SVG image, decoded by the browser), large enough for a phone to read from a seat.
+    img = page.locator(".board-qr img")
+    assert img.evaluate("i => i.complete && i.naturalWidth > 0")
+    assert _box(page, ".board-qr img")["width"] >= 150
+    # The slow chargers' colours have a key, each swatch the colour of the tiles it stands for.
+    assert page.locator(".legend li").count() == 6
+    assert page.locator(".legend").inner_text().split("\n")[0].strip() == "空闲"
+    swatch = page.locator(".swatch.st-free").evaluate("e => getComputedStyle(e).backgroundColor")
+    tile = page.locator('#slow-tiles .btile[data-code="S01"]').evaluate("e => getComputedStyle(e).backgroundColor")
+    assert swatch == tile
+    legend, slow_head = _box(page, ".legend"), _box(page, ".board-slow-head h2")
+    assert legend["y"] < slow["y"] and legend["y"] + legend["height"] > slow_head["y"]  # beside or under its heading
+    # English: the same layout, every word in English.
+    page.goto(f"{live.url}/board/{STATION}?lang=en")
+    page.wait_for_selector("#live.live")
+    assert page.evaluate("document.documentElement.scrollHeight") <= height
+    assert "Scan to book a fast charger" in page.locator(".board-qr").inner_text()
+    assert "Plugged in, not charging" in page.locator(".legend").inner_text()
+    tv_1080.shot("23-board-en-1080", full_page=False)
+
+
+def test_lounge_board_on_a_phone_is_one_column_that_fits_its_width(live, phone):
+    page = phone.page
+    page.goto(f"{live.url}/board/{STATION}")
+    page.wait_for_selector("#live.live")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    chargers, lounge = _box(page, ".board-chargers"), _box(page, ".board-lounge")
+    assert lounge["y"] >= chargers["y"] + chargers["height"]  # stacked, no overlap
+    slow = _box(page, "#slow-tiles")
+    assert _box(page, ".legend")["y"] + _box(page, ".legend")["height"] <= slow["y"]
+    phone.shot("24-board-zh-phone")
+
+
 PAGES = [
     ("finder", "/stations", {"zh_Hans": "找快充桩", "en": "Find a fast charger"}),
     ("station", f"/stations/{STATION}", {"zh_Hans": "预约快充时段", "en": "Book a fast-charge slot"}),
