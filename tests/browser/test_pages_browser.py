@@ -243,3 +243,49 @@ def test_pages_render_in_chinese_and_in_english_without_csp_violations(live, pho
     page.wait_for_selector("#live.live")
     assert "fast chargers free" in page.locator(".board-summary").inner_text()
     phone.shot("3x-board-en-phone", full_page=False)
+
+
+# The WCAG contrast ratio of an element's text against the first opaque background behind it.
+CONTRAST = """
+el => {
+  const rgb = s => s.match(/[\\d.]+/g).map(Number);
+  const lum = ([r, g, b]) => {
+    const c = [r, g, b].map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+    return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
+  };
+  let bg = null;
+  for (let e = el; e; e = e.parentElement) {
+    const c = rgb(getComputedStyle(e).backgroundColor);  // rgb(r, g, b) or rgba(r, g, b, a)
+    if (c.length === 3 || c[3] === 1) { bg = c.slice(0, 3); break; }
+  }
+  bg = bg || [255, 255, 255];
+  const fg = lum(rgb(getComputedStyle(el).color)), back = lum(bg);
+  return (Math.max(fg, back) + 0.05) / (Math.min(fg, back) + 0.05);
+}
+"""
+CARE_TEXTS = ["main h1", "main .muted", "nav.tabs a", ".topbar .brand", ".topbar .care-btn", "main .slot"]
+
+
+def test_care_mode_on_a_phone_makes_the_type_larger_and_the_contrast_aaa(live, phone):
+    page = phone.page
+    page.goto(f"{live.url}/stations/{STATION}")
+    size = lambda sel: page.locator(sel).first.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")  # noqa: E731
+    before = {sel: size(sel) for sel in ("body", "main h1", "main .muted", "nav.tabs a")}
+    assert page.locator("html").get_attribute("class") in (None, "")
+    page.click(".care-switch button")  # the switch in the header
+    page.wait_for_selector("html.care")
+    assert page.url.endswith(f"/stations/{STATION}")  # back on the same page
+    for sel, px in before.items():
+        assert size(sel) >= px * 1.2, (sel, px, size(sel))
+    assert size("main .muted") >= 18  # even the fine print is large
+    for sel in CARE_TEXTS:
+        ratio = page.locator(sel).first.evaluate(CONTRAST)
+        assert ratio >= 7.0, (sel, round(ratio, 2))  # WCAG AAA for normal text
+    assert page.locator(".care-switch button").get_attribute("aria-pressed") == "true"
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # larger, still no sideways scrolling
+    phone.shot("25-station-care-zh-phone")
+    page.goto(f"{live.url}/stations")  # remembered on the next page
+    page.wait_for_selector("html.care")
+    phone.shot("26-finder-care-zh-phone")
+    page.click(".care-switch button")  # and off again
+    page.wait_for_function("!document.documentElement.classList.contains('care')")

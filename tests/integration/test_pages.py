@@ -252,6 +252,34 @@ def test_the_language_switch_returns_to_the_same_page_without_a_lang_parameter(l
     assert r.headers["Location"] == "/board/s1?x=1"
 
 
+HTML_TAG = re.compile(r"<html[^>]*>")
+
+
+def test_the_care_mode_switch_puts_a_class_on_html_and_is_remembered_like_the_language(client, ann):
+    page = client.get("/stations").get_data(as_text=True)
+    assert HTML_TAG.search(page).group(0) == '<html lang="zh-Hans">'
+    assert 'name="care" value="on"' in page and 'aria-pressed="false"' in page and ">关怀模式</button>" in page
+    r = post(client, "/care", {"care": "on", "next": "/stations?district=x"})
+    assert r.status_code == 302 and r.headers["Location"] == "/stations?district=x"
+    page = client.get("/stations").get_data(as_text=True)
+    assert HTML_TAG.search(page).group(0) == '<html lang="zh-Hans" class="care">'
+    assert 'name="care" value="off"' in page and 'aria-pressed="true"' in page
+    assert log_in(client).status_code == 302  # a fresh session on login keeps the choice, as the language
+    assert 'class="care"' in HTML_TAG.search(client.get("/bookings").get_data(as_text=True)).group(0)
+    post(client, "/logout")
+    assert 'class="care"' in HTML_TAG.search(client.get("/stations").get_data(as_text=True)).group(0)
+    assert "Large text" in client.get("/stations?lang=en").get_data(as_text=True)
+    post(client, "/care", {"care": "off", "next": "/stations"})
+    assert "care" not in HTML_TAG.search(client.get("/stations").get_data(as_text=True)).group(0)
+
+
+def test_care_mode_leaves_the_board_and_never_leads_off_the_site(client, station):
+    post(client, "/care", {"care": "on", "next": "/stations"})
+    board = client.get("/board/s1").get_data(as_text=True)
+    assert "care" not in HTML_TAG.search(board).group(0) and "care-switch" not in board  # a shared TV
+    assert post(client, "/care", {"care": "on", "next": "https://evil.example/"}).headers["Location"] == "/stations"
+
+
 def test_every_page_string_has_a_chinese_translation():
     import gettext
 

@@ -17,6 +17,8 @@ from chargeapp.db import models as m
 
 SESSION_UID = "uid"
 SESSION_HASH = "pwh"
+# A visitor's choices that outlive logging in and out: the language and the care mode.
+KEPT_CHOICES = ("lang", "care")
 PAGE_USER_KEY = "chargeapp.page_user"
 
 
@@ -25,20 +27,27 @@ PAGE_USER_KEY = "chargeapp.page_user"
 
 def log_in(user: m.User) -> None:
     """Start a fresh session for ``user`` (the old one is dropped: no session fixation)."""
-    lang = session.get("lang")
+    kept = _kept_choices()
     session.clear()
     session.permanent = True
     session[SESSION_UID] = user.id
     session[SESSION_HASH] = user.password_hash[-8:]
-    if lang:
-        session["lang"] = lang  # the language chosen before logging in stays
+    session.update(kept)  # the language and care mode chosen before logging in stay
 
 
 def log_out() -> None:
-    lang = session.get("lang")
+    kept = _kept_choices()
     session.clear()
-    if lang:
-        session["lang"] = lang
+    session.update(kept)
+
+
+def _kept_choices() -> dict:
+    return {key: session[key] for key in KEPT_CHOICES if session.get(key)}
+
+
+def care_mode() -> bool:
+    """Whether this visitor chose the care mode (larger type, stronger contrast) with the switch in the header."""
+    return session.get("care") is True
 
 
 def page_user() -> m.User | None:
