@@ -17,6 +17,7 @@ from chargeapp.db.sqlite_writers import QueuedWriterConnection
 from chargeapp.extensions import api, db, limiter, migrate
 
 MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
+REDOC_URL = "/static/vendor/redoc-2.5.4/redoc.standalone.js"  # the version in the path is its cache-buster
 
 
 @event.listens_for(Engine, "connect")
@@ -223,7 +224,9 @@ def create_app(overrides: dict | None = None) -> Flask:
         OPENAPI_URL_PREFIX="/api/v1",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_REDOC_PATH="/docs",
-        OPENAPI_REDOC_URL="https://cdn.jsdelivr.net/npm/redoc@2/bundles/redoc.standalone.js",
+        # Served by the app itself (chargeapp/static/vendor/README.md): no CDN, which is slow or
+        # blocked in mainland China and absent on an offline station's network.
+        OPENAPI_REDOC_URL=REDOC_URL,
         API_SPEC_OPTIONS={
             "components": {
                 "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}

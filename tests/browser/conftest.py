@@ -237,3 +237,14 @@ def tv(browser):
     yield w
     w.assert_clean()
     context.close()
+
+
+@pytest.fixture
+def tv_1080(browser):
+    """The lounge TV most lounges have: 1920x1080."""
+    context = browser.new_context(viewport={"width": 1920, "height": 1080}, locale="zh-CN")
+    context.add_init_script(CSP_PROBE)
+    w = _watched(context)
+    yield w
+    w.assert_clean()
+    context.close()

@@ -129,6 +129,62 @@ def test_lounge_board_says_stale_when_the_stream_goes_quiet_and_recovers_by_itse
         config["CHARGEAPP_BOARD_STREAM_SECONDS"] = 30
 
 
+def _box(page, selector: str) -> dict:
+    box = page.locator(selector).bounding_box()
+    assert box is not None, f"{selector} is not drawn"
+    return box
+
+
+def test_lounge_board_fills_a_1920x1080_tv_with_a_legend_and_a_qr_code(live, tv_1080):
+    page = tv_1080.page
+    page.goto(f"{live.url}/board/{STATION}")
+    page.wait_for_selector("#live.live")
+    tv_1080.shot("22-board-zh-1080", full_page=False)
+    width, height = 1920, 1080
+    # Nothing runs off the screen (a TV cannot scroll), and the board reaches its bottom and both sides.
+    assert page.evaluate("document.documentElement.scrollHeight") <= height
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    chargers, lounge = _box(page, ".board-chargers"), _box(page, ".board-lounge")
+    slow, qr = _box(page, "#slow-tiles"), _box(page, ".board-qr")
+    assert chargers["x"] < 0.05 * width and lounge["x"] + lounge["width"] > 0.95 * width
+    assert chargers["x"] + chargers["width"] < lounge["x"]  # side by side, not stacked
+    assert slow["y"] + slow["height"] > 0.9 * height  # the chargers grow to the bottom: no empty half
+    assert qr["y"] + qr["height"] > 0.9 * height and qr["y"] + qr["height"] <= height
+    fast = _box(page, '#fast-tiles .btile[data-code="F1"]')
+    assert fast["height"] > 0.15 * height  # a fast charger is readable across the room
+    # The QR code is drawn (an SVG image, decoded by the browser), large enough for a phone to read from a seat.
+    img = page.locator(".board-qr img")
+    assert img.evaluate("i => i.complete && i.naturalWidth > 0")
+    assert _box(page, ".board-qr img")["width"] >= 150
+    # The slow chargers' colours have a key, each swatch the colour of the tiles it stands for.
+    assert page.locator(".legend li").count() == 6
+    assert page.locator(".legend").inner_text().split("\n")[0].strip() == "空闲"
+    swatch = page.locator(".swatch.st-free").evaluate("e => getComputedStyle(e).backgroundColor")
+    tile = page.locator('#slow-tiles .btile[data-code="S01"]').evaluate("e => getComputedStyle(e).backgroundColor")
+    assert swatch == tile
+    legend, slow_head = _box(page, ".legend"), _box(page, ".board-slow-head h2")
+    assert legend["y"] < slow["y"] and legend["y"] + legend["height"] > slow_head["y"]  # beside or under its heading
+    # English: the same layout, every word in English.
+    page.goto(f"{live.url}/board/{STATION}?lang=en")
+    page.wait_for_selector("#live.live")
+    assert page.evaluate("document.documentElement.scrollHeight") <= height
+    assert "Scan to book a fast charger" in page.locator(".board-qr").inner_text()
+    assert "Plugged in, not charging" in page.locator(".legend").inner_text()
+    tv_1080.shot("23-board-en-1080", full_page=False)
+
+
+def test_lounge_board_on_a_phone_is_one_column_that_fits_its_width(live, phone):
+    page = phone.page
+    page.goto(f"{live.url}/board/{STATION}")
+    page.wait_for_selector("#live.live")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    chargers, lounge = _box(page, ".board-chargers"), _box(page, ".board-lounge")
+    assert lounge["y"] >= chargers["y"] + chargers["height"]  # stacked, no overlap
+    slow = _box(page, "#slow-tiles")
+    assert _box(page, ".legend")["y"] + _box(page, ".legend")["height"] <= slow["y"]
+    phone.shot("24-board-zh-phone")
+
+
 PAGES = [
     ("finder", "/stations", {"zh_Hans": "找快充桩", "en": "Find a fast charger"}),
     ("station", f"/stations/{STATION}", {"zh_Hans": "预约快充时段", "en": "Book a fast-charge slot"}),
@@ -187,3 +243,49 @@ def test_pages_render_in_chinese_and_in_english_without_csp_violations(live, pho
     page.wait_for_selector("#live.live")
     assert "fast chargers free" in page.locator(".board-summary").inner_text()
     phone.shot("3x-board-en-phone", full_page=False)
+
+
+# The WCAG contrast ratio of an element's text against the first opaque background behind it.
+CONTRAST = """
+el => {
+  const rgb = s => s.match(/[\\d.]+/g).map(Number);
+  const lum = ([r, g, b]) => {
+    const c = [r, g, b].map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+    return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2];
+  };
+  let bg = null;
+  for (let e = el; e; e = e.parentElement) {
+    const c = rgb(getComputedStyle(e).backgroundColor);  // rgb(r, g, b) or rgba(r, g, b, a)
+    if (c.length === 3 || c[3] === 1) { bg = c.slice(0, 3); break; }
+  }
+  bg = bg || [255, 255, 255];
+  const fg = lum(rgb(getComputedStyle(el).color)), back = lum(bg);
+  return (Math.max(fg, back) + 0.05) / (Math.min(fg, back) + 0.05);
+}
+"""
+CARE_TEXTS = ["main h1", "main .muted", "nav.tabs a", ".topbar .brand", ".topbar .care-btn", "main .slot"]
+
+
+def test_care_mode_on_a_phone_makes_the_type_larger_and_the_contrast_aaa(live, phone):
+    page = phone.page
+    page.goto(f"{live.url}/stations/{STATION}")
+    size = lambda sel: page.locator(sel).first.evaluate("e => parseFloat(getComputedStyle(e).fontSize)")  # noqa: E731
+    before = {sel: size(sel) for sel in ("body", "main h1", "main .muted", "nav.tabs a")}
+    assert page.locator("html").get_attribute("class") in (None, "")
+    page.click(".care-switch button")  # the switch in the header
+    page.wait_for_selector("html.care")
+    assert page.url.endswith(f"/stations/{STATION}")  # back on the same page
+    for sel, px in before.items():
+        assert size(sel) >= px * 1.2, (sel, px, size(sel))
+    assert size("main .muted") >= 18  # even the fine print is large
+    for sel in CARE_TEXTS:
+        ratio = page.locator(sel).first.evaluate(CONTRAST)
+        assert ratio >= 7.0, (sel, round(ratio, 2))  # WCAG AAA for normal text
+    assert page.locator(".care-switch button").get_attribute("aria-pressed") == "true"
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # larger, still no sideways scrolling
+    phone.shot("25-station-care-zh-phone")
+    page.goto(f"{live.url}/stations")  # remembered on the next page
+    page.wait_for_selector("html.care")
+    phone.shot("26-finder-care-zh-phone")
+    page.click(".care-switch button")  # and off again
+    page.wait_for_function("!document.documentElement.classList.contains('care')")

@@ -185,10 +185,26 @@ def test_the_tile_host_in_the_policy_comes_from_the_configured_template(database
     assert "img-src 'self' data: https://*.tile.example.org;" in csp
 
 
-def test_only_the_api_docs_page_gets_the_looser_policy_its_cdn_script_needs(client, station):
+def test_the_api_docs_page_references_only_this_sites_urls_and_its_viewer_is_served_here(client, station):
+    r = client.get("/api/v1/docs")
+    assert r.status_code == 200
+    html = r.get_data(as_text=True)
+    urls = re.findall(r'\b(?:src|href|spec-url)="([^"]*)"', html)
+    assert any("/static/vendor/redoc-2." in u for u in urls) and "/api/v1/openapi.json" in urls
+    assert all(u.startswith("/") and not u.startswith("//") for u in urls), urls
+    assert "<style" not in html and not re.search(r"\sstyle=", html)
+    script = next(u for u in urls if u.endswith("redoc.standalone.js"))
+    served = client.get(script)
+    assert served.status_code == 200 and served.mimetype in ("text/javascript", "application/javascript")
+    assert len(served.get_data()) > 500_000  # the whole bundle, not a stub
+
+
+def test_the_api_docs_policy_names_no_other_site_and_only_it_allows_inline_styles(client, station):
     docs = client.get("/api/v1/docs").headers["Content-Security-Policy"]
-    assert "https://cdn.jsdelivr.net" in docs
-    assert "cdn.jsdelivr.net" not in client.get("/stations").headers["Content-Security-Policy"]
+    assert "script-src 'self';" in docs and "img-src 'self' data:;" in docs
+    assert "http" not in docs  # no CDN, no font host: nothing but this site (and blob: for ReDoc's worker)
+    assert "'unsafe-inline'" in docs  # ReDoc's styled-components write <style> at run time
+    assert "unsafe-inline" not in client.get("/stations").headers["Content-Security-Policy"]
 
 
 def test_templates_and_scripts_have_no_inline_script_style_or_handler():
@@ -234,6 +250,34 @@ def test_every_page_renders_in_chinese_by_default_and_in_english_when_chosen(log
 def test_the_language_switch_returns_to_the_same_page_without_a_lang_parameter(logged_in):
     r = post(logged_in, "/language", {"lang": "en", "next": "/board/s1?lang=zh_Hans&x=1"})
     assert r.headers["Location"] == "/board/s1?x=1"
+
+
+HTML_TAG = re.compile(r"<html[^>]*>")
+
+
+def test_the_care_mode_switch_puts_a_class_on_html_and_is_remembered_like_the_language(client, ann):
+    page = client.get("/stations").get_data(as_text=True)
+    assert HTML_TAG.search(page).group(0) == '<html lang="zh-Hans">'
+    assert 'name="care" value="on"' in page and 'aria-pressed="false"' in page and ">关怀模式</button>" in page
+    r = post(client, "/care", {"care": "on", "next": "/stations?district=x"})
+    assert r.status_code == 302 and r.headers["Location"] == "/stations?district=x"
+    page = client.get("/stations").get_data(as_text=True)
+    assert HTML_TAG.search(page).group(0) == '<html lang="zh-Hans" class="care">'
+    assert 'name="care" value="off"' in page and 'aria-pressed="true"' in page
+    assert log_in(client).status_code == 302  # a fresh session on login keeps the choice, as the language
+    assert 'class="care"' in HTML_TAG.search(client.get("/bookings").get_data(as_text=True)).group(0)
+    post(client, "/logout")
+    assert 'class="care"' in HTML_TAG.search(client.get("/stations").get_data(as_text=True)).group(0)
+    assert "Large text" in client.get("/stations?lang=en").get_data(as_text=True)
+    post(client, "/care", {"care": "off", "next": "/stations"})
+    assert "care" not in HTML_TAG.search(client.get("/stations").get_data(as_text=True)).group(0)
+
+
+def test_care_mode_leaves_the_board_and_never_leads_off_the_site(client, station):
+    post(client, "/care", {"care": "on", "next": "/stations"})
+    board = client.get("/board/s1").get_data(as_text=True)
+    assert "care" not in HTML_TAG.search(board).group(0) and "care-switch" not in board  # a shared TV
+    assert post(client, "/care", {"care": "on", "next": "https://evil.example/"}).headers["Location"] == "/stations"
 
 
 def test_every_page_string_has_a_chinese_translation():
@@ -497,6 +541,52 @@ def test_the_board_stream_sends_a_new_snapshot_when_a_charger_changes(app, clien
     assert body.count("event: snapshot") == 2, body
     assert '"fast_free":3' in body.split("event: snapshot")[1]
     assert '"fast_free":2' in body.split("event: snapshot")[-1]
+
+
+def test_the_board_has_a_legend_for_the_colours_of_the_slow_chargers(client, station):
+    html = client.get("/board/s1").get_data(as_text=True)
+    legend = html.split('<ul class="legend"', 1)[1].split("</ul>", 1)[0]
+    assert 'aria-label="颜色说明"' in legend
+    for css, zh in [("free", "空闲"), ("charging", "充电中"), ("busy", "已插枪未充电"), ("reserved", "已预留"),
+                    ("down", "故障/不可用"), ("off", "离线/停用")]:
+        assert f'<span class="swatch st-{css}" aria-hidden="true"></span>{zh}</li>' in legend
+    english = client.get("/board/s1?lang=en").get_data(as_text=True)
+    assert "Plugged in, not charging" in english and "Offline / out of service" in english
+
+
+def test_the_board_shows_a_qr_code_drawn_here_that_opens_the_station_in_the_driver_app(client, station):
+    from chargeapp.web.pages.qr import qr_data_uri
+
+    html = client.get("/board/s1").get_data(as_text=True)
+    qr = re.search(r'<a class="board-qr" href="([^"]+)">\s*<img src="([^"]+)" alt="([^"]+)"', html)
+    assert qr is not None
+    assert qr.group(1) == "http://localhost/stations/s1"  # the address this board was reached at
+    assert qr.group(2).startswith("data:image/svg+xml") and qr.group(2) == qr_data_uri(qr.group(1))
+    assert qr.group(3) == "二维码：在司机端打开本站" and "扫码预约快充" in html
+    assert client.get(qr.group(1)).status_code == 200  # the code leads to the station's page
+    assert "Scan to book a fast charger" in client.get("/board/s1?lang=en").get_data(as_text=True)
+
+
+def test_the_next_free_slot_on_the_board_has_no_date_today_and_its_date_when_tomorrow(client, clock, station):
+    html = client.get("/board/s1").get_data(as_text=True)  # 14:00: the 14:30 slot is today
+    assert re.search(r'id="next-slot">14:30<', html)
+    assert re.search(r'<span class="figure-day" id="next-slot-day" hidden></span>', html)
+    clock.advance(minutes=9 * 60 + 45)  # 23:45 Shanghai: the next slot starts at midnight, tomorrow
+    html = client.get("/board/s1").get_data(as_text=True)
+    assert re.search(r'id="next-slot">00:00<', html)
+    assert '<span class="figure-day" id="next-slot-day">明天 11月23日周一</span>' in html
+    english = client.get("/board/s1?lang=en").get_data(as_text=True)
+    assert '<span class="figure-day" id="next-slot-day">tomorrow, Mon, Nov 23</span>' in english
+
+
+def test_the_board_stream_carries_the_day_of_the_next_free_slot(app, client, clock, station):
+    from chargeapp.clock import FakePacer
+
+    app.extensions["chargeapp.board_pacer"] = FakePacer()
+    app.config.update(CHARGEAPP_BOARD_STREAM_SECONDS=0.1, CHARGEAPP_BOARD_POLL_SECONDS=0.05)
+    clock.advance(minutes=9 * 60 + 45)
+    body = client.get("/board/s1/events").get_data(as_text=True)
+    assert '"next_free_slot":"00:00","next_free_day":"明天 11月23日周一"' in body
 
 
 def test_an_unknown_station_board_is_a_404_page(client, station):

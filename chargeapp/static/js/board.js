@@ -41,6 +41,9 @@
     setText("slow-free", s.slow_free);
     setText("slow-total", s.slow_total);
     setText("next-slot", s.next_free_slot || "\u2014");
+    setText("next-slot-day", s.next_free_day || "");
+    var day = document.getElementById("next-slot-day");
+    if (day) { day.hidden = !s.next_free_day; }
     setText("lounge-free", s.lounge_free);
     if (s.as_of) { setText("as-of", s.as_of); }
     var tiles = root.querySelectorAll(".btile[data-code]");

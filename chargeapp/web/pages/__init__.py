@@ -19,7 +19,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from chargeapp.web.pages import i18n
 from chargeapp.web.pages.security import (
-    PageSessionInterface, add_security_headers, content_security_policy, page_user,
+    PageSessionInterface, add_security_headers, care_mode, content_security_policy, page_user,
 )
 
 TRANSLATIONS_DIR = Path(__file__).resolve().parents[2] / "translations"
@@ -93,6 +93,7 @@ def _template_helpers(app: Flask) -> None:
             "static_url": static_url,
             "languages": i18n.LANGUAGES,
             "current_lang": i18n.lang(),
+            "care_mode": care_mode(),
             # Times not tied to one station (a network-wide suspension) are shown in this zone.
             "display_tz": app.config["BABEL_DEFAULT_TIMEZONE"],
             "html_lang": i18n.html_lang(),

@@ -90,6 +90,16 @@ def register():
     return redirect(_home())
 
 
+@bp.post("/care")
+def care():
+    """Turn the care mode on or off for this browser (kept in the session, like the language)."""
+    if request.form.get("care") == "on":
+        session["care"] = True
+    else:
+        session.pop("care", None)
+    return redirect(safe_next(request.form.get("next"), _home()))
+
+
 @bp.post("/language")
 def language():
     """Remember the chosen language in the session (a POST form: it changes state)."""

@@ -25,7 +25,7 @@ import json
 import threading
 from datetime import datetime
 
-from flask import Blueprint, Response, current_app, render_template, stream_with_context
+from flask import Blueprint, Response, current_app, render_template, stream_with_context, url_for
 from flask_babel import gettext
 
 from chargeapp.clock import Pacer
@@ -34,6 +34,7 @@ from chargeapp.services import stations as station_service
 from chargeapp.services.common import station_by_code, station_tz
 from chargeapp.web.pages import i18n
 from chargeapp.web.pages.common import now, register_error_pages
+from chargeapp.web.pages.qr import qr_data_uri
 
 bp = Blueprint("pages_board", __name__)
 register_error_pages(bp)
@@ -100,7 +101,8 @@ def snapshot(code: str, at: datetime) -> dict:
         "name": i18n.station_name(info),
         "fast_free": info["fast_free"], "fast_total": info["fast_total"],
         "slow_free": info["slow_free"], "slow_total": info["slow_total"],
-        "next_free_slot": i18n.when(info["next_free_slot"], tz, at) if info["next_free_slot"] else "",
+        "next_free_slot": i18n.hhmm(info["next_free_slot"], tz),
+        "next_free_day": i18n.slot_day(info["next_free_slot"], tz, at),  # "" when today
         "lounge_free": info["lounge_free"], "lounge_capacity": info["lounge_capacity"],
         "chargers": chargers,
         "zones": zones,
@@ -113,7 +115,12 @@ def board(code: str):
     at = now()
     snap = snapshot(code, at)
     tz = station_tz(station_by_code(db.session, code))
+    # The QR code opens this station in the driver app, at the address the TV reached (behind nginx: the
+    # public one, through ProxyFix); no ?lang=, so the phone keeps its own language.
+    station_url = url_for("pages_driver.station", code=code, _external=True)
     return render_template("board/board.html", snap=snap, code=code, as_of=i18n.hhmm(at, tz),
+                           legend=[(css, str(label)) for css, label in i18n.STATUS_LEGEND],
+                           station_url=station_url, qr=qr_data_uri(station_url),
                            stale_after=int(current_app.config["CHARGEAPP_BOARD_HEARTBEAT_SECONDS"] * 3 + 2))
 
 

@@ -69,6 +69,16 @@ STATUS_CLASS = {
     "Faulted": "down", "offline": "off", "out_of_service": "off",
 }
 
+# The legend of the board's colours, one entry per colour family of STATUS_CLASS, in the board's order.
+STATUS_LEGEND = (
+    ("free", _l("Free")),
+    ("charging", lazy_pgettext("charger status", "Charging")),
+    ("busy", lazy_pgettext("board legend", "Plugged in, not charging")),
+    ("reserved", _l("Reserved")),
+    ("down", lazy_pgettext("board legend", "Faulted / unavailable")),
+    ("off", lazy_pgettext("board legend", "Offline / out of service")),
+)
+
 AMENITIES = {
     "hot_water_24h": _l("Hot water 24 h"),
     "microwave": _l("Microwave"),
@@ -232,6 +242,19 @@ def when(at: datetime | None, tz: tzinfo | None, now: datetime) -> str:
     if local.date() == today:
         return f"{local:%H:%M}"
     return f"{day_word(local.date(), today)} {local:%H:%M}"
+
+
+def slot_day(at: datetime | None, tz: tzinfo | None, now: datetime) -> str:
+    """The day of ``at`` when it is not today in the station's zone: "明天 11月23日周一" / "tomorrow, Mon, Nov 23";
+    "" for today (or no time)."""
+    if at is None:
+        return ""
+    day, today = _aware_local(at, tz).date(), _aware_local(now, tz).date()
+    if day == today:
+        return ""
+    if (day - today).days == 1:
+        return gettext("tomorrow, %(date)s", date=local_date(day))
+    return local_date(day)
 
 
 def money(fen: int | None, currency: str = "CNY") -> str:

@@ -17,6 +17,8 @@ from chargeapp.db import models as m
 
 SESSION_UID = "uid"
 SESSION_HASH = "pwh"
+# A visitor's choices that outlive logging in and out: the language and the care mode.
+KEPT_CHOICES = ("lang", "care")
 PAGE_USER_KEY = "chargeapp.page_user"
 
 
@@ -25,20 +27,27 @@ PAGE_USER_KEY = "chargeapp.page_user"
 
 def log_in(user: m.User) -> None:
     """Start a fresh session for ``user`` (the old one is dropped: no session fixation)."""
-    lang = session.get("lang")
+    kept = _kept_choices()
     session.clear()
     session.permanent = True
     session[SESSION_UID] = user.id
     session[SESSION_HASH] = user.password_hash[-8:]
-    if lang:
-        session["lang"] = lang  # the language chosen before logging in stays
+    session.update(kept)  # the language and care mode chosen before logging in stay
 
 
 def log_out() -> None:
-    lang = session.get("lang")
+    kept = _kept_choices()
     session.clear()
-    if lang:
-        session["lang"] = lang
+    session.update(kept)
+
+
+def _kept_choices() -> dict:
+    return {key: session[key] for key in KEPT_CHOICES if session.get(key)}
+
+
+def care_mode() -> bool:
+    """Whether this visitor chose the care mode (larger type, stronger contrast) with the switch in the header."""
+    return session.get("care") is True
 
 
 def page_user() -> m.User | None:
@@ -159,18 +168,23 @@ def content_security_policy(app) -> str:
     ])
 
 
-# The OpenAPI reader (ReDoc, /api/v1/docs) is flask-smorest's page: a script from a CDN and
-# an inline style. It alone gets a looser policy, limited to that path.
+# The OpenAPI reader (ReDoc, /api/v1/docs) is served entirely by this site (its bundle is vendored under
+# /static/vendor/redoc-*), so its scripts, fonts, images and requests stay 'self' like every page's. It alone
+# may apply inline styles: ReDoc draws with styled-components, which writes <style> elements at run time (no
+# nonce reaches them in the standalone bundle: tried, every rule was refused); and it builds its search
+# worker from a blob: URL. Its sidebar's "API docs by Redocly" logo points at the vendor's CDN: img-src
+# refuses it (the link stays, the image hides itself) rather than let the page reach another site.
 API_DOCS_POLICY = "; ".join([
     "default-src 'self'",
-    "script-src 'self' https://cdn.jsdelivr.net",
-    "style-src 'self' 'unsafe-inline' https://fonts.googleapis.com",
-    "font-src 'self' https://fonts.gstatic.com",
-    "img-src 'self' data: https:",
+    "script-src 'self'",
+    "style-src 'self' 'unsafe-inline'",
+    "font-src 'self'",
+    "img-src 'self' data:",
     "worker-src 'self' blob:",
     "connect-src 'self'",
     "object-src 'none'",
     "base-uri 'self'",
+    "form-action 'self'",
     "frame-ancestors 'none'",
 ])
 
