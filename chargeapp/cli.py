@@ -206,8 +206,8 @@ def register(app) -> None:
     from chargeapp.mqtt_credentials import mqtt_credentials_command
     from ocpp_gateway.cli import ocpp_password_command
 
-    for cmd in (seed_command, create_manager_command, reset_password_command, tick_command, rollup_command, report_command,
-                mqtt_credentials_command, ocpp_password_command, map_device_command):
+    for cmd in (seed_command, create_manager_command, reset_password_command, tick_command, rollup_command,
+                report_command, mqtt_credentials_command, ocpp_password_command, map_device_command):
         app.cli.add_command(cmd)
 
 

@@ -117,7 +117,7 @@ def is_special(plate: str) -> bool:
 
 
 def registrable_plate(plate: str) -> str:
-    """The normalised plate if a driver may register it (ordinary or new-energy mainland plate), else the rule broken.
+    """The normalised plate if a driver may register it (an ordinary or new-energy mainland plate).
 
     Raises InvalidPlate (empty), PlateSpecial, PlateProvinceMissing, PlateOfficeLetterMissing,
     PlateLengthWrong, PlateSerialWrong or PlateNewEnergyWrong, each with ``details["plate"]``.

@@ -155,7 +155,8 @@ def test_a_manager_issues_a_reset_link_the_driver_uses_once(app, client, session
     staff = app.test_client()
     staff_account(session, clock, "boss@example.com", "manager", (station,))
     assert log_in(staff, email="boss@example.com").status_code == 302
-    r = post(staff, "/manage/password-reset", {"email": "ann@example.com", "reason": ""}, page="/manage/password-reset")
+    r = post(staff, "/manage/password-reset", {"email": "ann@example.com", "reason": ""},
+             page="/manage/password-reset")
     assert r.status_code == 422  # a reason is required
     r = post(staff, "/manage/password-reset", {"email": "ann@example.com", "reason": "forgot it, at the desk"},
              page="/manage/password-reset")

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from chargeapp.db import db
 from chargeapp.db import models as m
 from chargeapp.web.fields import StationTime
+from chargeapp.web.login_limits import login_limited
 from chargeapp.web.schemas import ReceiptSchema
 from chargeapp.web.security import clock, current_user, hasher, issue_token, login_required
 
@@ -216,7 +217,8 @@ class PlateItem(MethodView):
 
 @blp.route("/password")
 class Password(MethodView):
-    decorators = [login_required]  # 401 before any body is read
+    # 401 before any body is read; a wrong current password counts like a refused login (web/login_limits.py).
+    decorators = [login_required, login_limited(lambda resp: resp.status_code == 422)]
 
     @blp.arguments(PasswordChangeSchema)
     @blp.response(200, NewTokenSchema)
