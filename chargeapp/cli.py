@@ -1,7 +1,7 @@
 """The ``chargeapp`` command: Flask's command line for the app, with every command of the project.
 
 The app brings its own commands (``db`` from Flask-Migrate, and chargeapp/commands.py:
-``seed``, ``create-manager``, ``tick``, ``rollup``, ``report``, ``map-device``,
+``seed``, ``create-manager``, ``reset-password``, ``tick``, ``rollup``, ``report``, ``map-device``,
 ``ocpp-password``, ``mqtt-credentials``). The process commands ``bridge``, ``simulate``,
 ``demo``, ``ocpp-gateway`` and ``broker-denials`` are entry points of the ``flask.commands`` group
 (pyproject.toml), which this command line loads: only it imports the bridge, the

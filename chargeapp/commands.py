@@ -1,4 +1,4 @@
-"""The app's own commands, run in its app context: ``seed --demo``, ``create-manager``, ``tick``,
+"""The app's own commands, run in its app context: ``seed --demo``, ``create-manager``, ``reset-password``, ``tick``,
 ``rollup``, ``report``, ``map-device``, ``ocpp-password`` and ``mqtt-credentials`` (besides
 Flask-Migrate's ``db``).
 
@@ -74,6 +74,27 @@ def create_manager_command(email, password, stations, admin):
                        role="admin" if admin else "manager", stations=st)
     db.session.commit()
     click.echo(f"created {user.role} {user.email} for {', '.join(stations) or 'all stations' if admin else ', '.join(stations)}")
+
+
+@click.command("reset-password", cls=_DomainErrorsAsMessages)
+@click.argument("email")
+@click.option("--base-url", envvar="CHARGEAPP_PUBLIC_URL", default="",
+              help="The site's address as drivers open it, e.g. https://charge.example.cn (env CHARGEAPP_PUBLIC_URL).")
+@click.option("--hours", type=click.IntRange(1, 24 * 7), default=24, show_default=True, help="How long the link works.")
+@click.option("--reason", default="reset from the command line", help="Kept in the audit log.")
+def reset_password_command(email, base_url, hours, reason):
+    """Print a one-time link that lets the account EMAIL set a new password (there is no mail).
+
+    The link works once (setting the password voids it and every earlier link) and expires
+    after --hours; the driver's other sessions and API tokens end when the password is set.
+    """
+    from chargeapp.services import accounts
+
+    token, user, expires = accounts.issue_reset_link(db.session, _now(), None, email, current_app.config["SECRET_KEY"],
+                                                     reason=reason, hours=hours)
+    db.session.commit()
+    click.echo(f"{base_url.rstrip('/')}/reset-password/{token}")
+    click.echo(f"for {user.email} ({user.role}), single use, expires {expires.isoformat(timespec='minutes')}", err=True)
 
 
 @click.command("tick", cls=_DomainErrorsAsMessages)
@@ -223,6 +244,6 @@ def register(app) -> None:
     """Add the app's own commands to ``app.cli``."""
     from chargeapp.mqtt_credentials import mqtt_credentials_command
 
-    for cmd in (seed_command, create_manager_command, tick_command, rollup_command, report_command,
+    for cmd in (seed_command, create_manager_command, reset_password_command, tick_command, rollup_command, report_command,
                 map_device_command, ocpp_password_command, mqtt_credentials_command):
         app.cli.add_command(cmd)

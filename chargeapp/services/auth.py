@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from chargeapp.db import models as m
 from chargeapp.domain.errors import DomainError
+from chargeapp.domain.plates import registrable_plate
 from chargeapp.services.registry import create_user
 
 
@@ -28,10 +29,15 @@ def password_hasher(time_cost: int, memory_kib: int, parallelism: int) -> Passwo
 
 def register_driver(session: Session, now: datetime, hasher: PasswordHasher, *, email: str, password: str,
                     name: str = "", plate: str | None = None) -> m.User:
-    """A new driver account with an app id tag (for remote start) and optionally a plate."""
+    """A new driver account with an app id tag (for remote start) and optionally a plate.
+
+    The plate must be registrable (``domain.plates.registrable_plate``: an ordinary or
+    new-energy mainland plate); a refusal names the rule broken. Raises EmailTaken too.
+    """
+    plates = (registrable_plate(plate),) if plate and plate.strip() else ()
     tag = "APP-" + secrets.token_hex(6).upper()
     return create_user(session, email=email, password_hash=hasher.hash(password), now=now, name=name,
-                       id_tags=(tag,), plates=(plate,) if plate else ())
+                       id_tags=(tag,), plates=plates)
 
 
 def authenticate(session: Session, hasher: PasswordHasher, email: str, password: str) -> m.User:

@@ -25,13 +25,13 @@ Anomalies are recorded and flagged, never dropped (docs/rules.md, "Parking stays
 - A change to a stay already settled (receipt issued) flags it
   ``changed_after_settled`` so the parking receipts can issue a correction.
 
-Plates are normalised (``normalise_plate``): NFKC (full-width letters and
-digits become ASCII), spaces and the separators · • - . removed, latin letters
-upper-cased, CJK kept as is. "沪a·12345 " -> "沪A12345".
+Plates are normalised (``domain.plates.normalise_plate``): NFKC (full-width
+letters and digits become ASCII), spaces and the separators · • ・ - . 。 _ removed,
+latin letters upper-cased, CJK kept as is. "沪a·12345 " -> "沪A12345". A gate
+records any reading; only a driver's registration is held to the plate format.
 """
 from __future__ import annotations
 
-import unicodedata
 from datetime import datetime
 
 from sqlalchemy import func, or_, select
@@ -39,10 +39,8 @@ from sqlalchemy.orm import Session
 
 from chargeapp.db import models as m
 from chargeapp.domain.errors import InvalidRequest, NotFound
+from chargeapp.domain.plates import InvalidPlate, normalise_plate  # noqa: F401  (InvalidPlate: callers' name)
 from chargeapp.services.common import station_by_code
-
-PLATE_MAX = 64
-_SEPARATORS = set(" \t\r\n\u00b7\u2022\u30fb-._")
 
 
 class GateNotFound(NotFound):
@@ -51,27 +49,10 @@ class GateNotFound(NotFound):
     code = "gate_not_found"
 
 
-class InvalidPlate(InvalidRequest):
-    """A plate has 1 to 64 characters once spaces and separators are removed."""
-
-    code = "invalid_plate"
-
-
 class InvalidDirection(InvalidRequest):
     """A gate passage is "in" or "out"."""
 
     code = "invalid_direction"
-
-
-def normalise_plate(plate: str) -> str:
-    """The plate as stored: NFKC, spaces and separators (· • - . _) removed, a-z upper-cased, CJK unchanged."""
-    if not isinstance(plate, str):
-        raise InvalidPlate(f"A plate is text, got {plate!r}.")
-    text = unicodedata.normalize("NFKC", plate)
-    out = "".join(c.upper() if "a" <= c <= "z" else c for c in text if c not in _SEPARATORS and not c.isspace())
-    if not out or len(out) > PLATE_MAX:
-        raise InvalidPlate(f"Not a plate: {plate!r}.", plate=plate)
-    return out
 
 
 def _locked_station_gate(session: Session, station_code: str, gate_code: str) -> tuple[m.Station, m.Gate]:

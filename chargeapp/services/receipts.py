@@ -33,11 +33,11 @@ from chargeapp.domain.parking import (
     free_parking_until,
 )
 from chargeapp.domain.parking import settle_stay as settle_parking
+from chargeapp.domain.plates import InvalidPlate, normalise_plate
 from chargeapp.domain.tariff import (
     Band, EnergyCharge, IdleFee, MeterSample, Tariff, idle_fee, price_energy, round_fraction_half_up,
 )
 from chargeapp.services.common import audit, may_manage, notify, rules_of, station_tz
-from chargeapp.services.gates import InvalidPlate, normalise_plate
 from chargeapp.services.tariffs import tariff_for
 
 log = logging.getLogger(__name__)

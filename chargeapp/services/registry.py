@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from chargeapp import telemetry as t
 from chargeapp.db import models as m
 from chargeapp.domain.errors import Conflict, InvalidRequest
+from chargeapp.domain.plates import normalise_plate
 
 
 class EmailTaken(Conflict):
@@ -144,8 +145,6 @@ def create_user(session: Session, *, email: str, password_hash: str, now: dateti
     session.flush()
     for tag in id_tags:
         session.add(m.IdTag(tag=tag, user_id=user.id))
-    from chargeapp.services.gates import normalise_plate
-
     for plate in plates:
         session.add(m.PlateRegistration(user_id=user.id, plate=normalise_plate(plate), valid_from=now))
     session.flush()

@@ -62,7 +62,10 @@ def test_driver_on_a_phone_finds_the_station_by_district_books_and_cancels(live,
     page.wait_for_function("t => document.querySelector('.countdown').textContent !== t", arg=first, timeout=3000)
     phone.shot("06-booking-zh-phone")
 
-    page.click("#cancel-booking")
+    page.click("#cancel-booking")  # a step that asks first (no script needed)
+    page.wait_for_selector("#confirm-cancel")
+    phone.shot("07a-cancel-step-zh-phone")
+    page.click("#confirm-cancel")
     page.wait_for_selector(".flash-ok")
     assert "免费" in page.locator(".flash-ok").inner_text()
     assert page.locator("#cancel-booking").count() == 0

@@ -617,7 +617,7 @@ def test_no_junk_in_any_form_field_is_a_500(manager, session, clock):
         "/manage/s1/zones": ["code", "name", "name_en", "capacity", "reason"],
         "/manage/s1/zones/hall": ["name", "name_en", "capacity", "reason"],
         "/manage/s1/zones/hall/count": ["count", "reason"],
-        "/manage/s1/hours": ["opens_at", "closes_at", "reason"],
+        "/manage/s1/hours": ["opens_at", "closes_at", "around_the_clock", "reason"],
         "/manage/s1/maintenance": ["starts_at", "ends_at", "reason"],
         "/manage/s1/tariffs": ["effective_from", "periods", "peak_price", "idle_grace_minutes",
                                "idle_fee_cap_fen", "reason"],

@@ -388,7 +388,7 @@ def test_a_slot_outside_opening_hours_or_not_a_time_is_refused(logged_in):
 def test_cancelling_through_the_page_is_free_before_the_slot(logged_in, session, ann):
     location = book_via_page(logged_in).headers["Location"]
     booking_id = int(location.rsplit("/", 1)[1])
-    r = post(logged_in, f"/bookings/{booking_id}/cancel", page=location)
+    r = post(logged_in, f"/bookings/{booking_id}/cancel", {"confirm": "yes"}, page=location)
     assert r.status_code == 302
     html = logged_in.get(location).get_data(as_text=True)
     assert "预约已取消，免费。" in html and 'id="cancel-booking"' not in html

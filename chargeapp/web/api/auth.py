@@ -13,11 +13,16 @@ from chargeapp.web.security import clock, current_user, hasher, issue_token
 blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Accounts and tokens")
 
 
+EMAIL_FORMAT = "The email address format is wrong: write it like name@example.com."
+
+
 class RegisterSchema(Schema):
-    email = fields.Email(required=True, validate=validate.Length(max=254))
+    email = fields.Email(required=True, validate=validate.Length(max=254), error_messages={"invalid": EMAIL_FORMAT})
     password = fields.String(required=True, load_only=True, validate=validate.Length(min=8, max=200))
     name = fields.String(load_default="", validate=validate.Length(max=100))
-    plate = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=2, max=16))
+    plate = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=32), metadata={
+        "description": "optional; an ordinary (沪A12345) or new-energy (沪AD12345, 沪A12345D) mainland plate. "
+                       "A plate off the format is a 422 whose code names the rule broken."})
 
 
 class LoginSchema(Schema):

@@ -1,4 +1,4 @@
-"""A driver's own things: notifications, charging sessions, receipts, parking."""
+"""A driver's own things: profile (name, plates, password), notifications, charging sessions, receipts, parking."""
 from __future__ import annotations
 
 from flask.views import MethodView
@@ -9,10 +9,12 @@ from sqlalchemy import select
 from chargeapp.db import db
 from chargeapp.db import models as m
 from chargeapp.web.fields import StationTime
+from chargeapp.web.login_limits import login_limited
 from chargeapp.web.schemas import ReceiptSchema
-from chargeapp.web.security import clock, current_user, login_required
+from chargeapp.web.security import clock, current_user, hasher, issue_token, login_required
 
-blp = Blueprint("me", __name__, url_prefix="/api/v1/me", description="My notifications, sessions, receipts, parking")
+blp = Blueprint("me", __name__, url_prefix="/api/v1/me",
+                description="My profile, plates, password, notifications, sessions, receipts, parking")
 AUTH = [{"bearerAuth": []}]
 
 
@@ -120,3 +122,113 @@ class Parking(MethodView):
         for r in rows:
             r["tz"] = station_tz(db.session.get(m.Station, r["station_id"]))
         return rows
+
+
+# -- profile, plates, password --------------------------------------------------------------
+
+class PlateSchema(Schema):
+    plate = fields.String(metadata={"description": "normalised: 沪A12345, 沪AD12345"})
+    since = fields.AwareDateTime()
+
+
+class ProfileSchema(Schema):
+    id = fields.Integer()
+    email = fields.String()
+    name = fields.String()
+    role = fields.String()
+    plates = fields.List(fields.Nested(PlateSchema))
+    id_tags = fields.List(fields.String())
+    suspended_until = fields.AwareDateTime(allow_none=True)
+
+
+class ProfileChangeSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(max=100))
+
+
+class NewPlateSchema(Schema):
+    plate = fields.String(required=True, validate=validate.Length(min=1, max=32), metadata={
+        "description": "an ordinary (沪A12345) or new-energy (沪AD12345, 沪A12345D) mainland plate; "
+                       "full-width characters, spaces and dots are normalised away"})
+
+
+class PasswordChangeSchema(Schema):
+    current_password = fields.String(required=True, load_only=True, validate=validate.Length(max=200))
+    new_password = fields.String(required=True, load_only=True, validate=validate.Length(min=8, max=200))
+
+
+class NewTokenSchema(Schema):
+    token = fields.String(metadata={"description": "replaces every earlier token of the account"})
+
+
+@blp.route("/profile")
+class Profile(MethodView):
+    decorators = [login_required]  # 401 before any body is read
+
+    @blp.response(200, ProfileSchema)
+    @blp.doc(security=AUTH)
+    def get(self):
+        """My account: email, name, the plates registered to me now (free parking follows them), my id tags."""
+        from chargeapp.services import accounts
+
+        return accounts.profile(db.session, current_user())
+
+    @blp.arguments(ProfileChangeSchema)
+    @blp.response(200, ProfileSchema)
+    @blp.doc(security=AUTH)
+    def patch(self, body):
+        """Change my name."""
+        from chargeapp.services import accounts
+
+        accounts.rename(db.session, current_user(), body["name"])
+        db.session.commit()
+        return accounts.profile(db.session, current_user())
+
+
+@blp.route("/plates")
+class Plates(MethodView):
+    decorators = [login_required]  # 401 before any body is read
+
+    @blp.arguments(NewPlateSchema)
+    @blp.response(201, PlateSchema)
+    @blp.doc(security=AUTH)
+    def post(self, body):
+        """Register a plate from now (at most 5 at a time). A plate off the format is a 422 whose code names the
+        rule (plate_province, plate_office_letter, plate_length, plate_serial, plate_new_energy, plate_special)."""
+        from chargeapp.services import accounts
+
+        plate = accounts.add_plate(db.session, clock().now(), current_user(), body["plate"])
+        db.session.commit()
+        return plate
+
+
+@blp.route("/plates/<string:plate>")
+class PlateItem(MethodView):
+    decorators = [login_required]  # 401 before any body is read
+
+    @blp.response(204)
+    @blp.doc(security=AUTH)
+    def delete(self, plate):
+        """Unregister a plate from now; stays parked before keep the charging counted while it was mine."""
+        from chargeapp.services import accounts
+
+        accounts.remove_plate(db.session, clock().now(), current_user(), plate)
+        db.session.commit()
+
+
+@blp.route("/password")
+class Password(MethodView):
+    # 401 before any body is read; a wrong current password counts like a refused login (web/login_limits.py).
+    decorators = [login_required, login_limited(lambda resp: resp.status_code == 422)]
+
+    @blp.arguments(PasswordChangeSchema)
+    @blp.response(200, NewTokenSchema)
+    @blp.doc(security=AUTH)
+    def post(self, body):
+        """Change my password (the current one is required). Every earlier token and page session ends;
+        the answer carries this client's new token."""
+        from chargeapp.services import accounts
+
+        user = accounts.change_password(db.session, hasher(), current_user(), body["current_password"],
+                                        body["new_password"])
+        db.session.commit()
+        return {"token": issue_token(user)}

@@ -58,9 +58,9 @@ def init_app(app: Flask) -> None:
 
     app.after_request(add_security_headers)
 
-    from chargeapp.web.pages import account, board, driver, manage, reports
+    from chargeapp.web.pages import account, board, driver, manage, manage_accounts, profile, reports
 
-    for module in (account, driver, board, manage, reports):
+    for module in (account, profile, driver, board, manage, manage_accounts, reports):
         app.register_blueprint(module.bp)
 
     _template_helpers(app)

@@ -9,6 +9,7 @@ from flask_babel import gettext
 
 from chargeapp.db import db
 from chargeapp.domain.errors import DomainError
+from chargeapp.domain.plates import registrable_plate
 from chargeapp.services import auth as auth_service
 from chargeapp.web.login_limits import address_limited, login_limited
 from chargeapp.web.pages import i18n
@@ -68,13 +69,16 @@ def register():
     password = request.form.get("password") or ""
     errors = {}
     if not EMAIL.match(form["email"]) or len(form["email"]) > 254:
-        errors["email"] = gettext("Enter an email address.")
+        errors["email"] = gettext("The email address format is wrong: write it like name@example.com.")
     if not 8 <= len(password) <= 200:
         errors["password"] = gettext("At least 8 characters.")
     if len(form["name"]) > 100:
         errors["name"] = gettext("At most 100 characters.")
-    if form["plate"] and not 2 <= len(form["plate"]) <= 16:
-        errors["plate"] = gettext("A plate has 2 to 16 characters.")
+    if form["plate"]:
+        try:
+            form["plate"] = registrable_plate(form["plate"][:64])
+        except DomainError as err:  # the rule broken, with an example
+            errors["plate"] = i18n.refusal(err)
     if errors:
         return render_template("account/register.html", form=form, errors=errors), 422
     try:

@@ -248,10 +248,33 @@ def booking(booking_id: int):
     )
 
 
+def _cancel_step(b: m.Booking, at: datetime):
+    """The confirmation step before a cancel: what is cancelled, what it costs, that it cannot be undone."""
+    return render_template("driver/cancel.html", b=b, tz=station_tz(b.station), now=at,
+                           cancel_free=at < b.slot_start, rules=_rule_numbers(b.station))
+
+
+@bp.get("/bookings/<int:booking_id>/cancel")
+@login_required
+def cancel_step(booking_id: int):
+    """Step before cancelling (works without JavaScript): the booking, the cost, and a confirm button."""
+    at = now()
+    b = booking_service.get_booking(db.session, booking_id, page_user().id)
+    if b.status not in ACTIVE_VALUES:
+        return redirect(url_for(".booking", booking_id=booking_id))
+    return _cancel_step(b, at)
+
+
 @bp.post("/bookings/<int:booking_id>/cancel")
 @login_required
 def cancel(booking_id: int):
+    """Cancel the booking once confirmed (``confirm=yes`` from the step page); without it, the step page."""
     at = now()
+    if request.form.get("confirm") != "yes":
+        b = booking_service.get_booking(db.session, booking_id, page_user().id)
+        if b.status not in ACTIVE_VALUES:
+            return redirect(url_for(".booking", booking_id=booking_id))
+        return _cancel_step(b, at)
     try:
         b = booking_service.cancel_booking(db.session, at, page_user().id, booking_id)
         db.session.commit()

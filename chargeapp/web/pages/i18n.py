@@ -179,6 +179,29 @@ REFUSALS = {
     "no_id_tag": _l("Your account has no charging tag yet: ask the station staff."),
     "invalid_credentials": _l("Wrong email or password."),
     "email_taken": _l("An account with this email already exists: log in instead."),
+    # plates (domain.plates): the rule broken, with an example
+    "invalid_plate": _l("Enter the plate of the car you drive, such as 沪A12345."),
+    "plate_province": _l("A plate starts with a province's abbreviation, such as 沪 or 粤: 沪A12345."),
+    "plate_office_letter": _l("The second character of a plate is a letter (A-Z, not I or O): 沪A12345."),
+    "plate_length": _l("A plate has 7 characters (沪A12345), or 8 on a new-energy car (沪AD12345 or 沪A12345D)."),
+    "plate_serial": _l("After the province and the letter come 5 letters or digits (no I or O): 沪A12345."),
+    "plate_new_energy": _l("An 8-character new-energy plate has D or F third and 5 more letters or digits ending "
+                           "in 4 digits (small car: 沪AD12345), or 5 digits and then D or F (large vehicle: "
+                           "沪A12345D)."),
+    "plate_special": _l("Police (警), driving-school (学), trailer (挂), embassy (使), consulate (领), Hong Kong or "
+                        "Macau (港/澳) and military plates cannot be registered: register the ordinary or "
+                        "new-energy plate of the car you drive for work, such as 沪A12345 or 沪AD12345."),
+    "plate_already_registered": _l("That plate is already registered to your account."),
+    "too_many_plates": _l("At most 5 plates are registered to one account at a time: remove one first."),
+    "plate_not_registered": _l("That plate is not registered to your account."),
+    # the account
+    "name_too_long": _l("A name has at most 100 characters."),
+    "password_length": _l("A password has 8 to 200 characters."),
+    "current_password_wrong": _l("The current password is not right: the password was not changed."),
+    "reset_link_invalid": _l("This password reset link is not valid: ask the station staff for a new one."),
+    "reset_link_expired": _l("This password reset link has expired: ask the station staff for a new one."),
+    "reset_link_used": _l("This password reset link was already used (or the password changed since): "
+                          "ask for a new one."),
 }
 
 

@@ -104,6 +104,8 @@ AUDIT_ACTIONS = {
     "receipt.correct_fee": _l("Fee corrected"),
     "session.close": _l("Session closed"),
     "stay.fix_plate": _l("Plate fixed"),
+    "user.reset_link": _l("Password reset link issued"),
+    "user.password_reset": _l("Password set through a reset link"),
 }
 
 RULE_LABELS = {
@@ -586,10 +588,18 @@ def update_rules(code: str):
 @bp.post("/<code>/hours")
 @manager_required
 def opening_hours(code: str):
-    """Opening hours, station wall time; both empty: around the clock. Existing bookings stand."""
+    """Opening hours, station wall time; both empty with "Open 24 hours" ticked: around the clock. Existing bookings stand."""
     _station(code)
     form = posted("hours")
     opens, closes = form.hhmm("opens_at"), form.hhmm("closes_at")
+    around_the_clock = form.values.get("around_the_clock") == "yes"
+    if form.ok and opens is None and closes is None and not around_the_clock:
+        # Both fields emptied by mistake used to open the station around the clock without a word.
+        form.errors["around_the_clock"] = gettext(
+            'Both times are empty: tick "Open 24 hours" to open around the clock, or give both times.')
+    if form.ok and around_the_clock and (opens is not None or closes is not None):
+        form.errors["around_the_clock"] = gettext(
+            'Untick "Open 24 hours" to keep opening times, or clear both times to open around the clock.')
     if form.ok and (opens is None) != (closes is None):
         form.errors["closes_at" if closes is None else "opens_at"] = gettext(
             "Give both times, or neither for around the clock.")
