@@ -30,7 +30,8 @@ compose file set them), so the same file serves a 2-core VM and a bigger host.
 - No ``preload_app``: each worker imports the app after the fork, so no
   database connection (or pool) is ever shared between processes, and a
   ``kill -HUP`` reload picks up new code (see docs/deploy.md, upgrades).
-- Access and error logs to stdout/stderr (the journal, or ``docker logs``).
+- Access and error logs to stdout/stderr (the journal, or ``docker logs``);
+  ``CHARGEAPP_WEB_ACCESS_LOG=`` (empty) turns the access log off.
 """
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ preload_app = False
 # The proxy in front (nginx on the same host) is trusted for X-Forwarded-* headers.
 forwarded_allow_ips = os.environ.get("CHARGEAPP_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
-accesslog = "-"
+# The access log: stdout by default; CHARGEAPP_WEB_ACCESS_LOG names a file, or is empty for none (the demo).
+accesslog = os.environ.get("CHARGEAPP_WEB_ACCESS_LOG", "-") or None
 errorlog = "-"
 loglevel = os.environ.get("CHARGEAPP_WEB_LOG_LEVEL", "info")
 # Client (as forwarded by nginx), request, status, bytes, duration in ms, user agent.

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STOP_TIMEOUT = 10.0
+HISTORY_DAYS = 7
+BUSIEST_STATION = "yangpu-liaoyuan"  # the most chargers and lounge zones: the board worth opening first
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -243,12 +245,12 @@ def _signal_group(pgid: int, sig: int) -> None:
 # ----------------------------------------------------------------------------- the database
 
 
-def prepare_database(db_url: str, clock_start: str, speed: float, stations: list[str]) -> dict:
-    """Migrate (flask db upgrade) and seed the demo database, and give every simulated driver an account."""
+def prepare_database(db_url: str, now: datetime, stations: list[str]) -> dict:
+    """Migrate (flask db upgrade) and seed the demo database as of ``now``, and give every simulated driver an
+    account."""
     from flask_migrate import upgrade
     from sqlalchemy import select
 
-    from chargeapp.app import create_app
     from chargeapp.db import db
     from chargeapp.db import models as m
     from chargeapp.seed import seed_demo
@@ -257,11 +259,9 @@ def prepare_database(db_url: str, clock_start: str, speed: float, stations: list
     from simulators.layouts import layout_for
     from simulators.population import SIM_DRIVER_PASSWORD, roster
 
-    app = create_app({"SQLALCHEMY_DATABASE_URI": db_url, "CHARGEAPP_CLOCK_START": clock_start,
-                      "CHARGEAPP_CLOCK_SPEED": speed})
+    app = _app(db_url)
     with app.app_context():
         upgrade()
-        now = app.extensions["chargeapp.clock"].now()
         hasher = password_hasher(*app.config["CHARGEAPP_ARGON2"])
         created = seed_demo(db.session, now, hasher)
         # One hash for every simulated driver: they share a password, and Argon2 is slow on purpose.
@@ -278,6 +278,45 @@ def prepare_database(db_url: str, clock_start: str, speed: float, stations: list
         db.engine.dispose()
     created["simulated_drivers"] = drivers
     return created
+
+
+def _app(db_url: str):
+    from chargeapp.app import create_app
+
+    return create_app({"SQLALCHEMY_DATABASE_URI": db_url})
+
+
+def seed_history(db_url: str, stations: list[str], end: datetime, *, days: int, seed: int, incidents: float,
+                 state_file: Path, say) -> object:
+    """The week before ``end`` through the simulators' write path (``chargeapp.demo_history``), with a progress
+    line; returns its ``HistoryResult``."""
+    from chargeapp.db import db
+    from chargeapp.demo_history import seed_history as seed
+
+    tty = sys.stdout.isatty()
+    last = [0.0]
+
+    def progress(at: datetime, r) -> None:
+        if time.monotonic() - last[0] < (0.2 if tty else 5.0) and at < end:
+            return
+        last[0] = time.monotonic()
+        done = (at - r.start) / (r.end - r.start)
+        line = (f"demo: history {done:4.0%}  {at.astimezone(SHANGHAI):%Y-%m-%d %H:%M}  "
+                f"{r.messages} messages applied")
+        if tty:
+            sys.stdout.write("\r\x1b[2K" + line + ("\n" if at >= end else ""))
+            sys.stdout.flush()
+        else:
+            say(line)
+
+    app = _app(db_url)
+    with app.app_context():
+        try:
+            return seed(db.session, stations, end=end, days=days, seed=seed, incidents=incidents,
+                        state_path=state_file, progress=progress)
+        finally:
+            db.session.remove()
+            db.engine.dispose()
 
 
 # ----------------------------------------------------------------------------- the command
@@ -309,9 +348,13 @@ def prepare_database(db_url: str, clock_start: str, speed: float, stations: list
 @click.option("--server", type=click.Choice(["gunicorn", "flask"]), default="gunicorn", show_default=True,
               help="Web server for the service.")
 @click.option("--no-simulators", is_flag=True, help="Start everything but the simulators.")
+@click.option("--history-days", type=click.IntRange(0, 31), default=HISTORY_DAYS, show_default=True,
+              help="Days of history seeded before the start through the simulators (reports have something to show).")
+@click.option("--no-history", is_flag=True, help="Start on an empty history (--history-days 0).")
+@click.option("--access-log", is_flag=True, help="Let the web service log every request (gunicorn's access log).")
 @click.option("-v", "--verbose", is_flag=True, help="Let the bridge and the simulators log more.")
 def demo_command(host, port, mqtt_port, metrics_port, speed, start, seed, stations, duration, incidents, data_dir,
-                 server, no_simulators, verbose):
+                 server, no_simulators, history_days, no_history, access_log, verbose):
     """Run the whole system on the embedded defaults: database, broker, web service, bridge and simulators.
 
     One accelerated clock for every part. Ctrl-C stops everything.
@@ -341,9 +384,6 @@ def demo_command(host, port, mqtt_port, metrics_port, speed, start, seed, statio
         port = free_port(host)
     metrics_port = metrics_port or free_port()
 
-    # One clock for every process: the start, the wall-clock instant it corresponds to, and the speed.
-    epoch = time.time()
-    clock_start = f"{begin.isoformat()}@{epoch:.6f}"
     db_url = f"sqlite:///{db_file}"
     out = sys.stdout
     lock = threading.Lock()
@@ -353,8 +393,22 @@ def demo_command(host, port, mqtt_port, metrics_port, speed, start, seed, statio
             out.write(text + "\n")
             out.flush()
 
+    history_days = 0 if no_history else history_days
     say(f"demo: preparing {db_file} (migrations, demo stations, simulated drivers) ...")
-    created = prepare_database(db_url, clock_start, speed, stations)
+    created = prepare_database(db_url, begin - timedelta(days=history_days), stations)
+    history = None
+    if history_days:
+        say(f"demo: seeding the last {history_days} days of {', '.join(stations)} through the simulators "
+            f"(--no-history skips this) ...")
+        history = seed_history(db_url, stations, begin, days=history_days, seed=seed, incidents=incidents,
+                               state_file=state_file, say=say)
+        say(f"demo: history seeded in {history.seconds:.1f} s: {history.messages} messages, "
+            f"{history.bookings} bookings" + (" (already there: skipped)" if history.skipped else ""))
+
+    # One clock for every process, fixed only now, so the live run starts where the history ends: the start,
+    # the wall-clock instant it corresponds to, and the speed.
+    epoch = time.time()
+    clock_start = f"{begin.isoformat()}@{epoch:.6f}"
 
     external = os.environ.get("CHARGEAPP_MQTT_URL") or None
     broker = None
@@ -378,6 +432,8 @@ def demo_command(host, port, mqtt_port, metrics_port, speed, start, seed, statio
     if server == "gunicorn":
         web_argv = [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", "2", "--threads", "4",
                     "--graceful-timeout", "5", "--log-level", "warning", "chargeapp.app:create_app()"]
+        if not access_log:
+            env["CHARGEAPP_WEB_ACCESS_LOG"] = ""  # gunicorn.conf.py: no access log
         web_stop = signal.SIGTERM  # gunicorn: graceful stop
     else:
         web_argv = [sys.executable, "-m", "flask", "--app", "chargeapp.app:create_app", "run", "--host", host,
@@ -425,6 +481,11 @@ def demo_command(host, port, mqtt_port, metrics_port, speed, start, seed, statio
         say("chargeapp demo is running")
         say(f"  web service     {base_url}/    (API docs {base_url}/api/v1/docs, "
             f"stations {base_url}/api/v1/stations)")
+        board = BUSIEST_STATION if BUSIEST_STATION in stations else stations[0]
+        say(f"  lounge board    {base_url}/board/{board}    manager dashboard {base_url}/manage/")
+        if history is not None:
+            say(f"  history         {history.start.astimezone(SHANGHAI):%Y-%m-%d %H:%M} to "
+                f"{history.end.astimezone(SHANGHAI):%Y-%m-%d %H:%M} (simulated, in the reports)")
         say(f"  MQTT broker     {mqtt_url}    "
             + (f"(embedded amqtt, log {broker.log_file})" if broker else "(from CHARGEAPP_MQTT_URL)"))
         say(f"  bridge metrics  http://127.0.0.1:{metrics_port}/metrics")

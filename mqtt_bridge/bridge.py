@@ -79,6 +79,7 @@ class Bridge:
         )
         self.server: MetricsServer | None = None
         self._stopped = threading.Event()
+        self._connections = 0
 
     def _received(self, received: Received) -> None:
         self.worker.submit(received)
@@ -86,14 +87,23 @@ class Bridge:
     def _session(self, present: bool) -> None:
         """Count every connection by whether the broker resumed our session; a new one is a possible gap."""
         self.metrics.sessions.labels("true" if present else "false").inc()
-        if not present:
-            # The broker kept no session for us: on a first start that is expected; otherwise it lost it (restarted
-            # without its persistence file, killed before its first save, or the session expired). Whatever devices
-            # published while no session existed was dropped by the broker; we resubscribe now, and each device's
-            # next message shows what is missing as a sequence gap (seq_gaps_total, device_sequences.missing).
-            log.warning("the broker has no session for this bridge (user %s, client id %s): anything published "
-                        "while it had none is lost to us; resubscribing, and the devices' next messages will show "
-                        "it as sequence gaps", self.settings.username, self.settings.client_id)
+        self._connections += 1
+        if present:
+            return
+        who = f"user {self.settings.username}, client id {self.settings.client_id}"
+        if self._connections == 1:
+            # This process's first connection: on a first start against this broker (every demo start) there is
+            # no session to resume, and nothing was missed. Had the bridge run against this broker before, a
+            # broker that lost its session meanwhile dropped what devices published then: the devices' next
+            # messages show it as sequence gaps (seq_gaps_total, device_sequences.missing), so no warning here.
+            log.info("the broker had no session for this bridge (%s): starting a new one (expected on a first "
+                     "start; a gap in what devices sent meanwhile would show as sequence gaps)", who)
+            return
+        # A reconnection of a running bridge: the broker had our session and lost it (restarted without its
+        # persistence file, or the session expired). Whatever devices published while no session existed was
+        # dropped by the broker; we resubscribe now, and each device's next message shows it as a sequence gap.
+        log.warning("the broker lost this bridge's session (%s): anything published while it had none is lost to "
+                    "us; resubscribing, and the devices' next messages will show it as sequence gaps", who)
 
     def _ack(self, received: Received) -> bool:
         return self.client.ack(received)

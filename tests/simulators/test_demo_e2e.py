@@ -46,7 +46,8 @@ def test_the_demo_starts_everything_on_one_clock_and_ctrl_c_stops_every_process(
     demo = subprocess.Popen(
         [sys.executable, "-m", "chargeapp.demo", "--port", str(web_port), "--mqtt-port", str(mqtt_port),
          "--metrics-port", str(metrics_port), "--speed", "120", "--station", "hongkou-quyang",
-         "--data-dir", str(tmp_path / "demo"), "--seed", "2", "--start", "2026-11-23T12:00:00+08:00"],
+         "--data-dir", str(tmp_path / "demo"), "--seed", "2", "--start", "2026-11-23T12:00:00+08:00",
+         "--no-history"],  # the live run; the seeded week is tests/integration/test_demo_history.py
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     lines: list[str] = []
