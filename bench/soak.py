@@ -1,6 +1,6 @@
 """A soak run: ``python -m bench.soak [--minutes 30] [--rate 8] [--speed 60]``.
 
-Starts ``chargeapp demo`` (its embedded broker, gunicorn, the bridge and the
+Starts ``chargeapp demo --no-history`` (its embedded broker, gunicorn, the bridge and the
 simulated hardware of every demo station, on SQLite, the clock at ``--speed``,
 simulated faults off so every gap in a device's sequence is a lost message), and
 puts an API load on it for ``--minutes``: drivers registering and logging in,
@@ -181,7 +181,7 @@ def run(minutes: float, rate: float, speed: float, clients: int, workdir: Path) 
     log_path = workdir / "demo.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHARGEAPP_")}
     cmd = [sys.executable, "-m", "chargeapp.cli", "demo", "--port", str(port), "--metrics-port", str(metrics_port),
-           "--speed", f"{speed:g}", "--incidents", "0", "--data-dir", str(workdir / "demo")]
+           "--speed", f"{speed:g}", "--incidents", "0", "--no-history", "--data-dir", str(workdir / "demo")]
     say(f"soak: starting the demo (x{speed:g}) on port {port}; log {log_path}")
     with open(log_path, "wb") as log:
         demo = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
