@@ -130,8 +130,7 @@ def test_a_nul_anywhere_is_a_422_naming_the_field_not_a_database_error(client, s
     assert r.json["errors"] == {location: {field: [r.json["message"]]}} and "NUL" in r.json["message"]
 
 
-def test_a_nul_in_a_form_or_a_path(client, station):
-    assert client.post("/login", data={"email": "a@b.io\x00", "password": "x"}).status_code == 422
+def test_a_nul_in_a_path_is_a_404(client, station):
     for path in ("/api/v1/stations/%00", "/api/v1/stations/s1%00", "/board/%00", "/stations/s1%00"):
         assert client.get(path).status_code == 404, path
 
