@@ -249,6 +249,15 @@ class ChargerCandidate:
         return self.fast and self.in_service
 
 
+def chargers_taken(span: Interval, bookings: Iterable[tuple[int, Interval]]) -> set[int]:
+    """The chargers with a booking whose time overlaps ``span`` (half-open: one ending at its start does not).
+
+    Overlap, not equal starts: after a manager changes the slot length, a 60-minute
+    slot 07:00-08:00 is taken on a charger booked 07:30-08:00 on the old grid.
+    """
+    return {charger_id for charger_id, booked in bookings if booked.overlaps(span)}
+
+
 def booking_capacity(candidates: Sequence[ChargerCandidate], rules: BookingRules) -> int:
     """How many bookings one slot may have: bookable fast chargers less those kept for walk-ins."""
     return max(0, sum(1 for c in candidates if c.bookable) - rules.walkin_reserved_fast)
@@ -262,7 +271,7 @@ def choose_charger(
 ) -> int:
     """The charger to assign for a slot: the one named, or the first free bookable by code.
 
-    ``taken_ids`` are chargers already holding a booking for that slot. Walk-in
+    ``taken_ids`` are chargers holding a booking that overlaps the slot. Walk-in
     reservation is a count per slot, not particular chargers: at most
     ``booking_capacity`` bookings share one slot.
     """

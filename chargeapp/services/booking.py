@@ -20,6 +20,7 @@ from chargeapp.domain.booking import (
     ACTIVE, ActiveBookingExists, BookingNotCancellable, BookingNotFound, BookingStatus,
     ChargerCandidate, ChargerNow, DriverSuspended, IdempotencyKeyReused, SlotUnavailable,
 )
+from chargeapp.domain.intervals import Interval
 from chargeapp.services.common import (
     booking_rules, charger_by_code, commit_and_keep, enqueue_command, local_hhmm, maintenance_windows, notify,
     opening_hours, station_by_code, station_tz,
@@ -36,11 +37,23 @@ def _fast_candidates(station: m.Station) -> list[ChargerCandidate]:
     return [ChargerCandidate(c.id, c.code, c.kind == "fast", c.in_service) for c in station.chargers]
 
 
-def _taken_ids(session: Session, station_id: int, slot_start: datetime, exclude_booking: int | None = None) -> set[int]:
-    q = select(m.Booking.charger_id).where(
-        m.Booking.station_id == station_id, m.Booking.slot_start == slot_start,
-        m.Booking.status.in_(HOLDING), m.Booking.charger_id.is_not(None),
+def booked_span(b: m.Booking) -> Interval:
+    """The booking's own [slot_start, slot_end): it keeps its times when the station's grid changes."""
+    return Interval(b.slot_start, b.slot_end)
+
+
+def _holding_overlapping(station_id: int, span: Interval):
+    """Bookings holding a charger at some moment of ``span`` (the condition the database's exclusion enforces)."""
+    return (
+        m.Booking.station_id == station_id, m.Booking.status.in_(HOLDING), m.Booking.charger_id.is_not(None),
+        m.Booking.slot_start < span.end, m.Booking.slot_end > span.start,
     )
+
+
+def _taken_ids(session: Session, station_id: int, span: Interval, exclude_booking: int | None = None) -> set[int]:
+    """Chargers holding a booking whose time overlaps ``span``: not only equal starts, since bookings made
+    before a grid change keep their times."""
+    q = select(m.Booking.charger_id).where(*_holding_overlapping(station_id, span))
     if exclude_booking is not None:
         q = q.where(m.Booking.id != exclude_booking)
     return set(session.scalars(q))
@@ -99,22 +112,19 @@ def free_slots(session: Session, station: m.Station, day: date, now: datetime) -
     starts = rules.bookable_slot_starts(day, now, tz, br, opening_hours(station), windows)
     if not starts:
         return []
-    rows = session.execute(
-        select(m.Booking.slot_start, m.Booking.charger_id).where(
-            m.Booking.station_id == station.id, m.Booking.slot_start.in_(starts),
-            m.Booking.status.in_(HOLDING),
-        )
-    ).all()
-    taken: dict[datetime, set[int]] = {}
-    for slot_start, charger_id in rows:
-        taken.setdefault(slot_start, set()).add(charger_id)
+    booked = [(charger_id, Interval(start, end)) for charger_id, start, end in session.execute(
+        select(m.Booking.charger_id, m.Booking.slot_start, m.Booking.slot_end).where(
+            *_holding_overlapping(station.id, Interval(starts[0], starts[-1] + br.slot)))
+    )]
     candidates = _fast_candidates(station)
     capacity = rules.booking_capacity(candidates, br)
     bookable = sorted(c.code for c in candidates if c.bookable)
     id_by_code = {c.code: c.id for c in candidates}
+    bookable_ids = {id_by_code[code] for code in bookable}
     out = []
     for s in starts:
-        t = taken.get(s, set())
+        # As choose_charger counts: bookable chargers with a booking at any moment of the slot.
+        t = rules.chargers_taken(rules.slot_span(s, br), booked) & bookable_ids
         free_codes = [code for code in bookable if id_by_code[code] not in t]
         out.append({"slot_start": s, "slot_end": s + br.slot,
                     "free": max(0, capacity - len(t)) if free_codes else 0,
@@ -174,19 +184,32 @@ def book_slot(session: Session, now: datetime, driver_id: int, station_code: str
     raise SlotUnavailable("Every bookable fast charger is taken for that slot.") from last_error
 
 
-def _lock_slot(session: Session, station_id: int, slot_start: datetime) -> None:
-    """Serialise new bookings of one station's slot until the transaction ends (PostgreSQL; SQLite has one writer).
+# The time buckets new bookings lock (see _lock_span): fixed, whatever the station's slot length.
+LOCK_BUCKET_SECONDS = 30 * 60
 
-    The unique index stops two bookings holding one charger, but the walk-in reserve
-    is a count per slot: two requests that each see one place left would book it
-    twice on different chargers (found by 200 concurrent named and "any" requests
-    through gunicorn: 8 bookings for 7 places). An advisory lock per (station, slot
-    minute) makes the count and the insert one step; read committed then sees
-    every booking committed before the lock was granted.
+
+def _lock_span(session: Session, station_id: int, span: Interval) -> None:
+    """Serialise new bookings of one station that overlap in time until the transaction ends (PostgreSQL;
+    SQLite has one writer).
+
+    The exclusion constraint stops two bookings holding one charger at once, but the
+    walk-in reserve is a count per slot: two requests that each see one place left
+    would book it twice on different chargers (found by 200 concurrent named and
+    "any" requests through gunicorn: 8 bookings for 7 places). An advisory lock per
+    (station, 30-minute bucket the span touches) makes the count and the insert one
+    step; read committed then sees every booking committed before the locks were
+    granted. Two overlapping spans share an instant, so they share that instant's
+    bucket, even across a change of slot length; the locks are taken in ascending
+    order, so two requests never wait for each other. A 30-minute slot on the
+    :00/:30 grid takes the one lock it always took (its start minute).
     """
-    if session.get_bind().dialect.name == "postgresql":
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    first = int(span.start.timestamp()) // LOCK_BUCKET_SECONDS
+    last = (int(span.end.timestamp()) - 1) // LOCK_BUCKET_SECONDS
+    for bucket in range(first, max(first, last) + 1):
         session.execute(text("SELECT pg_advisory_xact_lock(CAST(:station AS integer), CAST(:minute AS integer))"),
-                        {"station": station_id, "minute": int(slot_start.timestamp()) // 60})
+                        {"station": station_id, "minute": bucket * LOCK_BUCKET_SECONDS // 60})
 
 
 def _active_booking(session: Session, driver_id: int) -> m.Booking | None:
@@ -215,10 +238,10 @@ def _try_book(session, now, driver_id, station_code, slot_start, charger_code, k
         maintenance_windows(session, station, slot_start, slot_start + br.slot),
     )
     requested = charger_by_code(session, station, charger_code) if charger_code else None
-    _lock_slot(session, station.id, span.start)
+    _lock_span(session, station.id, span)
     charger_id = rules.choose_charger(
         requested.id if requested else None, _fast_candidates(station),
-        _taken_ids(session, station.id, span.start), br,
+        _taken_ids(session, station.id, span), br,
     )
     charger = session.get(m.Charger, charger_id)
     # The relationships set as well as the ids, so the answer needs no query for them after the commit.
@@ -330,7 +353,7 @@ def _place_hold(session: Session, now: datetime, b: m.Booking) -> str:
     """Hold, move or keep waiting a booking whose hold is due; returns what happened."""
     station = b.station
     tz = station_tz(station)
-    claimed = _taken_ids(session, station.id, b.slot_start, exclude_booking=b.id)
+    claimed = _taken_ids(session, station.id, booked_span(b), exclude_booking=b.id)
     plan = rules.plan_hold(b.charger_id, _chargers_now(station), claimed)
     if plan.action == "wait":
         if b.status != BookingStatus.WAITING.value:
@@ -410,7 +433,7 @@ def _check_in(session: Session, now: datetime, b: m.Booking, cs: m.ChargingSessi
     if b.charger_id is not None and b.charger_id != cs.charger_id and b.status == BookingStatus.HELD.value:
         _release_hold(session, now, b)  # checked in elsewhere: release the original hold
     target = cs.charger_id
-    if target in _taken_ids(session, b.station_id, b.slot_start, exclude_booking=b.id):
+    if target in _taken_ids(session, b.station_id, booked_span(b), exclude_booking=b.id):
         target = None  # another booking holds that charger for the slot; the session says where
     b.charger = session.get(m.Charger, target) if target is not None else None
     b.status = BookingStatus.CHECKED_IN.value
@@ -459,7 +482,7 @@ def rehome_after_fault(session: Session, now: datetime, charger: m.Charger) -> l
             continue
         plan = rules.rehome_on_fault(
             b.slot_start, now, _fast_candidates_excluding(station, charger.id), charger.id,
-            _taken_ids(session, station.id, b.slot_start, exclude_booking=b.id), br,
+            _taken_ids(session, station.id, booked_span(b), exclude_booking=b.id), br,
         )
         if plan.action == "move":
             target = session.get(m.Charger, plan.charger_id)
@@ -499,7 +522,7 @@ def hold_refused(session: Session, now: datetime, booking_id: int, answer: str) 
         return b
     refused = b.charger_id
     station = b.station
-    claimed = _taken_ids(session, station.id, b.slot_start, exclude_booking=b.id) | {refused}
+    claimed = _taken_ids(session, station.id, booked_span(b), exclude_booking=b.id) | {refused}
     plan = rules.plan_hold(None, _chargers_now(station), claimed)
     b.status = BookingStatus.BOOKED.value
     b.charger = None

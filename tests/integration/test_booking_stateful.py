@@ -1,9 +1,12 @@
 """A Hypothesis state machine over the booking service: book, cancel, check in,
-faults and time passing, against a real (in-memory SQLite) database.
+faults, time passing and a manager changing the slot length, against a real
+(in-memory SQLite) database.
 
-Invariants after every step: no two bookings hold one charger for one slot, no
-driver has two active bookings, cancelling is idempotent, and every no-show is
-counted once (its time never moves)."""
+Invariants after every step: no two bookings hold one charger at overlapping
+times (bookings made before a change of slot length keep theirs), no driver has
+two active bookings, cancelling is idempotent, and every no-show is counted once
+(its time never moves). A step that meets the database's own refusal (an
+IntegrityError out of a service) fails the run: the service must not try it."""
 from __future__ import annotations
 
 from collections import Counter
@@ -19,8 +22,11 @@ from chargeapp.app import create_app
 from chargeapp.clock import FixedClock
 from chargeapp.db import db
 from chargeapp.db import models as m
+from chargeapp.domain.booking import SlotUnavailable
 from chargeapp.domain.errors import DomainError
 from chargeapp.services import booking as svc
+from chargeapp.services import manage
+from chargeapp.services.registry import create_user
 from tests.factories import make_driver, make_station
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -41,6 +47,8 @@ class BookingMachine(RuleBasedStateMachine):
         self.s = db.session
         self.station = make_station(self.s, T0)
         self.drivers = [make_driver(self.s, T0).id for _ in range(4)]
+        self.manager = create_user(self.s, email="boss@example.com", password_hash="x" * 20, now=T0, name="boss",
+                                   role="manager", stations=(self.station,))
         self.s.commit()
         self.no_show_at: dict[int, datetime] = {}
         self.tx = 0
@@ -54,15 +62,28 @@ class BookingMachine(RuleBasedStateMachine):
         return self.clock.now()
 
     def _slot(self, offset: int) -> datetime:
+        """A quarter hour from the next whole hour: on or off the grid, whatever the slot length is now."""
         first = self._now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-        return first + timedelta(minutes=30 * offset)
+        return first + timedelta(minutes=15 * offset)
 
-    @rule(driver=st.integers(0, 3), offset=st.integers(0, 5), charger=st.sampled_from([None, *CHARGERS]))
+    @rule(driver=st.integers(0, 3), offset=st.integers(0, 11), charger=st.sampled_from([None, *CHARGERS]))
     def book(self, driver, offset, charger):
+        slot = self._slot(offset)
+        free = self._chargers_free(slot, slot + svc.booking_rules(self.station).slot)
         try:
-            svc.book_slot(self.s, self._now(), self.drivers[driver], "s1", self._slot(offset), charger)
+            svc.book_slot(self.s, self._now(), self.drivers[driver], "s1", slot, charger)
+        except SlotUnavailable:
+            self.s.rollback()
+            # Refused for want of a charger: there was none free at every moment of the slot.
+            assert charger not in free if charger else not free, (slot, charger, free)
         except DomainError:
             self.s.rollback()
+
+    def _chargers_free(self, start: datetime, end: datetime) -> set[str]:
+        """The fast chargers with no booking holding them at any moment of [start, end) (every one is bookable)."""
+        busy = self.s.scalars(select(m.Charger.code).join(m.Booking, m.Booking.charger_id == m.Charger.id).where(
+            m.Booking.status.in_(m.CHARGER_HOLDING_STATUSES), m.Booking.slot_start < end, m.Booking.slot_end > start))
+        return set(CHARGERS) - set(busy)
 
     @rule(driver=st.integers(0, 3))
     def cancel_latest(self, driver):
@@ -107,6 +128,20 @@ class BookingMachine(RuleBasedStateMachine):
         self.clock.advance(minutes=minutes)
         svc.tick(self.s, self._now())
         self.s.commit()
+
+    @rule(minutes=st.sampled_from([15, 30, 60]))
+    def manager_changes_the_slot_length(self, minutes):
+        manage.update_rules(self.s, self._now(), self.manager, "s1", slot_minutes=minutes)
+        self.s.commit()
+
+    @invariant()
+    def no_two_bookings_hold_a_charger_at_overlapping_times(self):
+        rows = self.s.execute(select(m.Booking.charger_id, m.Booking.slot_start, m.Booking.slot_end, m.Booking.id).where(
+            m.Booking.status.in_(m.CHARGER_HOLDING_STATUSES), m.Booking.charger_id.is_not(None))
+            .order_by(m.Booking.charger_id, m.Booking.slot_start)).all()
+        for before, after in zip(rows, rows[1:]):
+            if before.charger_id == after.charger_id:
+                assert after.slot_start >= before.slot_end, (before, after)
 
     @invariant()
     def no_charger_double_booked(self):

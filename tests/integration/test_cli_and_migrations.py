@@ -74,12 +74,118 @@ def test_every_migration_goes_down_and_up_again_on_a_database_with_receipts(data
         with db.engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), db.metadata)
             assert diff == [], f"models and migrations disagree after the round trip: {diff}"
+            assert overlap_guards(conn)  # (compare_metadata does not see them)
             assert conn.execute(text("SELECT count(*) FROM receipts")).scalar() == 2
             stamped = conn.execute(text("SELECT count(*) FROM charging_sessions WHERE receipted_at IS NOT NULL")).scalar()
             assert stamped == 1  # the upgrade stamped it again from its receipt
             assert conn.execute(text("SELECT count(*) FROM parking_stays WHERE settled_at IS NOT NULL")).scalar() == 1
             if conn.dialect.name == "sqlite":
                 assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # on again for the app
+        db.engine.dispose()
+
+
+def overlap_guards(conn) -> list[str]:
+    """The database's refusal of bookings overlapping on a charger as its catalog shows it: SQLite's triggers,
+    PostgreSQL's exclusion constraint (compare_metadata sees neither)."""
+    if conn.dialect.name == "sqlite":
+        rows = conn.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'bookings' ORDER BY name").scalars()
+    else:
+        rows = conn.exec_driver_sql("SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                                    "WHERE conrelid = 'bookings'::regclass AND contype = 'x' ORDER BY conname").scalars()
+    return [" ".join(sql.split()) for sql in rows]
+
+
+def _fresh_schema():
+    if db.engine.dialect.name == "postgresql":
+        from sqlalchemy import text
+
+        with db.engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    else:
+        db.metadata.drop_all(db.engine)
+
+
+def test_the_migrations_build_the_models_refusal_of_overlapping_bookings(database_url, clock):
+    """The models (create_all, which the tests use) and the migrations (production) make the same triggers or
+    exclusion constraint, and the migrated database refuses an overlapping booking. A later SQLite batch
+    migration of ``bookings`` copies the table and loses its triggers: this test notices."""
+    from sqlalchemy import insert
+    from sqlalchemy.exc import IntegrityError
+
+    from tests.factories import make_driver, make_station
+    from tests.integration.test_booking_overlap import AT_1500, AT_1530, AT_1600, booking_row
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "CHARGEAPP_CLOCK": clock})
+    with app.app_context():
+        _fresh_schema()
+        db.create_all()
+        with db.engine.connect() as conn:
+            from_models = overlap_guards(conn)
+        _fresh_schema()
+        upgrade()
+        with db.engine.connect() as conn:
+            assert overlap_guards(conn) == from_models
+        assert len(from_models) == (2 if db.engine.dialect.name == "sqlite" else 1)
+        session = db.session
+        station = make_station(session, clock.now())
+        a, b = make_driver(session, clock.now()), make_driver(session, clock.now())
+        session.execute(insert(m.Booking), [booking_row(station, a, "F1", AT_1530, AT_1600)])
+        session.commit()
+        with pytest.raises(IntegrityError, match=m.BOOKING_OVERLAP):
+            session.execute(insert(m.Booking), [booking_row(station, b, "F1", AT_1500, AT_1600)])
+            session.flush()
+        session.rollback()
+        session.remove()
+        db.engine.dispose()
+
+
+def test_the_overlap_migration_clears_the_charger_of_overlapping_history_and_stops_at_overlapping_bookings(
+        database_url, clock):
+    """Rows from before the refusal may overlap already. Checked-in ones are history: the later one of a pair
+    loses its charger, as check-in does when another booking holds it. Bookings still ahead are not for a
+    migration to choose between: it stops, names them, and the database stays at the revision it was."""
+    from datetime import timedelta
+
+    from flask_migrate import downgrade
+    from sqlalchemy import insert, text
+
+    from tests.factories import make_driver, make_station
+    from tests.integration.test_booking_overlap import AT_1500, AT_1530, AT_1600, booking_row
+
+    before = "e5b19c07a4d3"
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "CHARGEAPP_CLOCK": clock})
+    with app.app_context():
+        _fresh_schema()
+        upgrade(revision=before)
+        session = db.session
+        station = make_station(session, clock.now())
+        a, b, c = (make_driver(session, clock.now()) for _ in range(3))
+        past = timedelta(days=-2)
+        session.execute(insert(m.Booking), [
+            booking_row(station, a, "F1", AT_1530 + past, AT_1600 + past, status="checked_in"),
+            booking_row(station, b, "F1", AT_1500 + past, AT_1600 + past, status="checked_in"),
+            booking_row(station, c, "F1", AT_1600 + past, AT_1600 + past + timedelta(hours=1), status="checked_in"),
+        ])
+        session.commit()
+        upgrade()
+        chargers = session.execute(select(m.Booking.driver_id, m.Booking.charger_id)).all()
+        f1 = station.chargers[0].id
+        assert sorted(chargers, key=str) == sorted([(a.id, f1), (b.id, None), (c.id, f1)], key=str)
+        session.remove()  # (no transaction open while migrating)
+
+        downgrade(revision=before)
+        session.execute(insert(m.Booking), [booking_row(station, a, "F2", AT_1530, AT_1600),
+                                            booking_row(station, b, "F2", AT_1500, AT_1600)])
+        session.commit()
+        ids = sorted(session.scalars(select(m.Booking.id).where(m.Booking.slot_start >= AT_1500)))
+        session.remove()
+        with pytest.raises(SystemExit) as exited:  # flask db upgrade logs the message and exits 1
+            upgrade()
+        assert f"1 pair(s) of bookings hold one charger at overlapping times (booking ids): [{tuple(ids)}]" in str(
+            exited.value.__context__)
+        with db.engine.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == before
         db.engine.dispose()
 
 

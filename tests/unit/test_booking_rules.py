@@ -86,6 +86,15 @@ def test_named_charger_taken_is_slot_unavailable():
         b.choose_charger(1, C, {1}, R)
 
 
+def test_a_charger_is_taken_for_a_slot_its_booking_overlaps_in_time_not_only_one_starting_with_it():
+    """Booked 15:30-16:00 on 30-minute slots, asked 15:00-16:00 on 60-minute ones: taken. Touching is not."""
+    booked = [(1, Interval(at(15, 30), at(16, 0))), (2, Interval(at(14, 0), at(15, 0)))]
+    hour = b.slot_span(at(15, 0), b.BookingRules(slot=timedelta(minutes=60)))
+    assert b.chargers_taken(hour, booked) == {1}
+    assert b.chargers_taken(Interval(at(16, 0), at(17, 0)), booked) == set()
+    assert b.choose_charger(None, C, b.chargers_taken(hour, booked), R) == 2
+
+
 def test_slow_charger_cannot_be_booked():
     with pytest.raises(b.ChargerNotBookable):
         b.choose_charger(9, C, set(), R)
