@@ -13,7 +13,7 @@ still ahead (booked, held) are refused with their ids, for the operator to settl
 migration does not pick which driver loses a booking.
 
 Revision ID: ddd776fabd23
-Revises: e5b19c07a4d3
+Revises: 90a8c308c831
 Create Date: 2026-12-02 10:00:00
 
 """
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'ddd776fabd23'
-down_revision = 'e5b19c07a4d3'
+down_revision = '90a8c308c831'
 branch_labels = None
 depends_on = None
 
