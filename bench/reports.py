@@ -632,11 +632,12 @@ def _network_bare_rollups(session, first: date, last: date) -> int:
     from sqlalchemy import select
 
     from chargeapp.db import models as m
+    from chargeapp.domain import usage
     from chargeapp.services import reports
 
     r = m.ConnectorDayRollup
     cols = [r.connector_id, r.day, r.revision, r.sessions, r.lengths_us, r.energy_wh,
-            *(getattr(r, f"{k}_us") for k in reports._KINDS), *(getattr(r, f) for f in reports._IdleParts._fields)]
+            *(getattr(r, f"{k}_us") for k in reports._KINDS), *(getattr(r, f) for f in usage.IdleParts._fields)]
     return len(session.execute(select(*cols).where(r.day >= first, r.day <= last, r.dirty == 0)).all())
 
 

@@ -57,10 +57,9 @@ import io
 import json
 from collections import Counter
 from contextlib import contextmanager
-from bisect import bisect_left, bisect_right
 import statistics
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Iterable, NamedTuple, Sequence
 
@@ -69,10 +68,8 @@ from sqlalchemy.orm import Session, aliased
 
 from chargeapp.db import models as m
 from chargeapp.domain import charger as ch
-from chargeapp.domain.charger import ConnectorStatus
+from chargeapp.domain import usage
 from chargeapp.domain.errors import InvalidRequest
-from chargeapp.domain.intervals import Interval
-from chargeapp.domain.tariff import round_half_up
 from chargeapp.services import lounge
 from chargeapp.services.common import rules_of, station_tz
 
@@ -82,8 +79,6 @@ HOUR = timedelta(hours=1)
 US = timedelta(microseconds=1)
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 MEASURES = ("occupied", "charging")
-# States that follow charging within a session (used for a run carried into the range).
-_AFTER_CHARGING = frozenset({ConnectorStatus.SUSPENDED_EV, ConnectorStatus.SUSPENDED_EVSE, ConnectorStatus.FINISHING})
 _CHECKED_IN = "checked_in"
 
 
@@ -120,19 +115,7 @@ class ReportRange:
 
     def days(self) -> list[tuple[date, datetime, datetime]]:
         """Each local day with its UTC window clipped to the range; days wholly after ``end`` are left out."""
-        out = []
-        day = self.first
-        while day <= self.last:
-            lo = max(_local_midnight(day, self.tz), self.start)
-            hi = min(_local_midnight(day + timedelta(days=1), self.tz), self.end)
-            if lo < hi:
-                out.append((day, lo, hi))
-            day += timedelta(days=1)
-        return out
-
-
-def _local_midnight(day: date, tz: tzinfo) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=tz).astimezone(UTC)
+        return usage.day_windows(self.first, self.last, self.tz, self.start, self.end)
 
 
 def check_dates(start_date: date, end_date: date, limit: int) -> None:
@@ -161,8 +144,8 @@ def report_range(station: m.Station, start_date: date, end_date: date, now: date
     """
     check_dates(start_date, end_date, rules_of(station).max_report_days)
     tz = station_tz(station)
-    start = _local_midnight(start_date, tz)
-    end = _local_midnight(end_date + timedelta(days=1), tz)
+    start = usage.local_midnight(start_date, tz)
+    end = usage.local_midnight(end_date + timedelta(days=1), tz)
     if now is not None:
         end = min(end, max(start, ch.utc(now)))
     return ReportRange(start_date, end_date, tz, start, end)
@@ -192,10 +175,7 @@ def _status_history(session: Session, connector_id: int, start: datetime, end: d
     return [ch.StatusChange(at, status) for at, status in rows]
 
 
-_Intervals = list[tuple[ConnectorStatus, Interval]]
-
-
-def _intervals(session: Session, station: m.Station, rng: ReportRange) -> dict[int, list[_Intervals]]:
+def _intervals(session: Session, station: m.Station, rng: ReportRange) -> dict[int, list[usage.StatusIntervals]]:
     """Per charger id, each connector's status intervals inside the range."""
     out: dict[int, list] = {c.id: [] for c in station.chargers}
     for charger, connector in _connectors(station):
@@ -207,31 +187,21 @@ def _intervals(session: Session, station: m.Station, rng: ReportRange) -> dict[i
     return out
 
 
-class _SessionRow(NamedTuple):
-    id: int
-    charger_id: int
-    started_at: datetime
-    stopped_at: datetime | None
-    start_meter_wh: int | None
-    stop_meter_wh: int | None
-    connector_id: int
-
-
-def _sessions(session: Session, station: m.Station, rng: ReportRange) -> list[_SessionRow]:
+def _sessions(session: Session, station: m.Station, rng: ReportRange) -> list[usage.SessionRecord]:
     """Sessions with a start that overlap the range (a zero-length one at the range start included)."""
     return sessions_between(session, station.id, rng.start, rng.end)
 
 
-def sessions_between(session: Session, station_id: int, start: datetime, end: datetime) -> list[_SessionRow]:
+def sessions_between(session: Session, station_id: int, start: datetime, end: datetime) -> list[usage.SessionRecord]:
     """The station's sessions with a start that overlap [start, end) (UTC; a zero-length one at ``start`` included)."""
     return _stations_sessions(session, [station_id], start, end)[station_id]
 
 
 def _stations_sessions(session: Session, station_ids: Sequence[int], start: datetime,
-                       end: datetime) -> dict[int, list[_SessionRow]]:
+                       end: datetime) -> dict[int, list[usage.SessionRecord]]:
     """Per station id, ``sessions_between`` of each (one statement for all)."""
     cs = m.ChargingSession
-    out: dict[int, list[_SessionRow]] = {sid: [] for sid in station_ids}
+    out: dict[int, list[usage.SessionRecord]] = {sid: [] for sid in station_ids}
     rows = session.execute(
         select(cs.station_id, cs.id, cs.charger_id, cs.started_at, cs.stopped_at, cs.start_meter_wh,
                cs.stop_meter_wh, cs.connector_id)
@@ -242,38 +212,8 @@ def _stations_sessions(session: Session, station_ids: Sequence[int], start: date
         .order_by(cs.started_at, cs.id)
     )
     for station_id, *r in rows:
-        out[station_id].append(_SessionRow(*r))
+        out[station_id].append(usage.SessionRecord(*r))
     return out
-
-
-def _metered_wh(s: _SessionRow) -> int | None:
-    """Wh of a closed session with both meter values (a decreasing register counts 0); None otherwise.
-
-    A session stopped before it started (a charger's clock jumped) has no energy: its Wh would otherwise
-    land on its start day in one report and on no day in another, and days must add up to any range.
-    """
-    if s.stopped_at is None or s.start_meter_wh is None or s.stop_meter_wh is None:
-        return None
-    if s.stopped_at < s.started_at:
-        return None
-    return max(0, s.stop_meter_wh - s.start_meter_wh)
-
-
-def _delivered_by(s: _SessionRow, wh: int, t: datetime) -> int:
-    """Wh of the session delivered before ``t``, spread evenly over its duration, rounded half-up."""
-    if t <= s.started_at:
-        return 0
-    if t >= s.stopped_at:
-        return wh
-    return round_half_up(wh * ((t - s.started_at) // US), (s.stopped_at - s.started_at) // US)
-
-
-def _wh_between(s: _SessionRow, start: datetime, end: datetime) -> int:
-    """The session's Wh apportioned to [start, end); the parts of adjacent windows add up to the session's total."""
-    wh = _metered_wh(s)
-    if wh is None:
-        return 0
-    return _delivered_by(s, wh, end) - _delivered_by(s, wh, start)
 
 
 class _BookingRow(NamedTuple):
@@ -403,81 +343,12 @@ def _stations_receipts(session: Session, station_ids: Sequence[int], start: date
     return out
 
 
-# -- time in states ---------------------------------------------------------------------
-
-
-@dataclass
-class _Time:
-    """Time of one or more connectors in a window, by kind of state."""
-
-    known: timedelta = ZERO
-    faulted: timedelta = ZERO
-    unavailable: timedelta = ZERO
-    occupied: timedelta = ZERO
-    charging: timedelta = ZERO
-    idle: timedelta = ZERO
-
-    @property
-    def in_service(self) -> timedelta:
-        return self.known - self.faulted - self.unavailable
-
-    def count(self, status: ConnectorStatus, duration: timedelta) -> None:
-        self.known += duration
-        if status == ConnectorStatus.FAULTED:
-            self.faulted += duration
-        elif status == ConnectorStatus.UNAVAILABLE:
-            self.unavailable += duration
-        if status in ch.OCCUPIED_STATUSES:
-            self.occupied += duration
-        if status == ConnectorStatus.CHARGING:
-            self.charging += duration
-
-    def add(self, other: "_Time") -> None:
-        for k in ("known", "faulted", "unavailable", "occupied", "charging", "idle"):
-            setattr(self, k, getattr(self, k) + getattr(other, k))
-
-    def share(self, measure: str) -> float | None:
-        part = self.occupied if measure == "occupied" else self.charging
-        return _ratio(part, self.in_service)
-
-
-def _ratio(part: timedelta, whole: timedelta) -> float | None:
-    return round(part / whole, 4) if whole > ZERO else None
-
-
 def _minutes(delta: timedelta) -> float:
     return round(delta.total_seconds() / 60, 2)
 
 
-def _idle_time(intervals: _Intervals, window_start: datetime) -> timedelta:
-    """Idle time of one connector: per occupied run, the time after its last Charging interval (see module doc)."""
-    total, run = ZERO, []
-    for status, iv in intervals:
-        if status in ch.OCCUPIED_STATUSES and (not run or run[-1][1].end == iv.start):
-            run.append((status, iv))
-            continue
-        total += _run_idle(run, window_start)
-        run = [(status, iv)] if status in ch.OCCUPIED_STATUSES else []
-    return total + _run_idle(run, window_start)
-
-
-def _run_idle(run: _Intervals, window_start: datetime) -> timedelta:
-    if not run:
-        return ZERO
-    charging_ends = [iv.end for status, iv in run if status == ConnectorStatus.CHARGING]
-    if charging_ends:
-        return run[-1][1].end - charging_ends[-1]
-    if run[0][1].start == window_start:  # plugged in before the range: it may have charged then
-        return sum((iv.duration for status, iv in run if status in _AFTER_CHARGING), ZERO)
-    return ZERO
-
-
-def _connector_time(intervals: _Intervals, window_start: datetime) -> _Time:
-    t = _Time()
-    for status, iv in intervals:
-        t.count(status, iv.duration)
-    t.idle = _idle_time(intervals, window_start)
-    return t
+def _connector_intervals(history: dict[int, list[usage.StatusIntervals]]) -> list[usage.StatusIntervals]:
+    return [intervals for connectors in history.values() for intervals in connectors]
 
 
 # -- utilization ------------------------------------------------------------------------
@@ -487,7 +358,7 @@ def _connector_time(intervals: _Intervals, window_start: datetime) -> _Time:
 class _Figures:
     """Everything a utilization row says, for one charger or the station."""
 
-    time: _Time = field(default_factory=_Time)
+    time: usage.StateTime = field(default_factory=usage.StateTime)
     energy_wh: int = 0
     sessions: int = 0
     lengths: list[timedelta | int] = field(default_factory=list)  # closed sessions' lengths (int: microseconds)
@@ -518,19 +389,19 @@ def utilization(session: Session, station: m.Station, start_date: date, end_date
     return _utilization(session, station, rng, _intervals(session, station, rng))
 
 
-def _utilization(session: Session, station: m.Station, rng: ReportRange, history: dict[int, list[_Intervals]]) -> dict:
+def _utilization(session: Session, station: m.Station, rng: ReportRange, history: dict[int, list[usage.StatusIntervals]]) -> dict:
     chargers = list(station.chargers)
     per = {c.id: _Figures(walk_ins=0 if c.kind == "fast" else None, connectors=len(c.connectors)) for c in chargers}
     for charger_id, connectors in history.items():
         for intervals in connectors:
-            per[charger_id].time.add(_connector_time(intervals, rng.start))
+            per[charger_id].time.add(usage.connector_time(intervals, rng.start))
 
     booked = _booked_session_ids(session, station, rng)
     for s in _sessions(session, station, rng):
         f = per.get(s.charger_id)
         if f is None:
             continue
-        f.energy_wh += _wh_between(s, rng.start, rng.end)
+        f.energy_wh += usage.wh_between(s, rng.start, rng.end)
         if rng.start <= s.started_at < rng.end:
             f.sessions += 1
             if s.stopped_at is not None:
@@ -649,75 +520,6 @@ def _row(f: _Figures, scope: str, charger: m.Charger | None, rng: ReportRange | 
 # -- heat map and daily trend -------------------------------------------------------------
 
 
-def _hour_slots(rng: ReportRange) -> tuple[list[datetime], list[tuple[int, int]]]:
-    """The range's local hours: their UTC starts (then the range end) and their (weekday, hour)."""
-    starts, labels = [], []
-    t = rng.start
-    while t < rng.end:
-        local = t.astimezone(rng.tz)
-        starts.append(t)
-        labels.append((local.weekday(), local.hour))
-        t = min(local.replace(minute=0, second=0, microsecond=0).astimezone(UTC) + HOUR, rng.end)
-    return starts + [rng.end], labels
-
-
-def _slot_times(rng: ReportRange, history: dict[int, list[_Intervals]],
-                bounds: list[datetime]) -> dict[ConnectorStatus, list[int]]:
-    """Every connector's time per status in each slot [bounds[k], bounds[k+1]), in microseconds.
-
-    Each interval adds its partial first and last slot directly and marks the whole slots
-    between in a difference array, so the cost is a binary search per interval and a step
-    per slot of the range (not per slot of every interval). Integer microseconds from the
-    range start on the way: exact, and quick to compare.
-    """
-    n = len(bounds) - 1
-    edges = [(b - rng.start) // US for b in bounds]
-    partial: dict[ConnectorStatus, list[int]] = {}
-    whole: dict[ConnectorStatus, list[int]] = {}
-    for connectors in history.values():
-        for intervals in connectors:
-            for status, iv in intervals:
-                lo, hi = (iv.start - rng.start) // US, (iv.end - rng.start) // US
-                if hi <= lo or n < 1:
-                    continue
-                part = partial.get(status)
-                if part is None:
-                    part = partial[status] = [0] * n
-                i = bisect_right(edges, lo) - 1
-                j = bisect_left(edges, hi) - 1
-                if i == j:
-                    part[i] += hi - lo
-                    continue
-                part[i] += edges[i + 1] - lo
-                part[j] += hi - edges[j]
-                if j > i + 1:
-                    diff = whole.get(status)
-                    if diff is None:
-                        diff = whole[status] = [0] * (n + 1)
-                    diff[i + 1] += 1
-                    diff[j] -= 1
-    for status, part in partial.items():
-        diff, running = whole.get(status), 0
-        if diff is None:
-            continue
-        for k in range(n):
-            running += diff[k]
-            if running:
-                part[k] += (edges[k + 1] - edges[k]) * running
-    return partial
-
-
-def _hour_cells(rng: ReportRange, history: dict[int, list[_Intervals]]) -> list[list[_Time]]:
-    """Every connector's status time by local weekday x hour."""
-    bounds, labels = _hour_slots(rng)
-    cells = [[_Time() for _ in range(24)] for _ in range(7)]
-    for status, times in _slot_times(rng, history, bounds).items():
-        for (weekday, hour), us in zip(labels, times):
-            if us:
-                cells[weekday][hour].count(status, timedelta(microseconds=us))
-    return cells
-
-
 def heatmap(session: Session, station: m.Station, start_date: date, end_date: date,
             measure: str = "occupied", now: datetime | None = None, rollups: bool = True) -> dict:
     """The station's occupied (or charging) share of in-service time by local weekday (Mon..Sun) x hour (0..23).
@@ -734,11 +536,11 @@ def heatmap(session: Session, station: m.Station, start_date: date, end_date: da
     return _heatmap(station, rng, _intervals(session, station, rng), measure)
 
 
-def _heatmap(station: m.Station, rng: ReportRange, history: dict[int, list[_Intervals]], measure: str) -> dict:
-    return _heatmap_of(station, rng, _hour_cells(rng, history), measure)
+def _heatmap(station: m.Station, rng: ReportRange, history: dict[int, list[usage.StatusIntervals]], measure: str) -> dict:
+    return _heatmap_of(station, rng, usage.hour_cells(_connector_intervals(history), rng.start, rng.end, rng.tz), measure)
 
 
-def _heatmap_of(station: m.Station, rng: ReportRange, cells: list[list[_Time]], measure: str) -> dict:
+def _heatmap_of(station: m.Station, rng: ReportRange, cells: list[list[usage.StateTime]], measure: str) -> dict:
     return {
         "station": station.code,
         "timezone": station.timezone,
@@ -774,15 +576,9 @@ def daily_trend(session: Session, station: m.Station, start_date: date, end_date
 
 
 def _daily_trend(session: Session, station: m.Station, rng: ReportRange,
-                 history: dict[int, list[_Intervals]]) -> list[dict]:
+                 history: dict[int, list[usage.StatusIntervals]]) -> list[dict]:
     days = rng.days()
-    times = {day: _Time() for day, _, _ in days}
-    if days:
-        bounds = [lo for _, lo, _ in days] + [days[-1][2]]
-        for status, per_day in _slot_times(rng, history, bounds).items():
-            for (day, _, _), us in zip(days, per_day):
-                if us:
-                    times[day].count(status, timedelta(microseconds=us))
+    times = usage.day_times(_connector_intervals(history), days)
     windows = {day: (lo, hi) for day, lo, hi in days}
     energy = {day: 0 for day in windows}
     sessions = {day: 0 for day in windows}
@@ -794,18 +590,18 @@ def _daily_trend(session: Session, station: m.Station, rng: ReportRange,
             day = s.started_at.astimezone(rng.tz).date()
             sessions[day] += 1
             walk_ins[day] += s.charger_id in fast and s.id not in booked
-        if _metered_wh(s) is None:
+        if usage.metered_wh(s) is None:
             continue
         day = max(s.started_at, rng.start).astimezone(rng.tz).date()
         last = min(s.stopped_at, rng.end).astimezone(rng.tz).date()
         while day <= last:  # only the days the session touches
             if day in windows:
-                energy[day] += _wh_between(s, *windows[day])
+                energy[day] += usage.wh_between(s, *windows[day])
             day += timedelta(days=1)
     return _finish_trend(session, station, rng, days, times, energy, sessions, walk_ins)
 
 
-def _finish_trend(session: Session, station: m.Station, rng: ReportRange, days: list, times: dict[date, _Time],
+def _finish_trend(session: Session, station: m.Station, rng: ReportRange, days: list, times: dict[date, usage.StateTime],
                   energy: dict[date, int], sessions: dict[date, int], walk_ins: dict[date, int]) -> list[dict]:
     """Bookings and revenue per day, then the trend rows, onto the times, energy, sessions and walk-ins per day."""
     windows = {day: (lo, hi) for day, lo, hi in days}
@@ -883,227 +679,32 @@ def _lounge_by_hour(session: Session, station: m.Station, rng: ReportRange) -> l
 # A report over whole days equals the sum of its days: times are integer microseconds, energy
 # telescopes (_wh_between of adjacent windows adds up), sessions count on their start day, heat-map
 # cells are per local hour (a day boundary is an hour boundary). Only idle time crosses midnight:
-# a day keeps the occupied runs touching its start and end (_IdleParts) and _fold_idle joins them.
-
-
-class _IdleParts(NamedTuple):
-    """One connector-day's idle time, in parts that join across midnight (microseconds)."""
-
-    lead: int = 0  # an occupied run from the day's start: 0 none, 1 it ends inside the day, 2 it fills the day
-    lead_charging: bool = False  # ...has Charging in it
-    lead_tail_us: int = 0  # ...its time after its last Charging
-    lead_occupied_us: int = 0  # ...its length
-    lead_after_us: int = 0  # ...its SuspendedEV/SuspendedEVSE/Finishing time
-    mid_idle_us: int = 0  # idle time of the runs touching neither end
-    trail: bool = False  # an occupied run (not the lead) to the day's end
-    trail_charging: bool = False
-    trail_tail_us: int = 0
-
-
-@dataclass
-class DayFigures:
-    """One connector's figures of one station-local day window [lo, hi): what a rollup row holds (microseconds)."""
-
-    known_us: int = 0
-    faulted_us: int = 0
-    unavailable_us: int = 0
-    occupied_us: int = 0
-    charging_us: int = 0
-    idle: _IdleParts = _IdleParts()
-    hours: dict[str, list[int]] = field(default_factory=lambda: {k: [0] * 24 for k in m.ROLLUP_HOURLY})
-    energy_wh: int = 0
-    sessions: int = 0
-    lengths_us: list[int] = field(default_factory=list)
-
-
-def _occupied_runs(intervals: _Intervals) -> list[_Intervals]:
-    """The occupied runs, as _idle_time groups them: adjacent intervals in occupied states."""
-    runs, run = [], []
-    for status, iv in intervals:
-        if status in ch.OCCUPIED_STATUSES and (not run or run[-1][1].end == iv.start):
-            run.append((status, iv))
-            continue
-        if run:
-            runs.append(run)
-        run = [(status, iv)] if status in ch.OCCUPIED_STATUSES else []
-    if run:
-        runs.append(run)
-    return runs
-
-
-def _run_facts(run: _Intervals) -> tuple[bool, int, int, int]:
-    """(has Charging, time after its last Charging, length, SuspendedEV/SuspendedEVSE/Finishing time) in µs."""
-    charging_ends = [iv.end for status, iv in run if status == ConnectorStatus.CHARGING]
-    tail = (run[-1][1].end - charging_ends[-1]) // US if charging_ends else 0
-    length = sum(iv.duration // US for _, iv in run)
-    after = sum(iv.duration // US for status, iv in run if status in _AFTER_CHARGING)
-    return bool(charging_ends), tail, length, after
-
-
-def _idle_parts(intervals: _Intervals, lo: datetime, hi: datetime) -> _IdleParts:
-    runs = _occupied_runs(intervals)
-    if not runs:
-        return _IdleParts()
-    has_lead = runs[0][0][1].start == lo
-    has_trail = runs[-1][-1][1].end == hi
-    whole = has_lead and has_trail and len(runs) == 1
-    inner = runs[1 if has_lead else 0:len(runs) - (1 if has_trail and not whole else 0)] if not whole else []
-    mid = sum(_run_idle(run, lo) // US for run in inner)  # an inner run never starts at lo
-    lead_facts = _run_facts(runs[0]) if has_lead else (False, 0, 0, 0)
-    trail_facts = _run_facts(runs[-1]) if has_trail and not whole else (False, 0, 0, 0)
-    return _IdleParts(
-        lead=2 if whole else int(has_lead), lead_charging=lead_facts[0], lead_tail_us=lead_facts[1],
-        lead_occupied_us=lead_facts[2], lead_after_us=lead_facts[3], mid_idle_us=mid,
-        trail=has_trail and not whole, trail_charging=trail_facts[0], trail_tail_us=trail_facts[1],
-    )
-
-
-def _fold_idle(parts: Iterable[_IdleParts]) -> int:
-    """Idle µs of one connector over consecutive days (the first starts the range), as _idle_time counts it."""
-    total, state = 0, None  # an open run: (has Charging, time after it, after-charging time, starts the range)
-
-    def close(run) -> int:
-        if run is None:
-            return 0
-        charged, tail, after, at_range_start = run
-        return tail if charged else (after if at_range_start else 0)
-
-    for i, p in enumerate(parts):
-        if p.lead:
-            if state is None:
-                state = (p.lead_charging, p.lead_tail_us, p.lead_after_us, i == 0)
-            else:
-                charged, tail, after, at_range_start = state
-                if p.lead_charging:
-                    charged, tail = True, p.lead_tail_us
-                elif charged:
-                    tail += p.lead_occupied_us
-                state = (charged, tail, after + p.lead_after_us, at_range_start)
-            if p.lead == 2:
-                continue
-        total += close(state) + p.mid_idle_us
-        state = (p.trail_charging, p.trail_tail_us, 0, False) if p.trail else None
-    return total + close(state)
-
-
-def _split_by_day(intervals: _Intervals, days: Sequence[tuple[date, datetime, datetime]]) -> dict[date, _Intervals]:
-    """The intervals clipped to each day window (days ascending, adjacent or not)."""
-    out, i = {}, 0
-    for day, lo, hi in days:
-        while i < len(intervals) and intervals[i][1].end <= lo:
-            i += 1
-        part, j = [], i
-        while j < len(intervals) and intervals[j][1].start < hi:
-            clipped = intervals[j][1].clip(lo, hi)
-            if clipped is not None:
-                part.append((intervals[j][0], clipped))
-            j += 1
-        out[day] = part
-    return out
-
-
-def _day_time(intervals: _Intervals, day: date, lo: datetime, hi: datetime, tz: tzinfo,
-              hours: bool = True) -> DayFigures:
-    """A connector-day's times from its intervals inside [lo, hi): by kind, by local hour (``hours``; zeros if
-    False), idle parts."""
-    f = DayFigures(idle=_idle_parts(intervals, lo, hi))
-    for status, iv in intervals:
-        us = iv.duration // US
-        f.known_us += us
-        f.faulted_us += us if status == ConnectorStatus.FAULTED else 0
-        f.unavailable_us += us if status == ConnectorStatus.UNAVAILABLE else 0
-        f.occupied_us += us if status in ch.OCCUPIED_STATUSES else 0
-        f.charging_us += us if status == ConnectorStatus.CHARGING else 0
-    if not hours:
-        return f
-    day_rng = ReportRange(day, day, tz, lo, hi)
-    bounds, labels = _hour_slots(day_rng)
-    in_service, occupied, charging = f.hours["in_service"], f.hours["occupied"], f.hours["charging"]
-    for status, per_slot in _slot_times(day_rng, {0: [intervals]}, bounds).items():
-        serving = status not in (ConnectorStatus.FAULTED, ConnectorStatus.UNAVAILABLE)
-        for (_, hour), us in zip(labels, per_slot):
-            if us:
-                in_service[hour] += us if serving else 0
-                occupied[hour] += us if status in ch.OCCUPIED_STATUSES else 0
-                charging[hour] += us if status == ConnectorStatus.CHARGING else 0
-    return f
+# a day keeps the occupied runs touching its start and end (usage.IdleParts) and _fold_idle joins them.
 
 
 def connector_days(session: Session, connector_id: int, days: Sequence[tuple[date, datetime, datetime]],
-                   tz: tzinfo) -> dict[date, DayFigures]:
+                   tz: tzinfo) -> dict[date, usage.DayFigures]:
     """A connector's times of the given day windows (ascending), reading its history once per run of adjacent days."""
-    out: dict[date, DayFigures] = {}
-    for span in _adjacent_runs(days):
+    out: dict[date, usage.DayFigures] = {}
+    for span in usage.adjacent_runs(days):
         lo, hi = span[0][1], span[-1][2]
-        out.update(_span_days(_status_history(session, connector_id, lo, hi), span, tz))
+        out.update(usage.span_day_figures(_status_history(session, connector_id, lo, hi), span, tz))
     return out
-
-
-def _span_days(history: list[ch.StatusChange], span: list[tuple[date, datetime, datetime]], tz: tzinfo,
-               hours: bool = True) -> dict[date, DayFigures]:
-    """The figures of each day of ``span`` (adjacent day windows) from the connector's ``_status_history`` of it."""
-    lo, hi = span[0][1], span[-1][2]
-    intervals = ch.status_intervals(history, lo, hi)
-    return {day: _day_time(part, day, d_lo, d_hi, tz, hours)
-            for (day, d_lo, d_hi), (_, part) in zip(span, _split_by_day(intervals, span).items())}
-
-
-def _adjacent_runs(days: Sequence[tuple[date, datetime, datetime]]) -> list[list]:
-    runs: list[list] = []
-    for d in days:
-        if runs and runs[-1][-1][2] == d[1]:
-            runs[-1].append(d)
-        else:
-            runs.append([d])
-    return runs
-
-
-def add_sessions(figures: dict[tuple[int, date], DayFigures],
-                 windows: dict[tuple[int, date], tuple[datetime, datetime]],
-                 sessions: Iterable[_SessionRow], tz: tzinfo, start: datetime, end: datetime) -> None:
-    """Add each session's energy (apportioned), start and length to the (connector id, day) figures it touches
-    in [start, end); ``windows`` are those figures' day windows. A session read twice must be passed once."""
-    for s in sessions:
-        wh = _metered_wh(s)
-        day = max(s.started_at, start).astimezone(tz).date()
-        last = min(s.stopped_at, end).astimezone(tz).date() if wh is not None else day
-        while day <= last:
-            key = (s.connector_id, day)
-            f = figures.get(key)
-            if f is not None:
-                lo, hi = windows[key]
-                if wh is not None:
-                    f.energy_wh += _delivered_by(s, wh, hi) - _delivered_by(s, wh, lo)
-                if lo <= s.started_at < hi:
-                    f.sessions += 1
-                    if s.stopped_at is not None:
-                        f.lengths_us.append((s.stopped_at - s.started_at) // US)
-            day += timedelta(days=1)
-
-
-def _merged(windows: Iterable[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
-    out: list[list] = []
-    for lo, hi in sorted(windows):
-        if out and lo <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], hi)
-        else:
-            out.append([lo, hi])
-    return [(lo, hi) for lo, hi in out]
 
 
 @dataclass
 class _Summed:
     """A range's figures summed from its connector-days (rolled up or read raw)."""
 
-    time: dict[int, _Time]  # per charger, idle included
+    time: dict[int, usage.StateTime]  # per charger, idle included
     energy: dict[int, int]
     sessions: dict[int, int]
     lengths: dict[int, list[int]]  # microseconds
-    day_time: dict[date, _Time]
+    day_time: dict[date, usage.StateTime]
     day_energy: dict[date, int]
     day_sessions: dict[date, int]
     day_fast_sessions: dict[date, int]  # sessions started on fast chargers (walk-ins but the booked ones)
-    cells: list[list[_Time]]  # weekday x hour; ``known`` holds in-service time
+    cells: list[list[usage.StateTime]]  # weekday x hour; ``known`` holds in-service time
     rolled_up: int = 0  # connector-days read from rollups
     raw: int = 0  # connector-days read from the history
 
@@ -1140,21 +741,21 @@ def _summed_once(session: Session, station: m.Station, rng: ReportRange, use_rol
     pairs = _connectors(station)
     charger_of = {k.id: c.id for c, k in pairs}
     out = _Summed(
-        time={c.id: _Time() for c in station.chargers}, energy={c.id: 0 for c in station.chargers},
+        time={c.id: usage.StateTime() for c in station.chargers}, energy={c.id: 0 for c in station.chargers},
         sessions={c.id: 0 for c in station.chargers}, lengths={c.id: [] for c in station.chargers},
-        day_time={d: _Time() for d, _, _ in days}, day_energy={d: 0 for d, _, _ in days},
+        day_time={d: usage.StateTime() for d, _, _ in days}, day_energy={d: 0 for d, _, _ in days},
         day_sessions={d: 0 for d, _, _ in days}, day_fast_sessions={d: 0 for d, _, _ in days},
-        cells=[[_Time() for _ in range(24)] for _ in range(7)],
+        cells=[[usage.StateTime() for _ in range(24)] for _ in range(7)],
     )
-    full = [d for d, _, hi in days if hi == _local_midnight(d + timedelta(days=1), tz)]
+    full = usage.whole_days(days, tz)
     covered: dict[int, set[date]] = {cid: set() for cid in charger_of}
-    edges: dict[tuple[int, date], _IdleParts] = {}
+    edges: dict[tuple[int, date], usage.IdleParts] = {}
     mid_idle: dict[int, int] = {cid: 0 for cid in charger_of}
     if use_rollups and full and charger_of:
         _read_rollups(session, station, full, charger_of, out, covered, edges, mid_idle, hours, lengths)
 
     # The rest from the history: partial days, days not rolled up, dirty days.
-    raw: dict[tuple[int, date], DayFigures] = {}
+    raw: dict[tuple[int, date], usage.DayFigures] = {}
     windows: dict[tuple[int, date], tuple[datetime, datetime]] = {}
     for cid in charger_of:
         todo = [d for d in days if d[0] not in covered[cid]]
@@ -1162,23 +763,23 @@ def _summed_once(session: Session, station: m.Station, rng: ReportRange, use_rol
             raw[(cid, day)] = f
         for day, lo, hi in todo:
             windows[(cid, day)] = (lo, hi)
-    seen: dict[int, _SessionRow] = {}
-    for lo, hi in _merged(windows.values()):
+    seen: dict[int, usage.SessionRecord] = {}
+    for lo, hi in usage.merged_windows(windows.values()):
         for s in sessions_between(session, station.id, lo, hi):
             seen[s.id] = s
-    add_sessions(raw, windows, seen.values(), tz, rng.start, rng.end)
+    usage.add_sessions(raw, windows, seen.values(), tz, rng.start, rng.end)
     fast = {c.id for c in station.chargers if c.kind == "fast"}
     for (cid, day), f in raw.items():
         _add_day(out, charger_of[cid], day, f, charger_of[cid] in fast)
     out.raw = len(raw)
 
     for cid, charger_id in charger_of.items():
-        parts = [raw[(cid, d)].idle if (cid, d) in raw else edges.get((cid, d), _IdleParts()) for d, _, _ in days]
-        out.time[charger_id].idle += _td(_fold_idle(parts) + mid_idle[cid])
+        parts = [raw[(cid, d)].idle if (cid, d) in raw else edges.get((cid, d), usage.IdleParts()) for d, _, _ in days]
+        out.time[charger_id].idle += _td(usage.fold_idle(parts) + mid_idle[cid])
     return out
 
 
-def _add_day(out: _Summed, charger_id: int, day: date, f: DayFigures, fast: bool, per_day: bool = True) -> None:
+def _add_day(out: _Summed, charger_id: int, day: date, f: usage.DayFigures, fast: bool, per_day: bool = True) -> None:
     """The day's figures into the charger's and (``per_day``) the day's and the heat map's."""
     for t in (out.time[charger_id], out.day_time[day]) if per_day else (out.time[charger_id],):
         for k in _KINDS:
@@ -1254,11 +855,11 @@ def _read_rollups(session: Session, station: m.Station, full: list[date], charge
         for cid, day_lengths in session.execute(select(r.connector_id, r.lengths_us).where(*where, r.sessions > 0)):
             out.lengths[charger_of[cid]] += day_lengths
 
-    idle_cols = [getattr(r, name) for name in _IdleParts._fields]
+    idle_cols = [getattr(r, name) for name in usage.IdleParts._fields]
     for cid, day, *parts in session.execute(
         select(r.connector_id, r.day, *idle_cols).where(*where, or_(r.lead > 0, r.trail))
     ):
-        edges[(cid, day)] = _IdleParts(*parts)._replace(mid_idle_us=0)  # every row's mid idle is in mid_idle
+        edges[(cid, day)] = usage.IdleParts(*parts)._replace(mid_idle_us=0)  # every row's mid idle is in mid_idle
 
     if len(set(stamps)) != 1:
         raise _Inconsistent()
@@ -1518,9 +1119,9 @@ def _summed_many_once(session: Session, stations: list[_StationView], rngs: dict
     for s in stations:
         rng = rngs[s.id]
         days_of[s.id] = rng.days()
-        full_of[s.id] = [d for d, _, hi in days_of[s.id] if hi == _local_midnight(d + timedelta(days=1), rng.tz)]
+        full_of[s.id] = usage.whole_days(days_of[s.id], rng.tz)
         outs[s.id] = _Summed(
-            time={c.id: _Time() for c in s.chargers}, energy={c.id: 0 for c in s.chargers},
+            time={c.id: usage.StateTime() for c in s.chargers}, energy={c.id: 0 for c in s.chargers},
             sessions={c.id: 0 for c in s.chargers}, lengths={c.id: [] for c in s.chargers},
             day_time={}, day_energy={}, day_sessions={}, day_fast_sessions={}, cells=[])
         for c, k in _connectors(s):
@@ -1528,7 +1129,7 @@ def _summed_many_once(session: Session, stations: list[_StationView], rngs: dict
 
     # Whole clean days from the rollups, a grouped read per span of whole days.
     covered: dict[int, set[date]] = {}  # connector id -> its days read (its station's full_set: every whole day)
-    edges: dict[int, list[tuple[date, _IdleParts]]] = {}
+    edges: dict[int, list[tuple[date, usage.IdleParts]]] = {}
     mid_idle: dict[int, int] = {}
     full_set: dict[int, set[date]] = {}
     if use_rollups:
@@ -1559,63 +1160,46 @@ def _summed_many_once(session: Session, stations: list[_StationView], rngs: dict
         windows = windows_of[station_of[cid]]
         for day, lo, hi in days:
             windows[(cid, day)] = (lo, hi)
-    merged_of = {sid: _merged(windows.values()) for sid, windows in windows_of.items()}
+    merged_of = {sid: usage.merged_windows(windows.values()) for sid, windows in windows_of.items()}
     by_window: dict[tuple[datetime, datetime], list[int]] = {}
     for sid, merged in merged_of.items():
         for lo_hi in merged:
             by_window.setdefault(lo_hi, []).append(sid)
-    found: dict[tuple[int, datetime, datetime], list[_SessionRow]] = {}
+    found: dict[tuple[int, datetime, datetime], list[usage.SessionRecord]] = {}
     for (lo, hi), sids in by_window.items():
         for chunk in _chunks(sids):
             for sid, rows in _stations_sessions(session, chunk, lo, hi).items():
                 found[(sid, lo, hi)] = rows
     for s in stations:
         rng, out, windows = rngs[s.id], outs[s.id], windows_of[s.id]
-        seen: dict[int, _SessionRow] = {}
+        seen: dict[int, usage.SessionRecord] = {}
         for lo, hi in merged_of[s.id]:
             for row in found[(s.id, lo, hi)]:
                 seen[row.id] = row
         figures = {key: raw[key] for key in windows}
-        add_sessions(figures, windows, seen.values(), rng.tz, rng.start, rng.end)
+        usage.add_sessions(figures, windows, seen.values(), rng.tz, rng.start, rng.end)
         for (cid, day), f in figures.items():
             _add_day(out, charger_of[cid], day, f, False, per_day=False)
         out.raw = len(figures)
         for c, k in _connectors(s):
             parts = edges.get(k.id, []) + [(d, figures[(k.id, d)].idle) for d, _, _ in todo[k.id][0]]
-            out.time[c.id].idle += _td(_fold_sparse(rng.first, parts) + mid_idle.get(k.id, 0))
+            out.time[c.id].idle += _td(usage.fold_sparse(rng.first, parts) + mid_idle.get(k.id, 0))
     return outs
 
 
-def _fold_sparse(first: date, parts: list[tuple[date, _IdleParts]]) -> int:
-    """``_fold_idle`` of a range starting on ``first`` whose days not in ``parts`` have no idle parts.
-
-    An empty day closes any open run and leaves nothing open, so a run of them folds like one: one empty
-    part stands for each gap (and for the range's first day when it has none), and a year of a connector
-    with a few runs over midnight folds a few parts, not 365.
-    """
-    seq, prev = [], -1
-    for day, p in sorted(parts, key=lambda dp: dp[0]):
-        i = (day - first).days
-        if i > prev + 1:
-            seq.append(_IdleParts())
-        seq.append(p)
-        prev = i
-    return _fold_idle(seq)
-
-
 def _connector_days_many(session: Session, todo: dict[int, tuple[list, tzinfo]],
-                         hours: bool = True) -> dict[tuple[int, date], DayFigures]:
+                         hours: bool = True) -> dict[tuple[int, date], usage.DayFigures]:
     """``connector_days`` of many connectors (connector id -> (day windows, time zone)), reading the history
     of every connector with the same run of adjacent days at once."""
     runs: dict[tuple[datetime, datetime], list[tuple[int, list, tzinfo]]] = {}
     for cid, (days, tz) in todo.items():
-        for span in _adjacent_runs(days):
+        for span in usage.adjacent_runs(days):
             runs.setdefault((span[0][1], span[-1][2]), []).append((cid, span, tz))
-    out: dict[tuple[int, date], DayFigures] = {}
+    out: dict[tuple[int, date], usage.DayFigures] = {}
     for (lo, hi), items in runs.items():
         histories = _status_histories(session, [cid for cid, _, _ in items], lo, hi)
         for cid, span, tz in items:
-            for day, f in _span_days(histories[cid], span, tz, hours).items():
+            for day, f in usage.span_day_figures(histories[cid], span, tz, hours).items():
                 out[(cid, day)] = f
     return out
 
@@ -1729,13 +1313,13 @@ def _read_rollups_many(session: Session, station_ids: list[int], first: date, la
             expected["partial"][1] += int(revisions)
 
     found = {"edges": [0, 0], "partial": [0, 0]}
-    idle_cols = [getattr(r, name) for name in _IdleParts._fields]
+    idle_cols = [getattr(r, name) for name in usage.IdleParts._fields]
     for cid, day, revision, *parts in session.execute(select(r.connector_id, r.day, r.revision, *idle_cols)
                                                       .where(*where, edge)):
         found["edges"][0] += 1
         found["edges"][1] += revision
         if cid in charger_of:
-            edges.setdefault(cid, []).append((day, _IdleParts(*parts)._replace(mid_idle_us=0)))  # in mid_idle
+            edges.setdefault(cid, []).append((day, usage.IdleParts(*parts)._replace(mid_idle_us=0)))  # in mid_idle
     for chunk in _chunks(partial):
         for cid, day, revision in session.execute(select(r.connector_id, r.day, r.revision)
                                                   .where(*where, r.connector_id.in_(chunk))):

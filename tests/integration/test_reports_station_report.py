@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from chargeapp.db import models as m
 from chargeapp.domain import charger as ch
+from chargeapp.domain import usage
 from chargeapp.services import reports
 from tests.factories import make_station
 from tests.factories import make_driver
@@ -42,8 +43,8 @@ def random_history(session, station, tz: ZoneInfo, first: date, days: int, seed:
 def slow_heatmap_and_trend(session, station, first: date, last: date, now=None):
     """The obvious way: every interval cut at each local hour and local midnight with astimezone."""
     rng = reports.report_range(station, first, last, now)
-    cells = [[reports._Time() for _ in range(24)] for _ in range(7)]
-    days = {day: reports._Time() for day, _, _ in rng.days()}
+    cells = [[usage.StateTime() for _ in range(24)] for _ in range(7)]
+    days = {day: usage.StateTime() for day, _, _ in rng.days()}
     for connectors in reports._intervals(session, station, rng).values():
         for intervals in connectors:
             for status, iv in intervals:
