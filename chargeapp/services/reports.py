@@ -63,7 +63,7 @@ from datetime import date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Iterable, NamedTuple, Sequence
 
-from sqlalchemy import Text, case, cast, func, or_, select
+from sqlalchemy import Text, case, cast, func, null, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from chargeapp.db import models as m
@@ -685,11 +685,7 @@ def _lounge_by_hour(session: Session, station: m.Station, rng: ReportRange) -> l
 def connector_days(session: Session, connector_id: int, days: Sequence[tuple[date, datetime, datetime]],
                    tz: tzinfo) -> dict[date, usage.DayFigures]:
     """A connector's times of the given day windows (ascending), reading its history once per run of adjacent days."""
-    out: dict[date, usage.DayFigures] = {}
-    for span in usage.adjacent_runs(days):
-        lo, hi = span[0][1], span[-1][2]
-        out.update(usage.span_day_figures(_status_history(session, connector_id, lo, hi), span, tz))
-    return out
+    return {day: f for (_, day), f in _connector_days_many(session, {connector_id: (list(days), tz)}).items()}
 
 
 @dataclass
@@ -722,61 +718,11 @@ class _Inconsistent(Exception):
 
 def _summed(session: Session, station: m.Station, rng: ReportRange, use_rollups: bool = True,
             hours: bool = True, lengths: bool = True) -> _Summed:
-    """The range's per-charger, per-day and per-hour figures: clean rollups for whole days, the history for the rest.
-
-    ``hours`` False leaves the heat-map cells of rolled-up days out, ``lengths`` False their session lengths
-    (the widest rollup reads, for reports that do not show them).
-    """
-    for _ in range(3):
-        try:
-            return _summed_once(session, station, rng, use_rollups, hours, lengths)
-        except _Inconsistent:
-            continue
-    return _summed_once(session, station, rng, False, hours, lengths)
-
-
-def _summed_once(session: Session, station: m.Station, rng: ReportRange, use_rollups: bool,
-                 hours: bool = True, lengths: bool = True) -> _Summed:
-    tz, days = rng.tz, rng.days()
-    pairs = _connectors(station)
-    charger_of = {k.id: c.id for c, k in pairs}
-    out = _Summed(
-        time={c.id: usage.StateTime() for c in station.chargers}, energy={c.id: 0 for c in station.chargers},
-        sessions={c.id: 0 for c in station.chargers}, lengths={c.id: [] for c in station.chargers},
-        day_time={d: usage.StateTime() for d, _, _ in days}, day_energy={d: 0 for d, _, _ in days},
-        day_sessions={d: 0 for d, _, _ in days}, day_fast_sessions={d: 0 for d, _, _ in days},
-        cells=[[usage.StateTime() for _ in range(24)] for _ in range(7)],
-    )
-    full = usage.whole_days(days, tz)
-    covered: dict[int, set[date]] = {cid: set() for cid in charger_of}
-    edges: dict[tuple[int, date], usage.IdleParts] = {}
-    mid_idle: dict[int, int] = {cid: 0 for cid in charger_of}
-    if use_rollups and full and charger_of:
-        _read_rollups(session, station, full, charger_of, out, covered, edges, mid_idle, hours, lengths)
-
-    # The rest from the history: partial days, days not rolled up, dirty days.
-    raw: dict[tuple[int, date], usage.DayFigures] = {}
-    windows: dict[tuple[int, date], tuple[datetime, datetime]] = {}
-    for cid in charger_of:
-        todo = [d for d in days if d[0] not in covered[cid]]
-        for day, f in connector_days(session, cid, todo, tz).items():
-            raw[(cid, day)] = f
-        for day, lo, hi in todo:
-            windows[(cid, day)] = (lo, hi)
-    seen: dict[int, usage.SessionRecord] = {}
-    for lo, hi in usage.merged_windows(windows.values()):
-        for s in sessions_between(session, station.id, lo, hi):
-            seen[s.id] = s
-    usage.add_sessions(raw, windows, seen.values(), tz, rng.start, rng.end)
-    fast = {c.id for c in station.chargers if c.kind == "fast"}
-    for (cid, day), f in raw.items():
-        _add_day(out, charger_of[cid], day, f, charger_of[cid] in fast)
-    out.raw = len(raw)
-
-    for cid, charger_id in charger_of.items():
-        parts = [raw[(cid, d)].idle if (cid, d) in raw else edges.get((cid, d), usage.IdleParts()) for d, _, _ in days]
-        out.time[charger_id].idle += _td(usage.fold_idle(parts) + mid_idle[cid])
-    return out
+    """The range's per-charger and per-day figures (and, with ``hours``, the heat-map cells): clean rollups for
+    whole days, the history for the rest. ``lengths`` False leaves the rolled-up days' session lengths out
+    (the widest rollup read, for reports that do not show them). ``_summed_many`` of a network of one."""
+    return _summed_many(session, [station], {station.id: rng}, use_rollups, per_day=True, hours=hours,
+                        lengths=lengths)[station.id]
 
 
 def _add_day(out: _Summed, charger_id: int, day: date, f: usage.DayFigures, fast: bool, per_day: bool = True) -> None:
@@ -798,77 +744,6 @@ def _add_day(out: _Summed, charger_id: int, day: date, f: usage.DayFigures, fast
         cell.known += _td(f.hours["in_service"][h])
         cell.occupied += _td(f.hours["occupied"][h])
         cell.charging += _td(f.hours["charging"][h])
-
-
-def _read_rollups(session: Session, station: m.Station, full: list[date], charger_of: dict[int, int], out: _Summed,
-                  covered: dict[int, set[date]], edges: dict, mid_idle: dict[int, int], hours: bool = True,
-                  lengths: bool = True) -> None:
-    """Sum the clean rollups of the whole days ``full`` (adjacent, ascending) into ``out``; note which are covered."""
-    r = m.ConnectorDayRollup
-    where = (r.station_id == station.id, r.day >= full[0], r.day <= full[-1], r.dirty == 0,
-             r.connector_id.in_(list(charger_of)))
-    kinds = [func.sum(getattr(r, f"{k}_us")) for k in _KINDS]
-    check = (func.count(), func.sum(r.revision))
-    stamps = []
-
-    rows = session.execute(select(r.connector_id, *check, *kinds, func.sum(r.energy_wh), func.sum(r.sessions),
-                                  func.sum(r.mid_idle_us)).where(*where).group_by(r.connector_id)).all()
-    stamps.append(_stamp(rows, 1))
-    for cid, n, _, *sums in rows:
-        t, charger_id = out.time[charger_of[cid]], charger_of[cid]
-        for k, v in zip(_KINDS, sums):
-            setattr(t, k, getattr(t, k) + _td(v))
-        out.energy[charger_id] += int(sums[5] or 0)
-        out.sessions[charger_id] += int(sums[6] or 0)
-        mid_idle[cid] += int(sums[7] or 0)
-        if n == len(full):
-            covered[cid] = set(full)
-        else:
-            covered[cid] = set(session.scalars(select(r.day).where(*where, r.connector_id == cid)))
-
-    fast_sessions = func.sum(case((m.Charger.kind == "fast", r.sessions), else_=0))
-    rows = session.execute(select(r.day, *check, *kinds, func.sum(r.energy_wh), func.sum(r.sessions), fast_sessions)
-                           .join(m.Connector, m.Connector.id == r.connector_id)
-                           .join(m.Charger, m.Charger.id == m.Connector.charger_id)
-                           .where(*where).group_by(r.day)).all()
-    stamps.append(_stamp(rows, 1))
-    for day, _, _, *sums in rows:
-        t = out.day_time[day]
-        for k, v in zip(_KINDS, sums):
-            setattr(t, k, getattr(t, k) + _td(v))
-        out.day_energy[day] += int(sums[5] or 0)
-        out.day_sessions[day] += int(sums[6] or 0)
-        out.day_fast_sessions[day] += int(sums[7] or 0)
-
-    if hours:
-        hourly = [func.sum(getattr(r, f"{k}_h{h:02d}")) for k in m.ROLLUP_HOURLY for h in range(24)]
-        rows = session.execute(select(r.weekday, *check, *hourly).where(*where).group_by(r.weekday)).all()
-        stamps.append(_stamp(rows, 1))
-        for weekday, _, _, *sums in rows:
-            cells = out.cells[weekday]
-            for h in range(24):
-                cells[h].known += _td(sums[h])
-                cells[h].occupied += _td(sums[24 + h])
-                cells[h].charging += _td(sums[48 + h])
-
-    if lengths:
-        for cid, day_lengths in session.execute(select(r.connector_id, r.lengths_us).where(*where, r.sessions > 0)):
-            out.lengths[charger_of[cid]] += day_lengths
-
-    idle_cols = [getattr(r, name) for name in usage.IdleParts._fields]
-    for cid, day, *parts in session.execute(
-        select(r.connector_id, r.day, *idle_cols).where(*where, or_(r.lead > 0, r.trail))
-    ):
-        edges[(cid, day)] = usage.IdleParts(*parts)._replace(mid_idle_us=0)  # every row's mid idle is in mid_idle
-
-    if len(set(stamps)) != 1:
-        raise _Inconsistent()
-    out.rolled_up = stamps[0][0]
-
-
-def _stamp(rows, at: int) -> tuple[int, int]:
-    """(rows summed, sum of their revisions): equal across the statements of one consistent read."""
-    return sum(int(r[at]) for r in rows), sum(int(r[at + 1] or 0) for r in rows)
 
 
 def _rolled_utilization(session: Session, station: m.Station, rng: ReportRange, summed: _Summed) -> dict:
@@ -1098,19 +973,21 @@ def _station_views(session: Session, stations: list[m.Station]) -> list[_Station
     return list(views.values())
 
 
-def _summed_many(session: Session, stations: list[_StationView], rngs: dict[int, ReportRange],
-                 use_rollups: bool = True) -> dict[int, _Summed]:
-    """Per station id, ``_summed(..., hours=False)`` of its range without the per-day and heat-map parts."""
+def _summed_many(session: Session, stations: list, rngs: dict[int, ReportRange], use_rollups: bool = True,
+                 per_day: bool = False, hours: bool = False, lengths: bool = True) -> dict[int, _Summed]:
+    """Per station id (``m.Station`` or ``_StationView``), the figures of its range per charger, with ``per_day``
+    per day too, with ``hours`` also by weekday x hour; ``lengths`` False leaves the rolled-up days' session
+    lengths out. Read again if a rollup run committed meanwhile; after three tries from the history alone."""
     for _ in range(3):
         try:
-            return _summed_many_once(session, stations, rngs, use_rollups)
+            return _summed_many_once(session, stations, rngs, use_rollups, per_day, hours, lengths)
         except _Inconsistent:
             continue
-    return _summed_many_once(session, stations, rngs, False)
+    return _summed_many_once(session, stations, rngs, False, per_day, hours, lengths)
 
 
-def _summed_many_once(session: Session, stations: list[_StationView], rngs: dict[int, ReportRange],
-                      use_rollups: bool) -> dict[int, _Summed]:
+def _summed_many_once(session: Session, stations: list, rngs: dict[int, ReportRange], use_rollups: bool,
+                      per_day: bool, hours: bool, lengths: bool) -> dict[int, _Summed]:
     outs: dict[int, _Summed] = {}
     charger_of: dict[int, int] = {}  # connector id -> charger id
     station_of: dict[int, int] = {}  # connector id -> station id
@@ -1120,12 +997,16 @@ def _summed_many_once(session: Session, stations: list[_StationView], rngs: dict
         rng = rngs[s.id]
         days_of[s.id] = rng.days()
         full_of[s.id] = usage.whole_days(days_of[s.id], rng.tz)
+        day_keys = [d for d, _, _ in days_of[s.id]] if per_day else []
         outs[s.id] = _Summed(
             time={c.id: usage.StateTime() for c in s.chargers}, energy={c.id: 0 for c in s.chargers},
             sessions={c.id: 0 for c in s.chargers}, lengths={c.id: [] for c in s.chargers},
-            day_time={}, day_energy={}, day_sessions={}, day_fast_sessions={}, cells=[])
+            day_time={d: usage.StateTime() for d in day_keys}, day_energy={d: 0 for d in day_keys},
+            day_sessions={d: 0 for d in day_keys}, day_fast_sessions={d: 0 for d in day_keys},
+            cells=[[usage.StateTime() for _ in range(24)] for _ in range(7)] if per_day else [])
         for c, k in _connectors(s):
             charger_of[k.id], station_of[k.id] = c.id, s.id
+    fast = {c.id for s in stations for c in s.chargers if c.kind == "fast"}
 
     # Whole clean days from the rollups, a grouped read per span of whole days.
     covered: dict[int, set[date]] = {}  # connector id -> its days read (its station's full_set: every whole day)
@@ -1133,7 +1014,7 @@ def _summed_many_once(session: Session, stations: list[_StationView], rngs: dict
     mid_idle: dict[int, int] = {}
     full_set: dict[int, set[date]] = {}
     if use_rollups:
-        spans: dict[tuple[date, date], list[_StationView]] = {}
+        spans: dict[tuple[date, date], list] = {}
         for s in stations:
             full = full_of[s.id]
             if full and s.chargers:
@@ -1143,7 +1024,7 @@ def _summed_many_once(session: Session, stations: list[_StationView], rngs: dict
             for (first, last), group in spans.items():
                 for chunk in _chunks([s.id for s in group]):
                     _read_rollups_many(session, chunk, first, last, charger_of, station_of, outs, covered, full_set,
-                                       edges, mid_idle)
+                                       edges, mid_idle, per_day, hours, lengths)
 
     # The rest from the history: partial days, days not rolled up, dirty days.
     todo: dict[int, tuple[list, tzinfo]] = {}
@@ -1154,7 +1035,7 @@ def _summed_many_once(session: Session, stations: list[_StationView], rngs: dict
             read = covered.get(k.id)
             todo[k.id] = (days if read is None else rest if read is full_set.get(s.id)
                           else [d for d in days if d[0] not in read], tz)
-    raw = _connector_days_many(session, todo, hours=False)
+    raw = _connector_days_many(session, todo, hours=hours)
     windows_of: dict[int, dict[tuple[int, date], tuple[datetime, datetime]]] = {s.id: {} for s in stations}
     for cid, (days, _) in todo.items():
         windows = windows_of[station_of[cid]]
@@ -1179,7 +1060,7 @@ def _summed_many_once(session: Session, stations: list[_StationView], rngs: dict
         figures = {key: raw[key] for key in windows}
         usage.add_sessions(figures, windows, seen.values(), rng.tz, rng.start, rng.end)
         for (cid, day), f in figures.items():
-            _add_day(out, charger_of[cid], day, f, False, per_day=False)
+            _add_day(out, charger_of[cid], day, f, charger_of[cid] in fast, per_day)
         out.raw = len(figures)
         for c, k in _connectors(s):
             parts = edges.get(k.id, []) + [(d, figures[(k.id, d)].idle) for d, _, _ in todo[k.id][0]]
@@ -1265,34 +1146,40 @@ def _work_mem(session: Session):
 
 def _read_rollups_many(session: Session, station_ids: list[int], first: date, last: date, charger_of: dict[int, int],
                        station_of: dict[int, int], outs: dict[int, _Summed], covered: dict[int, set[date]],
-                       full_set: dict[int, set[date]], edges: dict, mid_idle: dict[int, int]) -> None:
-    """``_read_rollups`` (hours and per-day sums left out) of the stations whose whole days are ``first``..``last``.
+                       full_set: dict[int, set[date]], edges: dict, mid_idle: dict[int, int], per_day: bool = False,
+                       hours: bool = False, lengths: bool = True) -> None:
+    """Sum the clean rollups of the stations whose whole days are ``first``..``last`` into ``outs``; note the
+    connector-days read in ``covered``, the rows whose idle runs cross midnight in ``edges``.
 
     One grouped statement per connector: the sums, and the session lengths of its rows joined into one JSON text
     (a row per connector, not per connector-day: fetching a year's 3.6 million rows took 30 s at 10,600 ports);
-    then only the rows whose idle time crosses midnight, and the days of connectors with some days not read
-    (dirty, not rolled up). Those later reads are checked against counts and revision sums of the same rows
-    taken by the first statement; a rollup run committing in between makes the report read again.
+    with ``per_day`` one grouped per station and day, with ``hours`` one per station and weekday; then only the
+    rows whose idle time crosses midnight, and the days of connectors with some days not read (dirty, not rolled
+    up). The later statements are checked against counts and revision sums of the same rows taken by the first;
+    a rollup run committing in between makes the report read again.
     """
     r = m.ConnectorDayRollup
     where = (r.station_id.in_(station_ids), r.day >= first, r.day <= last, r.dirty == 0)
     kinds = [func.sum(getattr(r, f"{k}_us")) for k in _KINDS]
     edge = or_(r.lead > 0, r.trail)
     whole = (last - first).days + 1
+    day_lengths = func.aggregate_strings(case((r.sessions > 0, cast(r.lengths_us, Text))), ",") if lengths else null()
     rows = session.execute(
         select(r.connector_id, func.count(), func.sum(r.revision), *kinds, func.sum(r.energy_wh),
                func.sum(r.sessions), func.sum(r.mid_idle_us), func.sum(case((edge, 1), else_=0)),
-               func.sum(case((edge, r.revision), else_=0)),
-               func.aggregate_strings(case((r.sessions > 0, cast(r.lengths_us, Text))), ","))
+               func.sum(case((edge, r.revision), else_=0)), day_lengths)
         .where(*where).group_by(r.connector_id)
     ).all()
     expected = {"edges": [0, 0], "partial": [0, 0]}
+    own = [0, 0]  # rows and revisions of the stations' own connectors
     partial: list[int] = []
-    for cid, n, revisions, *sums, n_edges, edge_revisions, lengths in rows:
+    for cid, n, revisions, *sums, n_edges, edge_revisions, lengths_text in rows:
         expected["edges"][0] += int(n_edges)
         expected["edges"][1] += int(edge_revisions)
         if cid not in charger_of:
             continue
+        own[0] += int(n)
+        own[1] += int(revisions)
         out, charger_id = outs[station_of[cid]], charger_of[cid]
         t = out.time[charger_id]
         for k, v in zip(_KINDS, sums):
@@ -1301,9 +1188,8 @@ def _read_rollups_many(session: Session, station_ids: list[int], first: date, la
         out.sessions[charger_id] += int(sums[6] or 0)
         out.rolled_up += int(n)
         mid_idle[cid] = mid_idle.get(cid, 0) + int(sums[7] or 0)
-        if lengths:
-            day_lengths = json.loads(f"[{lengths}]")
-            out.lengths[charger_id] += [us for day in day_lengths for us in day]
+        if lengths_text:
+            out.lengths[charger_id] += [us for day in json.loads(f"[{lengths_text}]") for us in day]
         if n == whole:
             covered[cid] = full_set[station_of[cid]]
         else:
@@ -1313,6 +1199,41 @@ def _read_rollups_many(session: Session, station_ids: list[int], first: date, la
             expected["partial"][1] += int(revisions)
 
     found = {"edges": [0, 0], "partial": [0, 0]}
+    # The stations' own connectors (as ``charger_of``): a row of a connector now elsewhere is left out.
+    connector = (m.Connector, m.Connector.id == r.connector_id)
+    charger = (m.Charger, (m.Charger.id == m.Connector.charger_id) & (m.Charger.station_id == r.station_id))
+    check = (func.count(), func.sum(r.revision))
+    if per_day:
+        expected["days"], found["days"] = own, [0, 0]
+        fast_sessions = func.sum(case((m.Charger.kind == "fast", r.sessions), else_=0))
+        for station_id, day, n, revisions, *sums in session.execute(
+            select(r.station_id, r.day, *check, *kinds, func.sum(r.energy_wh), func.sum(r.sessions), fast_sessions)
+            .join(*connector).join(*charger).where(*where).group_by(r.station_id, r.day)
+        ):
+            found["days"][0] += int(n)
+            found["days"][1] += int(revisions or 0)
+            out = outs[station_id]
+            t = out.day_time[day]
+            for k, v in zip(_KINDS, sums):
+                setattr(t, k, getattr(t, k) + _td(v))
+            out.day_energy[day] += int(sums[5] or 0)
+            out.day_sessions[day] += int(sums[6] or 0)
+            out.day_fast_sessions[day] += int(sums[7] or 0)
+    if hours:
+        expected["hours"], found["hours"] = own, [0, 0]
+        hourly = [func.sum(getattr(r, f"{k}_h{h:02d}")) for k in m.ROLLUP_HOURLY for h in range(24)]
+        for station_id, weekday, n, revisions, *sums in session.execute(
+            select(r.station_id, r.weekday, *check, *hourly)
+            .join(*connector).join(*charger).where(*where).group_by(r.station_id, r.weekday)
+        ):
+            found["hours"][0] += int(n)
+            found["hours"][1] += int(revisions or 0)
+            cells = outs[station_id].cells[weekday]
+            for h in range(24):
+                cells[h].known += _td(sums[h])
+                cells[h].occupied += _td(sums[24 + h])
+                cells[h].charging += _td(sums[48 + h])
+
     idle_cols = [getattr(r, name) for name in usage.IdleParts._fields]
     for cid, day, revision, *parts in session.execute(select(r.connector_id, r.day, r.revision, *idle_cols)
                                                       .where(*where, edge)):

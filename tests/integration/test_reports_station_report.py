@@ -97,13 +97,13 @@ def test_station_report_is_each_report_from_one_read(session, station, clock, mo
     first, last, now = date(2026, 11, 1), date(2026, 11, 22), clock.now()
 
     reads = []
-    real = reports._status_history
+    real = reports._status_histories
 
     def counted(*args):
-        reads.append(args[1])
+        reads.extend(args[1])
         return real(*args)
 
-    monkeypatch.setattr(reports, "_status_history", counted)
+    monkeypatch.setattr(reports, "_status_histories", counted)
     every = reports.station_report(session, station, first, last, "charging", now)
     monkeypatch.undo()
     connectors = [k.id for c in station.chargers for k in c.connectors]
