@@ -102,6 +102,11 @@ def hour_slots(start: datetime, end: datetime, tz: tzinfo) -> tuple[list[datetim
 # -- time in states -----------------------------------------------------------------------
 
 
+def minutes(delta: timedelta) -> float:
+    """A duration in minutes, rounded to 2 decimals."""
+    return round(delta.total_seconds() / 60, 2)
+
+
 def share(part: timedelta, whole: timedelta) -> float | None:
     """``part / whole`` rounded to 4 decimals; None without any ``whole``."""
     return round(part / whole, 4) if whole > ZERO else None

@@ -17,6 +17,7 @@ from chargeapp.db import models as m
 from chargeapp.domain import charger as ch
 from chargeapp.domain import usage
 from chargeapp.services import reports
+from chargeapp.services.reports import history as report_history
 from tests.factories import make_station
 from tests.factories import make_driver
 from tests.integration.test_reports import (  # noqa: F401  (reports_api, manager: fixtures)
@@ -45,7 +46,7 @@ def slow_heatmap_and_trend(session, station, first: date, last: date, now=None):
     rng = reports.report_range(station, first, last, now)
     cells = [[usage.StateTime() for _ in range(24)] for _ in range(7)]
     days = {day: usage.StateTime() for day, _, _ in rng.days()}
-    for connectors in reports._intervals(session, station, rng).values():
+    for connectors in report_history.station_intervals(session, station, rng).values():
         for intervals in connectors:
             for status, iv in intervals:
                 t = iv.start
@@ -74,7 +75,7 @@ def test_heatmap_and_trend_equal_cutting_every_interval_at_local_hours(session, 
     assert reports.heatmap(session, station, first, last, now=now)["matrix"] == matrix
     trend = reports.daily_trend(session, station, first, last, now)
     assert [(d["date"], d["in_service_min"], d["charging_share"]) for d in trend] == [
-        (day, reports._minutes(in_service), share) for day, in_service, share in days]
+        (day, usage.minutes(in_service), share) for day, in_service, share in days]
     assert any(v for row in matrix for v in row if v)  # the history is not all idle
 
 
@@ -97,13 +98,13 @@ def test_station_report_is_each_report_from_one_read(session, station, clock, mo
     first, last, now = date(2026, 11, 1), date(2026, 11, 22), clock.now()
 
     reads = []
-    real = reports._status_histories
+    real = report_history.status_histories
 
     def counted(*args):
         reads.extend(args[1])
         return real(*args)
 
-    monkeypatch.setattr(reports, "_status_histories", counted)
+    monkeypatch.setattr(report_history, "status_histories", counted)
     every = reports.station_report(session, station, first, last, "charging", now)
     monkeypatch.undo()
     connectors = [k.id for c in station.chargers for k in c.connectors]
