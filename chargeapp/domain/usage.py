@@ -150,7 +150,8 @@ class StateTime:
 
 
 def connector_time(intervals: StatusIntervals, window_start: datetime) -> StateTime:
-    """One connector's time by state and idle time, from its status intervals inside a window starting at ``window_start``."""
+    """One connector's time by state, and its idle time, from its status intervals inside a window that starts
+    at ``window_start``."""
     t = StateTime()
     for status, iv in intervals:
         t.count(status, iv.duration)
@@ -260,7 +261,8 @@ def run_idle(run: StatusIntervals, window_start: datetime) -> timedelta:
 
 
 def idle_time(intervals: StatusIntervals, window_start: datetime) -> timedelta:
-    """Idle time of one connector's status intervals inside a window starting at ``window_start``: ``run_idle`` summed over its occupied runs."""
+    """Idle time of one connector's status intervals inside a window starting at ``window_start``: ``run_idle``
+    summed over its occupied runs."""
     return sum((run_idle(run, window_start) for run in occupied_runs(intervals)), ZERO)
 
 

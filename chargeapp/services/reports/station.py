@@ -153,6 +153,7 @@ def add_figures(total: Figures, f: Figures) -> None:
 
 
 def utilization_report(station: m.Station, rng: ReportRange, per: dict[int, Figures], total: Figures) -> dict:
+    """The utilization report of ``per`` (charger id -> figures) and the station's ``total``."""
     chargers = list(station.chargers)
     tz = rng.tz
     return {
@@ -231,7 +232,8 @@ def heatmap(session: Session, station: m.Station, start_date: date, end_date: da
 
 
 def _heatmap(station: m.Station, rng: ReportRange, by_charger: ByCharger, measure: str) -> dict:
-    return _heatmap_of(station, rng, usage.hour_cells(_connector_intervals(by_charger), rng.start, rng.end, rng.tz), measure)
+    cells = usage.hour_cells(_connector_intervals(by_charger), rng.start, rng.end, rng.tz)
+    return _heatmap_of(station, rng, cells, measure)
 
 
 def _heatmap_of(station: m.Station, rng: ReportRange, cells: list[list[usage.StateTime]], measure: str) -> dict:
@@ -358,6 +360,9 @@ def _lounge_by_hour(session: Session, station: m.Station, rng: ReportRange) -> l
                 "average": round(weighted[i] / covered[i].total_seconds(), 2) if covered[i] else None,
             })
     return rows
+
+
+# -- from summed days (rollups and history) --------------------------------------------------
 
 
 def _rolled_utilization(session: Session, station: m.Station, rng: ReportRange, summed: Summed) -> dict:
