@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import ExcludeConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from chargeapp.db import UTCDateTime, db
+from chargeapp.domain import usage
 
 # Booking statuses that hold a charger for their time: the exclusion constraint
 # (PostgreSQL) and triggers (SQLite) below make the database itself refuse a
@@ -182,7 +183,7 @@ class StatusChange(db.Model):
 
 
 # The hourly figures a heat map sums: in-service, occupied and charging microseconds per local hour.
-ROLLUP_HOURLY = ("in_service", "occupied", "charging")
+ROLLUP_HOURLY = usage.HOURLY
 
 
 class ConnectorDayRollup(db.Model):
@@ -191,7 +192,7 @@ class ConnectorDayRollup(db.Model):
 
     Times are integer microseconds, so sums are exact. The idle columns describe the occupied runs that
     touch the day's start (``lead``: 0 none, 1 ends inside the day, 2 the whole day) and end (``trail``),
-    so runs crossing midnight are joined when days are summed (reports._fold_idle).
+    so runs crossing midnight are joined when days are summed (domain/usage.py, ``fold_idle``).
     """
 
     __tablename__ = "connector_day_rollups"

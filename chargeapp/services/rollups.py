@@ -1,7 +1,7 @@
 """Daily per-connector rollups: what the reports need of a station-local day, summed once.
 
 A ``connector_day_rollups`` row holds one connector's figures of one whole local day
-(reports.DayFigures: times by kind and by local hour, idle-time parts, energy, sessions
+(domain/usage.py's DayFigures: times by kind and by local hour, idle-time parts, energy, sessions
 started and their lengths), computed by the same code the reports run on the raw
 history, so a report summing rollups equals one reading the history
 (tests/integration/test_report_rollups.py). The reports read a day's rollup only when it
@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 
 from chargeapp.db import models as m
 from chargeapp.domain import charger as ch
+from chargeapp.domain import usage
 from chargeapp.services import reports
 from chargeapp.services.common import station_tz
 
@@ -55,14 +56,14 @@ R = m.ConnectorDayRollup
 
 
 def _window(day: date, tz) -> tuple[date, datetime, datetime]:
-    return day, reports._local_midnight(day, tz), reports._local_midnight(day + DAY, tz)
+    return day, usage.local_midnight(day, tz), usage.local_midnight(day + DAY, tz)
 
 
 def last_complete_day(station: m.Station, now: datetime) -> date:
     """The last station-local day that ended at least SETTLE before ``now`` (aware)."""
     tz = station_tz(station)
     day = (ch.utc(now) - SETTLE).astimezone(tz).date()
-    while reports._local_midnight(day, tz) > ch.utc(now) - SETTLE:
+    while usage.local_midnight(day, tz) > ch.utc(now) - SETTLE:
         day -= DAY
     return day - DAY
 
@@ -74,7 +75,7 @@ def compute(session: Session, station: m.Station, days_by_connector: dict[int, l
     No commit. Existing rows are replaced, keeping marks made since they were read.
     """
     tz = station_tz(station)
-    figures: dict[tuple[int, date], reports.DayFigures] = {}
+    figures: dict[tuple[int, date], usage.DayFigures] = {}
     windows: dict[tuple[int, date], tuple[datetime, datetime]] = {}
     seen_marks: dict[tuple[int, date], int] = {}
     for cid, days in days_by_connector.items():
@@ -90,12 +91,12 @@ def compute(session: Session, station: m.Station, days_by_connector: dict[int, l
             windows[(cid, day)] = (lo, hi)
     if not figures:
         return 0
-    sessions: dict[int, reports._SessionRow] = {}
-    for lo, hi in reports._merged(windows.values()):
+    sessions: dict[int, usage.SessionRecord] = {}
+    for lo, hi in usage.merged_windows(windows.values()):
         for s in reports.sessions_between(session, station.id, lo, hi):
             sessions[s.id] = s
     start, end = min(lo for lo, _ in windows.values()), max(hi for _, hi in windows.values())
-    reports.add_sessions(figures, windows, sessions.values(), tz, start, end)
+    usage.add_sessions(figures, windows, sessions.values(), tz, start, end)
 
     inserts, updates = [], []
     for (cid, day), f in figures.items():
@@ -118,7 +119,7 @@ def compute(session: Session, station: m.Station, days_by_connector: dict[int, l
     return len(figures)
 
 
-def _values(f: reports.DayFigures, now: datetime) -> dict:
+def _values(f: usage.DayFigures, now: datetime) -> dict:
     values = {
         "known_us": f.known_us, "faulted_us": f.faulted_us, "unavailable_us": f.unavailable_us,
         "occupied_us": f.occupied_us, "charging_us": f.charging_us,

@@ -20,6 +20,8 @@ from sqlalchemy import event, func, select
 from chargeapp.db import db
 from chargeapp.db import models as m
 from chargeapp.services import booking, periodic, reports, rollups
+from chargeapp.services.reports.days import summed_days, summed_days_many
+from chargeapp.services.reports.network import station_views
 from tests.factories import make_driver, make_station
 from tests.integration.test_report_rollups import apply, local, plan
 
@@ -138,10 +140,10 @@ def test_every_stations_part_equals_its_own_report_rolled_up_dirty_and_not_rolle
     last = FIRST + DAY * (DAYS - 1)
     assert_network_equals_stations(session, everyone, FIRST, last, cut2)
     rngs = {s.id: reports.report_range(s, FIRST, last, cut2) for s in everyone}
-    summed = reports._summed_many(session, reports._station_views(session, everyone), rngs)
+    summed = summed_days_many(session, station_views(session, everyone), rngs)
     assert sum(s.rolled_up for s in summed.values()) > 0 and sum(s.raw for s in summed.values()) > 0
     for st in everyone:  # as many connector-days from each source as the station's own report reads
-        own = reports._summed(session, st, rngs[st.id], hours=False)
+        own = summed_days(session, st, rngs[st.id], hours=False)
         assert (summed[st.id].rolled_up, summed[st.id].raw) == (own.rolled_up, own.raw)
 
     # The job cleans and rolls up; the rest of the late messages dirty again; the last day comes.

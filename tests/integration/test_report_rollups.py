@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from chargeapp.db import models as m
 from chargeapp.domain.errors import DomainError
 from chargeapp.services import booking, charging, periodic, reports, rollups
+from chargeapp.services.reports.days import summed_days
 from tests.factories import make_driver, make_station
 
 pytestmark = pytest.mark.integration
@@ -130,7 +131,7 @@ def assert_same_reports(session, station: m.Station, first: date, last: date, no
         assert reports.utilization(session, station, a, b, now) == raw["utilization"]
         assert reports.daily_trend(session, station, a, b, now) == raw["trend"]
     rng = reports.report_range(station, first, last, now)
-    return reports._summed(session, station, rng)
+    return summed_days(session, station, rng)
 
 
 def dirty_rows(session) -> int:
@@ -213,11 +214,11 @@ def test_a_late_status_marks_the_days_until_the_next_change_dirty(session, clock
     rng = reports.report_range(station, day, day + DAY * 6)
     assert reports.station_report(session, station, day, day + DAY * 6) == \
         reports.station_report(session, station, day, day + DAY * 6, rollups=False)
-    assert reports._summed(session, station, rng).raw == len(dirty)
+    assert summed_days(session, station, rng).raw == len(dirty)
     rollups.run(session, local(day + DAY * 8, 12, tz))
     session.commit()
     assert not any(n for _, _, n in rollups.rolled_days(session, station))
-    assert reports._summed(session, station, rng).raw == 0
+    assert summed_days(session, station, rng).raw == 0
 
 
 def test_a_session_closed_days_later_marks_its_days_dirty(session, clock):

@@ -15,7 +15,9 @@ from sqlalchemy import select
 
 from chargeapp.db import models as m
 from chargeapp.domain import charger as ch
+from chargeapp.domain import usage
 from chargeapp.services import reports
+from chargeapp.services.reports import history as report_history
 from tests.factories import make_station
 from tests.factories import make_driver
 from tests.integration.test_reports import (  # noqa: F401  (reports_api, manager: fixtures)
@@ -42,9 +44,9 @@ def random_history(session, station, tz: ZoneInfo, first: date, days: int, seed:
 def slow_heatmap_and_trend(session, station, first: date, last: date, now=None):
     """The obvious way: every interval cut at each local hour and local midnight with astimezone."""
     rng = reports.report_range(station, first, last, now)
-    cells = [[reports._Time() for _ in range(24)] for _ in range(7)]
-    days = {day: reports._Time() for day, _, _ in rng.days()}
-    for connectors in reports._intervals(session, station, rng).values():
+    cells = [[usage.StateTime() for _ in range(24)] for _ in range(7)]
+    days = {day: usage.StateTime() for day, _, _ in rng.days()}
+    for connectors in report_history.station_intervals(session, station, rng).values():
         for intervals in connectors:
             for status, iv in intervals:
                 t = iv.start
@@ -73,7 +75,7 @@ def test_heatmap_and_trend_equal_cutting_every_interval_at_local_hours(session, 
     assert reports.heatmap(session, station, first, last, now=now)["matrix"] == matrix
     trend = reports.daily_trend(session, station, first, last, now)
     assert [(d["date"], d["in_service_min"], d["charging_share"]) for d in trend] == [
-        (day, reports._minutes(in_service), share) for day, in_service, share in days]
+        (day, usage.minutes(in_service), share) for day, in_service, share in days]
     assert any(v for row in matrix for v in row if v)  # the history is not all idle
 
 
@@ -96,13 +98,13 @@ def test_station_report_is_each_report_from_one_read(session, station, clock, mo
     first, last, now = date(2026, 11, 1), date(2026, 11, 22), clock.now()
 
     reads = []
-    real = reports._status_history
+    real = report_history.status_histories
 
     def counted(*args):
-        reads.append(args[1])
+        reads.extend(args[1])
         return real(*args)
 
-    monkeypatch.setattr(reports, "_status_history", counted)
+    monkeypatch.setattr(report_history, "status_histories", counted)
     every = reports.station_report(session, station, first, last, "charging", now)
     monkeypatch.undo()
     connectors = [k.id for c in station.chargers for k in c.connectors]
