@@ -153,7 +153,7 @@ def test_the_overlap_migration_clears_the_charger_of_overlapping_history_and_sto
     from tests.factories import make_driver, make_station
     from tests.integration.test_booking_overlap import AT_1500, AT_1530, AT_1600, booking_row
 
-    before = "e5b19c07a4d3"
+    before = "90a8c308c831"  # the revision before the overlap guard (ddd776fabd23)
     app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "CHARGEAPP_CLOCK": clock})
     with app.app_context():
         _fresh_schema()
