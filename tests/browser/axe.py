@@ -46,5 +46,6 @@ def describe(found: list[dict]) -> str:
     lines = []
     for v in found:
         lines.append(f"{v['id']} ({v['impact']}): {v['help']}")
-        lines.extend(f"    {n['target']}: {n['why'].splitlines()[-1].strip() if n['why'] else ''}" for n in v["nodes"][:6])
+        for node in v["nodes"][:6]:  # axe's reason is the last line of its failure summary
+            lines.append(f"    {node['target']}: {node['why'].splitlines()[-1].strip() if node['why'] else ''}")
     return "\n".join(lines)
