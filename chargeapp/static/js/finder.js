@@ -33,7 +33,15 @@
     if (!el || typeof window.L === "undefined") { return; }
     var cards = document.querySelectorAll(".station-card");
     el.classList.add("map-on");
-    var map = window.L.map(el, { scrollWheelZoom: false, attributionControl: true });
+    // The list below the map is the keyboard's and the screen reader's way to the stations: the map
+    // itself, its markers and its zoom buttons are left out of the tab order (a marker's label is
+    // still the station's name, not Leaflet's English "Marker", for anyone who meets it).
+    var map = window.L.map(el, { scrollWheelZoom: false, attributionControl: true, keyboard: false });
+    var zoom = el.querySelectorAll(".leaflet-control-zoom a");
+    for (var z = 0; z < zoom.length; z++) {
+      zoom[z].setAttribute("tabindex", "-1");
+      zoom[z].setAttribute("aria-hidden", "true");
+    }
     var tiles = el.getAttribute("data-tiles");
     var failed = false;
     if (tiles) {
@@ -68,7 +76,8 @@
       var line = document.createElement("div");
       line.textContent = card.getAttribute("data-summary");
       popup.appendChild(line);
-      window.L.marker([lat, lon], { title: card.getAttribute("data-name") }).addTo(map).bindPopup(popup);
+      var name = card.getAttribute("data-name");
+      window.L.marker([lat, lon], { title: name, alt: name, keyboard: false }).addTo(map).bindPopup(popup);
       bounds.push([lat, lon]);
     });
     var meLat = parseFloat(el.getAttribute("data-me-lat"));
