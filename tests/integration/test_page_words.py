@@ -254,3 +254,13 @@ def test_yuan_is_written_with_the_yuan_sign_in_both_languages(manager):
     english(manager, "/manage/")
     en = text(manager.get("/manage/s1/tariffs"))
     assert "¥" in en and "CN¥" not in en
+
+
+def test_the_managers_tabs_name_the_lists_not_counts(manager):
+    html = text(manager.get("/manage/s1/sessions"))
+    assert ">充电记录</a>" in html and ">停车记录</a>" in html and "充电次数" not in html
+
+
+def test_the_finders_districts_are_not_called_zones(driver):
+    html = text(driver.get("/stations"))
+    assert "全部城区" in html and "区域" not in html.split("<main", 1)[1]
