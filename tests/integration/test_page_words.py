@@ -264,3 +264,15 @@ def test_the_managers_tabs_name_the_lists_not_counts(manager):
 def test_the_finders_districts_are_not_called_zones(driver):
     html = text(driver.get("/stations"))
     assert "全部城区" in html and "区域" not in html.split("<main", 1)[1]
+
+
+def test_a_station_with_one_of_each_speaks_in_the_singular(driver, session, station):
+    r = station.rules
+    r.walkin_reserved_fast, r.checkin_grace_minutes, r.no_show_limit, r.no_show_window_days, r.suspension_days = 1, 1, 1, 1, 1
+    session.commit()
+    english(driver, "/stations/s1")
+    html = text(driver.get("/stations/s1"))
+    assert "1 fast charger is kept free for walk-ins." in html
+    assert "Not checked in 1 minute after the start" in html
+    assert "1 no-show in 1 day suspends booking for 1 day." in html
+    assert "1 days" not in html and "1 minutes" not in html

@@ -110,6 +110,7 @@ def _template_helpers(app: Flask) -> None:
             "money": i18n.money,
             "floor_short": i18n.floor_short,
             "day_count": i18n.day_count,
+            "minute_count": i18n.minute_count,
             "suspension_rule": i18n.suspension_rule,
             "floor_name": i18n.floor_name,
             "distance": i18n.distance,

@@ -371,6 +371,11 @@ def day_count(n: int) -> str:
     return ngettext("%(num)d day", "%(num)d days", n)
 
 
+def minute_count(n: int) -> str:
+    """"1 minute" / "10 minutes" / "10 分钟"."""
+    return ngettext("%(num)d minute", "%(num)d minutes", n)
+
+
 def suspension_rule(rules: dict) -> str:
     """"3 no-shows in 30 days suspend booking for 7 days." with a station's numbers (``_rule_numbers``)."""
     return ngettext("%(num)d no-show in %(days)s suspends booking for %(susp)s.",
