@@ -276,3 +276,14 @@ def test_a_station_with_one_of_each_speaks_in_the_singular(driver, session, stat
     assert "Not checked in 1 minute after the start" in html
     assert "1 no-show in 1 day suspends booking for 1 day." in html
     assert "1 days" not in html and "1 minutes" not in html
+
+
+def test_a_refused_second_booking_shows_the_refusal_without_a_form_or_check_in_rules(driver, session, ann, clock):
+    booking_service.book_slot(session, clock.now(), ann.id, "s1", datetime.fromisoformat(SLOT))
+    session.commit()
+    html = text(driver.get("/stations/s1/book", query_string={"slot": "2026-11-22T16:00:00+08:00"}))
+    key = re.search(r'name="key" value="([^"]+)"', html).group(1)
+    r = driver.post("/stations/s1/book", data={"slot": "2026-11-22T16:00:00+08:00", "key": key,
+                                                "csrf_token": CSRF.search(html).group(1)})
+    assert r.status_code == 409 and "您已有一个预约" in text(r)
+    assert 'id="confirm-booking"' not in text(r) and "签到" not in text(r)

@@ -175,7 +175,12 @@ def _why_no_slot(st: m.Station, day, at: datetime, day_slots: list[dict], tz) ->
 # -- booking: slot -> confirm -> booked --------------------------------------------------
 
 
-def _confirm(st: m.Station, slot: datetime | None, error: str | None = None, status: int = 200):
+# Refusals after which the same slot may be tried again at once (a fresh form, another charger).
+_TRY_AGAIN = {"idempotency_key_reused", "charger_not_bookable", "charger_not_found"}
+
+
+def _confirm(st: m.Station, slot: datetime | None, error: str | None = None, status: int = 200,
+             code: str | None = None):
     at = now()
     tz = station_tz(st)
     row = None
@@ -195,7 +200,7 @@ def _confirm(st: m.Station, slot: datetime | None, error: str | None = None, sta
         error, status = i18n.refusal(err, tz), status_of(err)
     br = booking_rules(st)
     # The check-in rules come with a slot that can be booked now, never with a refusal.
-    bookable = error is None and row is not None and row["free"] > 0
+    bookable = (error is None or code in _TRY_AGAIN) and row is not None and row["free"] > 0
     window = rules.checkin_window(slot, br) if slot is not None and bookable else None
     return render_template(
         "driver/confirm.html", st=st, tz=tz, slot=slot, slot_end=slot + br.slot if slot else None, row=row,
@@ -227,7 +232,7 @@ def book(code: str):
             db.session, now(), page_user().id, st.code, slot, charger, f"page-{key}" if key else None)
     except DomainError as err:
         db.session.rollback()
-        return _confirm(st, slot, i18n.refusal(err, station_tz(st)), status_of(err))
+        return _confirm(st, slot, i18n.refusal(err, station_tz(st)), status_of(err), err.code)
     flash(gettext("Booked: %(charger)s at %(time)s.", charger=booking.charger.code if booking.charger else "",
                   time=i18n.when(booking.slot_start, station_tz(st), now())), "ok")
     return redirect(url_for(".booking", booking_id=booking.id))
