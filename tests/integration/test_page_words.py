@@ -287,3 +287,10 @@ def test_a_refused_second_booking_shows_the_refusal_without_a_form_or_check_in_r
                                                 "csrf_token": CSRF.search(html).group(1)})
     assert r.status_code == 409 and "您已有一个预约" in text(r)
     assert 'id="confirm-booking"' not in text(r) and "签到" not in text(r)
+
+
+def test_the_api_documents_each_booking_rules_code(client, station):
+    post_doc = client.get("/api/v1/openapi.json").json["paths"]["/api/v1/bookings"]["post"]
+    for _, code, _ in RULE_REFUSALS:
+        assert code in post_doc["description"], code
+    assert "slot_unavailable" in post_doc["description"]
