@@ -159,16 +159,15 @@ def zone_name(zone: dict) -> str:
 # 地面层. So: a tile shows the painted label (B1, L2) except the ground floor (地面层 / G); a
 # sentence names the floor in words with the painted label after it ("地下一层（B1）" / "level B1").
 
-_GROUND = {"G", "GF", "0", "L0"}
+_GROUND = {"G", "GF", "0", "0F", "L0"}
 _CN_DIGITS = "零一二三四五六七八九十"
 
 
 def _cn_number(n: int) -> str:
+    """1-19 in Chinese numerals (一 … 十九); larger floors keep their digits."""
     if n <= 10:
         return _CN_DIGITS[n]
-    if n < 20:
-        return "十" + (_CN_DIGITS[n - 10] if n > 10 else "")
-    return str(n)
+    return "十" + _CN_DIGITS[n - 10] if n < 20 else str(n)
 
 
 def _floor_parts(level: str) -> tuple[str, int | None]:
@@ -176,11 +175,11 @@ def _floor_parts(level: str) -> tuple[str, int | None]:
     label = (level or "").strip().upper()
     if label in _GROUND:
         return "ground", 0
-    if label[:1] == "B" and label[1:].isdigit():
+    if label[:1] == "B" and label[1:].isdigit() and int(label[1:]) > 0:
         return "basement", int(label[1:])
-    if label[:1] == "L" and label[1:].isdigit():
+    if label[:1] == "L" and label[1:].isdigit() and int(label[1:]) > 0:
         return "above", int(label[1:])
-    if label.endswith("F") and label[:-1].isdigit():
+    if label.endswith("F") and label[:-1].isdigit() and int(label[:-1]) > 0:
         return "above", int(label[:-1])
     return "other", None
 
