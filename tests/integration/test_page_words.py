@@ -163,14 +163,15 @@ def test_tomorrow_without_a_bookable_slot_is_not_offered_and_says_when_it_opens(
     assert "first slot can be booked from 20:00" in html
 
 
-def test_tomorrow_closed_all_day_says_the_station_is_closed(driver, session, station):
-    # open 06:00-07:00 only, 4 h ahead: tomorrow's 06:00 comes within the horizon at 02:00 tomorrow
+def test_a_day_past_its_opening_hours_says_so_and_tomorrow_says_when_it_opens(driver, session, station):
+    # open 06:00-07:00 only, 4 h ahead: at 14:00 today is over, tomorrow's 06:00 opens at 02:00
     station.opens_at, station.closes_at = time(6), time(7)
     station.rules.booking_horizon_minutes = 4 * 60
     session.commit()
     html = text(driver.get("/stations/s1"))
     assert "day=tomorrow" not in html
-    assert "今天: 当天余下时间本站不营业。" in html
+    assert "今天：当天余下时间本站不营业。" in html
+    assert "当天第一个时段从 明天 02:00 起可以预约" in html
 
 
 def test_tomorrow_with_slots_is_offered(driver):
