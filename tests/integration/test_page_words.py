@@ -138,7 +138,7 @@ def test_a_bookable_slot_still_comes_with_its_check_in_rules(driver):
     html = text(driver.get("/stations/s1/book", query_string={"slot": SLOT}))
     assert 'id="confirm-booking"' in html and "签到" in html
     # the suspension rule in words with plural forms: 3 no-shows in 30 days suspend booking for 7 days
-    assert "天内爽约" in html and "暂停预约" in html
+    assert "释放充电桩。30 天内爽约 3 次将暂停预约 7 天。" in html
 
 
 def test_in_english_a_refused_slot_gives_the_services_own_sentence(driver):

@@ -112,6 +112,7 @@ def _template_helpers(app: Flask) -> None:
             "day_count": i18n.day_count,
             "minute_count": i18n.minute_count,
             "suspension_rule": i18n.suspension_rule,
+            "sentence_gap": i18n.sentence_gap,
             "floor_name": i18n.floor_name,
             "distance": i18n.distance,
             "minutes": i18n.minutes,

@@ -370,6 +370,11 @@ def day_count(n: int) -> str:
     return ngettext("%(num)d day", "%(num)d days", n)
 
 
+def sentence_gap() -> str:
+    """What goes between two sentences: a space in English, nothing after Chinese "。"."""
+    return " " if is_english() else ""
+
+
 def minute_count(n: int) -> str:
     """"1 minute" / "10 minutes" / "10 分钟"."""
     return ngettext("%(num)d minute", "%(num)d minutes", n)
