@@ -232,6 +232,50 @@ def bookable_slot_starts(
     return out
 
 
+
+# When a whole day has no bookable slot, the reason a driver can act on first: tomorrow
+# opening for booking later beats maintenance, which beats opening hours, which beats the past.
+_DAY_REASON_ORDER = ("slot_too_far_ahead", "station_maintenance", "station_closed", "slot_in_past")
+
+
+def day_unbookable_reason(
+    day: date, now: datetime, tz: ZoneInfo, rules: BookingRules, opening: OpeningHours,
+    maintenance: Sequence[Interval] = (),
+) -> InvalidRequest | None:
+    """Why no slot of the station-local ``day`` can be booked at ``now`` (None when one can).
+
+    A day refused only for being too far ahead gets a ``SlotTooFarAhead`` whose ``opens_at``
+    detail (ISO, UTC) is when its first open slot comes within the horizon.
+    """
+    refusals: dict[str, InvalidRequest] = {}
+    first_open: datetime | None = None
+    for start in day_slot_starts(day, tz, rules):
+        try:
+            validate_slot(start, now, tz, rules, opening, maintenance)
+        except SlotTooFarAhead as err:
+            try:  # is it open then, once within the horizon?
+                validate_slot(start, start - rules.horizon, tz, rules, opening, maintenance)
+            except InvalidRequest as later:
+                refusals.setdefault(later.code, later)
+            else:
+                refusals.setdefault(err.code, err)
+                first_open = first_open or start
+        except InvalidRequest as err:
+            refusals.setdefault(err.code, err)
+        else:
+            return None
+    for code in _DAY_REASON_ORDER:
+        if code in refusals:
+            if code == "slot_too_far_ahead" and first_open is not None:
+                hours = int(rules.horizon.total_seconds() // 3600)
+                return SlotTooFarAhead(
+                    f"Slots can be booked at most {hours} hours ahead: this day opens for booking at "
+                    f"{(first_open - rules.horizon).astimezone(tz):%H:%M}.",
+                    opens_at=(first_open - rules.horizon).astimezone(timezone.utc).isoformat())
+            return refusals[code]
+    return next(iter(refusals.values()), None)
+
+
 # -- who gets which charger ---------------------------------------------------
 
 

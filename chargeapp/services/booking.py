@@ -132,6 +132,26 @@ def free_slots(session: Session, station: m.Station, day: date, now: datetime) -
     return out
 
 
+def check_slot(session: Session, station: m.Station, slot_start: datetime, now: datetime) -> Interval:
+    """The slot's span if the station's rules allow booking it at ``now``; else raises the rule's error
+    (``slot_not_on_grid``, ``slot_in_past``, ``slot_too_far_ahead``, ``station_closed``, ``station_maintenance``)."""
+    tz, br = station_tz(station), booking_rules(station)
+    return rules.validate_slot(
+        slot_start, now, tz, br, opening_hours(station),
+        maintenance_windows(session, station, slot_start, slot_start + br.slot),
+    )
+
+
+def day_unbookable_reason(session: Session, station: m.Station, day: date, now: datetime):
+    """Why no slot of the station-local ``day`` can be booked at ``now`` (a domain error), or None."""
+    tz, br = station_tz(station), booking_rules(station)
+    day_starts = rules.day_slot_starts(day, tz, br)
+    if not day_starts:
+        return None
+    windows = maintenance_windows(session, station, day_starts[0], day_starts[-1] + br.slot)
+    return rules.day_unbookable_reason(day, now, tz, br, opening_hours(station), windows)
+
+
 # -- book and cancel ----------------------------------------------------------
 
 
@@ -233,10 +253,7 @@ def _try_book(session, now, driver_id, station_code, slot_start, charger_code, k
             f"{br.no_show_limit} no-shows in {br.no_show_window.days} days.", until=until.isoformat())
     if _active_booking(session, driver_id) is not None:
         raise ActiveBookingExists()
-    span = rules.validate_slot(
-        slot_start, now, tz, br, opening_hours(station),
-        maintenance_windows(session, station, slot_start, slot_start + br.slot),
-    )
+    span = check_slot(session, station, slot_start, now)
     requested = charger_by_code(session, station, charger_code) if charger_code else None
     _lock_span(session, station.id, span)
     charger_id = rules.choose_charger(

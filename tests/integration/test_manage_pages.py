@@ -501,7 +501,7 @@ def test_the_dead_letter_page_shows_the_retention_the_cap_and_what_the_cap_dropp
     html = text(english.get("/manage/s1/dead-letters"))
     assert "Each is kept for 30 days, then deleted." in html
     assert "At most 100 are kept per device an hour; the rest are only counted." in html
-    assert "295 message(s) over the hourly limit in the last 30 days." in html
+    assert "295 messages over the hourly limit in the last 30 days." in html
     rows = re.findall(r"<tr><th scope=\"row\"><code>([^<]+)</code></th><td>(\d+)</td><td>(\d+)</td><td>([^<]+)</td>",
                       html)
     assert rows == [("stations/s1/chargers/F1", "245", "445", "2026-11-22 14:00"),
@@ -510,7 +510,7 @@ def test_the_dead_letter_page_shows_the_retention_the_cap_and_what_the_cap_dropp
     app.config.update(CHARGEAPP_DEAD_LETTER_RETENTION_DAYS=0, CHARGEAPP_DEAD_LETTER_CAP_PER_HOUR=0)
     html = text(english.get("/manage/s1/dead-letters"))
     assert "They are kept until deleted by hand." in html and "there is no hourly limit" in html
-    assert "1095 message(s) over the hourly limit." in html  # everything still in the table
+    assert "1095 messages over the hourly limit." in html  # everything still in the table
 
     post(english, "/language", {"lang": "zh_Hans", "next": "/manage/"})
     app.config.update(CHARGEAPP_DEAD_LETTER_RETENTION_DAYS=30, CHARGEAPP_DEAD_LETTER_CAP_PER_HOUR=100)
@@ -548,7 +548,7 @@ PAGES = [
     ("/manage/s1/receipts", "账单", "Receipts"),
     ("/manage/s1/sessions", "进行中的充电会话", "Open charging sessions"),
     ("/manage/s1/stays", "停车记录", "Parking stays"),
-    ("/manage/s1/dead-letters", "死信", "Dead letters"),
+    ("/manage/s1/dead-letters", "无法处理的设备消息", "Dead letters"),
     ("/manage/s1/audit", "审计日志", "Audit log"),
 ]
 
@@ -648,7 +648,7 @@ def test_unacknowledged_holds_and_dead_letters_need_attention_and_link_onwards(m
                              reason="unknown_charger", station_code="s1"))
     session.commit()
     html = text(manager.get("/manage/s1/live"))
-    assert "保留指令未确认" in html and "死信" in html
+    assert "保留指令未确认" in html and "无法处理的设备消息" in html
     assert 'href="/manage/s1/dead-letters"' in html
 
 

@@ -351,7 +351,7 @@ def test_a_slot_taken_by_others_is_refused_with_a_clear_message(logged_in, sessi
         d = make_account(session, clock, email=f"d{i}@example.com", plate=None)
         booking_service.book_slot(session, clock.now(), d.id, "s1", booking_service_slot())
     page = logged_in.get("/stations/s1/book", query_string={"slot": SLOT})
-    assert page.status_code == 409 and "该时段已无法预约" in page.get_data(as_text=True)
+    assert page.status_code == 409 and "该时段刚被约满" in page.get_data(as_text=True)
     assert 'id="confirm-booking"' not in page.get_data(as_text=True)
 
 

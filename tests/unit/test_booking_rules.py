@@ -73,6 +73,39 @@ def test_a_day_has_48_slots():
     assert len(b.day_slot_starts(date(2026, 11, 22), SH, R)) == 48
 
 
+# -- why a whole day has no bookable slot --------------------------------------------------
+
+
+def test_a_day_with_a_bookable_slot_has_no_reason():
+    assert b.day_unbookable_reason(date(2026, 11, 23), NOW, SH, R, b.OpeningHours()) is None
+
+
+def test_a_day_beyond_the_horizon_says_when_its_first_open_slot_can_be_booked():
+    short = b.BookingRules(horizon=timedelta(hours=4))
+    hours = b.OpeningHours(time(7, 0), time(22, 0))
+    reason = b.day_unbookable_reason(date(2026, 11, 23), NOW, SH, short, hours)
+    assert isinstance(reason, b.SlotTooFarAhead)
+    # the first open slot is 07:00 tomorrow, not 00:00 (closed): bookable from 03:00 tomorrow
+    assert datetime.fromisoformat(reason.details["opens_at"]) == at(3, 0, day=23)
+
+
+def test_a_day_closed_whatever_the_horizon_says_closed():
+    hours = b.OpeningHours(time(7, 0), time(7, 30))
+    reason = b.day_unbookable_reason(date(2026, 11, 22), NOW, SH, R, hours)
+    assert isinstance(reason, b.StationClosed)
+
+
+def test_maintenance_over_the_rest_of_the_day_says_maintenance():
+    window = Interval(at(14, 0), at(0, 0, day=23))
+    reason = b.day_unbookable_reason(date(2026, 11, 22), NOW, SH, R, b.OpeningHours(), [window])
+    assert isinstance(reason, b.StationInMaintenance)
+
+
+def test_a_day_that_has_passed_says_its_slots_have_started():
+    reason = b.day_unbookable_reason(date(2026, 11, 21), NOW, SH, R, b.OpeningHours())
+    assert isinstance(reason, b.SlotInPast)
+
+
 C = [b.ChargerCandidate(1, "F1"), b.ChargerCandidate(2, "F2"), b.ChargerCandidate(3, "F3"),
      b.ChargerCandidate(9, "S01", fast=False)]
 

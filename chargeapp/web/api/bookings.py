@@ -72,7 +72,14 @@ class Bookings(MethodView):
     @blp.doc(security=AUTH, parameters=[{"in": "header", "name": "Idempotency-Key", "required": False,
                                          "schema": {"type": "string", "maxLength": 100}}])
     def post(self, body):
-        """Book a slot; with an Idempotency-Key header a retry returns the first result."""
+        """Book a slot; with an Idempotency-Key header a retry returns the first result.
+
+        Each booking rule refuses with its own ``code`` (docs/rules.md): 422 ``slot_not_on_grid``,
+        ``slot_in_past``, ``slot_too_far_ahead``, ``station_closed``, ``station_maintenance``,
+        ``charger_not_bookable``, ``idempotency_key_reused``; 409 ``slot_unavailable`` (every bookable
+        fast charger taken), ``active_booking_exists``; 403 ``driver_suspended`` (``details.until``);
+        404 ``station_not_found``, ``charger_not_found``; 400 ``bad_idempotency_key``.
+        """
         key = request.headers.get("Idempotency-Key")
         if key is not None and not (0 < len(key) <= 100 and key.isprintable()):
             raise BadIdempotencyKey()

@@ -90,7 +90,7 @@ def snapshot(code: str, at: datetime) -> dict:
     chargers = []
     for c in info["chargers"]:
         state = i18n.connector_state(c)
-        chargers.append({"code": c["code"], "kind": c["kind"], "level": c["level"],
+        chargers.append({"code": c["code"], "kind": c["kind"], "level": i18n.floor_short(c["level"]),
                          "state": state, "css": i18n.status_class(state), "label": i18n.status_label(state)})
     zones = [{
         "code": z["code"], "name": i18n.zone_name(z), "count": z["count"], "capacity": z["capacity"],

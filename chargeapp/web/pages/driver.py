@@ -137,26 +137,50 @@ def station(code: str):
     today = at.astimezone(tz).date()
     days = [today, today + timedelta(days=1)]
     slots = {d: booking_service.free_slots(db.session, st, d, at) for d in days}
+    closed = {d: _why_no_slot(st, d, at, slots[d], tz) for d in days}
     chosen = request.args.get("day")
     if chosen == "tomorrow":
         day = days[1]
     elif chosen == "today":
         day = days[0]
     else:
-        day = days[0] if any(s["free"] for s in slots[days[0]]) else days[1]
+        day = days[0] if any(s["free"] for s in slots[days[0]]) or closed[days[1]] else days[1]
     user = page_user()
     return render_template(
         "driver/station.html", st=st, info=info, tz=tz, now=at, day=day, days=days, slots=slots[day],
+        closed=closed,
         today=today, fast=[c for c in info["chargers"] if c["kind"] == "fast"],
         slow=[c for c in info["chargers"] if c["kind"] != "fast"], rules=_rule_numbers(st),
         hours=opening_hours(st), active=_active_booking(user), suspended_until=_suspended_until(user, at),
     )
 
 
+def _why_no_slot(st: m.Station, day, at: datetime, day_slots: list[dict], tz) -> str | None:
+    """Why a day has no slot to book, in the page's language (None when one is free)."""
+    if any(s["free"] for s in day_slots):
+        return None
+    if day_slots:
+        return gettext("Every slot of this day is taken.")
+    reason = booking_service.day_unbookable_reason(db.session, st, day, at)
+    if reason is None:
+        return gettext("Every slot of this day is taken.")
+    opens_at = reason.details.get("opens_at") if reason.details else None
+    if reason.code == "slot_too_far_ahead" and opens_at:
+        return gettext("Slots open for booking %(hours)d hours ahead: this day's first slot can be booked "
+                       "from %(when)s.", hours=_rule_numbers(st)["horizon_hours"],
+                       when=i18n.when(datetime.fromisoformat(opens_at), tz, at))
+    return str(i18n.DAY_REFUSALS.get(reason.code) or i18n.refusal(reason, tz))
+
+
 # -- booking: slot -> confirm -> booked --------------------------------------------------
 
 
-def _confirm(st: m.Station, slot: datetime | None, error: str | None = None, status: int = 200):
+# Refusals after which the same slot may be tried again at once (a fresh form, another charger).
+_TRY_AGAIN = {"idempotency_key_reused", "charger_not_bookable", "charger_not_found"}
+
+
+def _confirm(st: m.Station, slot: datetime | None, error: str | None = None, status: int = 200,
+             code: str | None = None):
     at = now()
     tz = station_tz(st)
     row = None
@@ -167,13 +191,20 @@ def _confirm(st: m.Station, slot: datetime | None, error: str | None = None, sta
     if error is None and slot is None:
         error, status = gettext("That is not a slot of this station."), 422
     elif error is None and (row is None or row["free"] == 0):
-        error = gettext("This slot cannot be booked any more: pick another one.")
-        status = 409
+        # The rule that refuses it, as booking it would say (the API's code); else it is full.
+        try:
+            booking_service.check_slot(db.session, st, slot, at)
+            err: DomainError = rules.SlotUnavailable("Every bookable fast charger is taken for that slot.")
+        except DomainError as refused:
+            err = refused
+        error, status = i18n.refusal(err, tz), status_of(err)
     br = booking_rules(st)
-    window = rules.checkin_window(slot, br) if slot is not None else None
+    # The check-in rules come with a slot that can be booked now, never with a refusal.
+    bookable = (error is None or code in _TRY_AGAIN) and row is not None and row["free"] > 0
+    window = rules.checkin_window(slot, br) if slot is not None and bookable else None
     return render_template(
         "driver/confirm.html", st=st, tz=tz, slot=slot, slot_end=slot + br.slot if slot else None, row=row,
-        error=error, now=at,
+        error=error, now=at, bookable=bookable,
         window=window, rules=_rule_numbers(st), key=secrets.token_urlsafe(16),
     ), status
 
@@ -201,7 +232,7 @@ def book(code: str):
             db.session, now(), page_user().id, st.code, slot, charger, f"page-{key}" if key else None)
     except DomainError as err:
         db.session.rollback()
-        return _confirm(st, slot, i18n.refusal(err, station_tz(st)), status_of(err))
+        return _confirm(st, slot, i18n.refusal(err, station_tz(st)), status_of(err), err.code)
     flash(gettext("Booked: %(charger)s at %(time)s.", charger=booking.charger.code if booking.charger else "",
                   time=i18n.when(booking.slot_start, station_tz(st), now())), "ok")
     return redirect(url_for(".booking", booking_id=booking.id))

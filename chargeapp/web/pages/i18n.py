@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from babel.dates import format_date, format_skeleton
 from babel.numbers import format_currency
 from flask import current_app, request, session
-from flask_babel import get_locale, gettext, lazy_gettext as _l, lazy_pgettext
+from flask_babel import get_locale, gettext, lazy_gettext as _l, lazy_pgettext, ngettext, pgettext
 
 from chargeapp.domain.errors import DomainError
 
@@ -153,6 +153,63 @@ def zone_name(zone: dict) -> str:
     return zone.get("name_en") if is_english() and zone.get("name_en") else zone["name"]
 
 
+# -- floors ---------------------------------------------------------------------------------
+# A charger's level is the station's own label, as painted in its garage ("B1", "G", "L2").
+# Chinese garages paint basements "B1" and say 地下一层; there is no "G": the ground floor is
+# 地面层. So: a tile shows the painted label (B1, L2) except the ground floor (地面层 / G); a
+# sentence names the floor in words with the painted label after it ("地下一层（B1）" / "level B1").
+
+_GROUND = {"G", "GF", "0", "0F", "L0"}
+_CN_DIGITS = "零一二三四五六七八九十"
+
+
+def _cn_number(n: int) -> str:
+    """1-19 in Chinese numerals (一 … 十九); larger floors keep their digits."""
+    if n <= 10:
+        return _CN_DIGITS[n]
+    return "十" + _CN_DIGITS[n - 10] if n < 20 else str(n)
+
+
+def _floor_parts(level: str) -> tuple[str, int | None]:
+    """("ground" | "basement" | "above" | "other", the floor number)."""
+    label = (level or "").strip().upper()
+    if label in _GROUND:
+        return "ground", 0
+    if label[:1] == "B" and label[1:].isdigit() and int(label[1:]) > 0:
+        return "basement", int(label[1:])
+    if label[:1] == "L" and label[1:].isdigit() and int(label[1:]) > 0:
+        return "above", int(label[1:])
+    if label.endswith("F") and label[:-1].isdigit() and int(label[:-1]) > 0:
+        return "above", int(label[:-1])
+    return "other", None
+
+
+def floor_short(level: str | None) -> str:
+    """A floor as a tile or a table cell shows it: the painted label, the ground floor as 地面层 / G."""
+    if not level:
+        return ""
+    kind, _ = _floor_parts(level)
+    if kind == "ground":
+        return str(pgettext("floor, short", "G"))
+    return level
+
+
+def floor_name(level: str | None) -> str:
+    """A floor in a sentence: "地下一层（B1）", "地面层", "二层（L2）" / "level B1", "the ground floor"."""
+    if not level:
+        return ""
+    kind, n = _floor_parts(level)
+    if kind == "ground":
+        return str(pgettext("floor", "the ground floor"))
+    if is_english():
+        return gettext("level %(label)s", label=level)
+    if kind == "basement":
+        return f"地下{_cn_number(n)}层（{level}）"
+    if kind == "above":
+        return f"{_cn_number(n)}层（{level}）"
+    return gettext("level %(label)s", label=level)
+
+
 # -- refusals ------------------------------------------------------------------------------
 
 REFUSALS = {
@@ -202,6 +259,14 @@ REFUSALS = {
     "reset_link_expired": _l("This password reset link has expired: ask the station staff for a new one."),
     "reset_link_used": _l("This password reset link was already used (or the password changed since): "
                           "ask for a new one."),
+}
+
+# Why a whole day has no slot to book (``booking.day_unbookable_reason``), by the same codes.
+DAY_REFUSALS = {
+    "slot_in_past": lazy_pgettext("no slot on a day", "Every slot of this day has started."),
+    "station_closed": lazy_pgettext("no slot on a day", "The station is closed for the rest of this day."),
+    "station_maintenance": lazy_pgettext("no slot on a day",
+                                         "Maintenance takes the station's remaining open hours of this day."),
 }
 
 
@@ -281,10 +346,15 @@ def slot_day(at: datetime | None, tz: tzinfo | None, now: datetime) -> str:
 
 
 def money(fen: int | None, currency: str = "CNY") -> str:
-    """Integer fen as "¥12.34" (exact: no float on the way)."""
+    """Integer fen as "¥12.34" in both languages (exact: no float on the way).
+
+    English CLDR writes yuan "CN¥" to tell it from the yen; every price here is in yuan and
+    Chinese drivers and signs write "¥", so the yuan is formatted as in Chinese in both languages.
+    """
     if fen is None:
         return ""
-    return format_currency(Decimal(fen) / 100, currency, locale=lang())
+    locale = "zh_Hans" if currency == "CNY" else lang()
+    return format_currency(Decimal(fen) / 100, currency, locale=locale)
 
 
 def distance(metres: int | None) -> str:
@@ -293,6 +363,28 @@ def distance(metres: int | None) -> str:
     if metres < 1000:
         return gettext("%(m)d m", m=metres)
     return gettext("%(km)s km", km=f"{metres / 1000:.1f}")
+
+
+def day_count(n: int) -> str:
+    """"1 day" / "7 days" / "7 天"."""
+    return ngettext("%(num)d day", "%(num)d days", n)
+
+
+def sentence_gap() -> str:
+    """What goes between two sentences: a space in English, nothing after Chinese "。"."""
+    return " " if is_english() else ""
+
+
+def minute_count(n: int) -> str:
+    """"1 minute" / "10 minutes" / "10 分钟"."""
+    return ngettext("%(num)d minute", "%(num)d minutes", n)
+
+
+def suspension_rule(rules: dict) -> str:
+    """"3 no-shows in 30 days suspend booking for 7 days." with a station's numbers (``_rule_numbers``)."""
+    return ngettext("%(num)d no-show in %(days)s suspends booking for %(susp)s.",
+                    "%(num)d no-shows in %(days)s suspend booking for %(susp)s.", rules["no_show_limit"],
+                    days=day_count(rules["no_show_days"]), susp=day_count(rules["suspension_days"]))
 
 
 def minutes(seconds: int | float | None) -> str:

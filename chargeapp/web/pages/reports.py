@@ -26,6 +26,7 @@ from babel.numbers import format_decimal, format_percent
 from flask import Blueprint, Response, abort, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel import lazy_pgettext
 
 from chargeapp.db import db
 from chargeapp.db import models as m
@@ -99,8 +100,8 @@ def range_message(err: svc.InvalidReportRange) -> str:
     """The service's refusal of a range, in the page's language."""
     d = err.details or {}
     if isinstance(err, svc.ReportRangeTooLong):
-        return _("A report covers at most %(max)d days; this range is %(days)d days. Choose a shorter range.",
-                 max=d.get("max_days", 0), days=d.get("days", 0))
+        return _("A report covers at most %(max)s; this range is %(days)s. Choose a shorter range.",
+                 max=i18n.day_count(d.get("max_days", 0)), days=i18n.day_count(d.get("days", 0)))
     if "start" in d and "end" in d:
         return _("The range ends (%(end)s) before it starts (%(start)s).", start=d["start"], end=d["end"])
     return _("Dates are written YYYY-MM-DD.")
@@ -363,7 +364,7 @@ def revenue_table(report: dict) -> Table:
          yuan_col("total_fen", _l("Total (yuan)")), int_col("free_parking_grants", _l("Free-parking grants"))],
         rows, [total],
         chart={"type": "doughnut", "money": True,
-               "labels": [str(_l("Energy")), str(_l("Service")), str(_l("Idle fee")), str(_l("Parking"))],
+               "labels": [str(_l("Energy")), str(lazy_pgettext("revenue component", "Service")), str(_l("Idle fee")), str(_l("Parking"))],
                "datasets": [_series(_l("Revenue (yuan)"), [
                    total[k] / 100 for k in ("energy_fen", "service_fen", "idle_fen", "parking_fen")])]},
         note=_l("Booked on the day a receipt is issued; a correction counts on its own day. "
