@@ -568,6 +568,10 @@ class Notification(db.Model):
     booking_id: Mapped[Optional[int]] = mapped_column(ForeignKey("bookings.id"))
     kind: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
+    # What happened, to be rendered in the reader's language (chargeapp.web.messages); None on an
+    # old row whose English sentence could not be parsed: it is shown as stored.
+    code: Mapped[Optional[str]] = mapped_column(String(48))
+    params: Mapped[Optional[dict]] = mapped_column(JSON)
     data: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     read_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)

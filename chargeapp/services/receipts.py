@@ -577,6 +577,21 @@ def _pinned(chain: list[m.Receipt]) -> set[str]:
     return out
 
 
+def changes(before: Figures, after: Figures) -> list[dict]:
+    """What a correction changed, for rendering in any language: energy in Wh, components and total in fen.
+
+    ``[{"what": "energy" | "energy_fen" | "service_fen" | "idle_fen" | "parking_fen" | "total",
+    "before": n, "after": n}, ...]``; the total always comes last.
+    """
+    out = []
+    if before.energy_wh != after.energy_wh:
+        out.append({"what": "energy", "before": before.energy_wh, "after": after.energy_wh})
+    out += [{"what": name, "before": getattr(before, name), "after": getattr(after, name)}
+            for name in COMPONENT_LABELS if getattr(before, name) != getattr(after, name)]
+    out.append({"what": "total", "before": before.total_fen, "after": after.total_fen})
+    return out
+
+
 def _changes_text(before: Figures, after: Figures, currency: str) -> str:
     parts = []
     if before.energy_wh != after.energy_wh:
@@ -609,6 +624,7 @@ def _write_correction(session: Session, now: datetime, chain: list[m.Receipt], a
     if root.driver_id is not None:
         notify(session, root.driver_id, "receipt_corrected",
                f"Receipt #{root.id} was corrected: {_changes_text(before, after, root.currency)}.", now,
+               code="receipt_corrected", params={"receipt": root.id, "changes": changes(before, after)},
                receipt_id=correction.id, original_id=root.id)
     return correction
 
