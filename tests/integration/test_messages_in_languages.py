@@ -223,3 +223,67 @@ def test_the_api_gives_the_attention_list_in_the_accept_language(client, session
     assert item["message"] == "F2 connector 1 is Faulted (PowerMeterFailure)."
     assert item["params"] == {"charger": "F2", "connector": 1, "error_code": "PowerMeterFailure"}
     assert all(i["text"] for i in r.json["attention"])
+
+
+# -- old rows: the migration reads their sentences back into codes ------------------------------------
+
+OLD_SENTENCES = [(code, english) for code, _, english in NOTIFICATIONS] + [
+    ("receipt_corrected", "Receipt #7 was corrected: energy 20.000 kWh -> 21.500 kWh; energy 21.51 CNY -> "
+                          "27.11 CNY (+5.60 CNY); idle fee 3.00 CNY -> 0.00 CNY (-3.00 CNY); total 30.00 CNY -> "
+                          "32.60 CNY."),
+]
+KIND_OF = {"no_show_cancelled_late": "no_show", "delayed_hold_refused": "delayed", "held_after_wait": "held",
+           "held_after_delay": "held", "moved_charger_down": "moved", "disrupted_charger_down": "disrupted",
+           "disrupted_maintenance": "disrupted"}
+UNREADABLE = [("held", "F1 is yours."), ("booked", "Booked F1 at s1, tomorrow."),
+              ("receipt_corrected", "Receipt #7 was corrected: energy 1 kWh -> 2 kWh; total 1 CNY -> 2 CNY."),
+              ("something_else", "Booking cancelled, free of charge.")]
+
+
+def test_the_migration_reads_old_english_notifications_into_codes_and_keeps_what_it_cannot_read(
+        database_url, clock):
+    from flask_migrate import upgrade
+
+    from chargeapp.app import create_app
+    from tests.factories import make_driver
+    from tests.integration.test_cli_and_migrations import _fresh_schema
+
+    before = "ddd776fabd23"  # the revision before the notification codes (a3c9e5d1f047)
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "CHARGEAPP_CLOCK": clock})
+    with app.app_context():
+        _fresh_schema()
+        upgrade(revision=before)
+        session = db.session
+        driver = make_driver(session, clock.now())
+        session.commit()
+        old = [(KIND_OF.get(code, code), text) for code, text in OLD_SENTENCES] + UNREADABLE
+        columns = ", ".join(["user_id", "kind", "message", "data", "created_at"])
+        for kind, text in old:  # the table as it was: no code, no params
+            session.execute(db.text(f"INSERT INTO notifications ({columns}) VALUES (:u, :k, :msg, '{{}}', :at)"),
+                            {"u": driver.id, "k": kind, "msg": text, "at": clock.now()})
+        session.commit()
+        session.remove()  # (no transaction open while migrating)
+        upgrade()
+        rows = session.execute(select(m.Notification.message, m.Notification.code, m.Notification.params)
+                               .order_by(m.Notification.id)).all()
+        assert [r.message for r in rows] == [text for _, text in old]  # every sentence kept as it was
+        read, unread = rows[:len(OLD_SENTENCES)], rows[len(OLD_SENTENCES):]
+        assert [r.code for r in read] == [code for code, _ in OLD_SENTENCES]
+        expected = {code: params for code, params, _ in NOTIFICATIONS}
+        expected["held_after_wait"] = {"where": "F2 (B1)", "deadline": "15:10"}  # (no delay in the old sentence)
+        for r in read[:-1]:
+            assert r.params == expected[r.code], r.code
+        assert read[-1].params == {"receipt": 7, "changes": [
+            {"what": "energy", "before": 20000, "after": 21500},
+            {"what": "energy_fen", "before": 2151, "after": 2711},
+            {"what": "idle_fen", "before": 300, "after": 0},
+            {"what": "total", "before": 3000, "after": 3260}]}
+        assert [(r.code, r.params) for r in unread] == [(None, None)] * len(UNREADABLE)
+        with app.test_request_context(), force_locale("zh_Hans"):
+            shown = [messages.notification_text(n) for n in session.scalars(
+                select(m.Notification).order_by(m.Notification.id))]
+        assert shown[-len(UNREADABLE):] == [text for _, text in UNREADABLE]
+        assert all(CJK.search(text) for text in shown[:len(OLD_SENTENCES)])
+        assert "¥27.11" in shown[len(OLD_SENTENCES) - 1]
+        session.remove()
+        db.engine.dispose()
