@@ -521,6 +521,9 @@ class Receipt(db.Model):
     total_fen: Mapped[int] = mapped_column(default=0)
     currency: Mapped[str] = mapped_column(String(3), default="CNY")
     explanation: Mapped[str] = mapped_column(Text, default="")
+    # The explanation as lines [{"code", "params"}] rendered in the reader's language (chargeapp.web.messages);
+    # None on an old receipt whose English explanation could not be read: it is shown as stored.
+    explanation_lines: Mapped[Optional[list]] = mapped_column(JSON)
     details: Mapped[dict] = mapped_column(JSON, default=dict)
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
     superseded: Mapped[bool] = mapped_column(Boolean, default=False)

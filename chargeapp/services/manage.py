@@ -681,6 +681,7 @@ def _receipt_dict(r: m.Receipt, station: m.Station) -> dict:
         "stay_id": r.stay_id, "energy_wh": r.energy_wh, "energy_fen": r.energy_fen,
         "service_fen": r.service_fen, "idle_fen": r.idle_fen, "parking_fen": r.parking_fen,
         "total_fen": r.total_fen, "currency": r.currency, "explanation": r.explanation,
+        "explanation_lines": r.explanation_lines,
         "issued_at": r.issued_at, "superseded": r.superseded, "tz": station.timezone,
     }
 

@@ -16,8 +16,8 @@ its template, give the stored English text: an old row is never lost, only untra
 """
 from __future__ import annotations
 
-from flask import after_this_request, request
-from flask_babel import force_locale, gettext, lazy_gettext as _l
+from flask import after_this_request, g, request
+from flask_babel import force_locale, gettext, lazy_gettext as _l, lazy_pgettext
 
 DEFAULT_LANGUAGE = "zh_Hans"
 
@@ -93,6 +93,58 @@ ATTENTION = {
 COMMAND_STATUS = {"pending": _l("not sent yet"), "sent": _l("sent, no answer")}
 
 
+# -- a receipt's explanation (m.Receipt.explanation_lines), one line each -----------------------------
+
+RECEIPT_LINES = {
+    # a charging session (services.receipts._charging_lines)
+    "charging_session": _l("Charger %(charger)s from %(from)s to %(to)s: %(energy_wh)s."),
+    "charging_energy": _l("Energy: %(bands)s: %(energy_fen)s."),
+    "charging_service": _l("Service: %(energy_wh)s at %(price)s: %(service_fen)s."),
+    "idle_slow_charger": _l("No idle fee on slow chargers."),
+    "idle_no_charging": _l("No Charging time recorded: no idle fee."),
+    "idle_not_reported": _l("Charging ended at %(charging_end)s; the connector has not reported Available yet: "
+                            "no idle fee charged."),
+    "idle_within_grace": _l("Idle %(idle_seconds)s from %(from)s until %(until)s (%(grace_seconds)s free): "
+                            "no idle fee."),
+    "idle_billed": _l("Idle %(idle_seconds)s from %(from)s until %(until)s (%(grace_seconds)s free): "
+                      "%(minutes)s min at %(rate_fen)s/min = %(amount_fen)s."),
+    "idle_capped": _l("Idle %(idle_seconds)s from %(from)s until %(until)s (%(grace_seconds)s free): "
+                      "%(minutes)s min at %(rate_fen)s/min = %(amount_fen)s, capped at %(fee_fen)s."),
+    "total": _l("Total %(total_fen)s."),
+    # a parking stay (domain.parking.explanation_lines)
+    "parking_qualified": _l("Charged %(charged_seconds)s (%(needed_seconds)s needed): first %(free_seconds)s "
+                            "free, until %(until)s."),
+    "parking_not_qualified": _l("Charged %(charged_seconds)s (%(needed_seconds)s needed): no free parking."),
+    "parking_block_after_free": _l("1 block of %(block_seconds)s after that: %(fee_fen)s."),
+    "parking_blocks_after_free": _l("%(blocks)s blocks of %(block_seconds)s after that: %(fee_fen)s."),
+    "parking_block_from_entry": _l("1 block of %(block_seconds)s from entry at %(entry)s: %(fee_fen)s."),
+    "parking_blocks_from_entry": _l("%(blocks)s blocks of %(block_seconds)s from entry at %(entry)s: "
+                                    "%(fee_fen)s."),
+    "parking_left_in_free_time": _l("Left within the free time: %(fee_fen)s."),
+    "parking_no_time": _l("No time parked: %(fee_fen)s."),
+    "parking_daily_cap": _l("Daily cap on %(day)s: %(blocks)s blocks capped at %(cap_fen)s."),
+    # corrections (services.receipts._recheck, _manager_correction)
+    "correction_recheck": _l("Correction of receipt #%(receipt)s after late telemetry: %(changes)s."),
+    "correction_kept": _l("Kept as set by a manager: %(components)s."),
+    "correction_now": _l("Now:"),
+    "correction_waived": _l("Correction of receipt #%(receipt)s: %(components)s waived by the station manager: "
+                            "%(changes)s. Reason: %(reason)s"),
+    "correction_corrected": _l("Correction of receipt #%(receipt)s: %(components)s corrected by the station "
+                               "manager: %(changes)s. Reason: %(reason)s"),
+}
+
+# A tariff's time-of-use band (charging_energy's bands).
+BANDS = {"peak": lazy_pgettext("tariff band", "peak"), "flat": lazy_pgettext("tariff band", "flat"),
+         "valley": lazy_pgettext("tariff band", "valley")}
+BAND_LINE = _l("%(energy)s %(band)s at %(price)s")
+
+# A receipt component (correction_kept, correction_waived/corrected).
+COMPONENTS = {"energy_fen": lazy_pgettext("receipt component", "energy"),
+              "service_fen": lazy_pgettext("receipt component", "service fee"),
+              "idle_fen": lazy_pgettext("receipt component", "idle fee"),
+              "parking_fen": lazy_pgettext("receipt component", "parking")}
+
+
 # -- numbers ----------------------------------------------------------------------------------------
 
 
@@ -107,6 +159,17 @@ def yuan(fen: int | None) -> str:
 def signed_yuan(fen: int) -> str:
     """A change of money: "+¥1.00", "-¥1.00", "¥0.00"."""
     return ("+" if fen > 0 else "") + yuan(fen)
+
+
+def per_kwh(price: int) -> str:
+    """A price in 1/10,000 CNY per kWh as "¥1.0755/kWh"."""
+    return f"¥{price // 10_000}.{price % 10_000:04d}/kWh"
+
+
+def duration(seconds: int) -> str:
+    """Seconds as "17 min" / "14 min 59 s" ("17 分钟" / "14 分钟 59 秒"), as the services' format_duration."""
+    m, s = divmod(int(seconds), 60)
+    return gettext("%(m)d min %(s)d s", m=m, s=s) if s else gettext("%(m)d min", m=m)
 
 
 def kwh(wh: int) -> str:
@@ -128,12 +191,27 @@ def _change(change: dict) -> str:
                                  "delta": signed_yuan(change["after"] - change["before"])}
 
 
+def _band(item: dict) -> str:
+    return str(BAND_LINE) % {"energy": kwh(item["wh"]), "band": str(BANDS.get(item["band"], item["band"])),
+                             "price": per_kwh(item["price"])}
+
+
 def _values(code: str, params: dict) -> dict:
-    """The params as text for a template: money, energy, answers and lists written out."""
+    """The params as text for a template: money, energy, durations, answers and lists written out."""
     values = {}
     for name, value in params.items():
         if name.endswith("_fen"):
             value = yuan(value)
+        elif name.endswith("_wh"):
+            value = kwh(value)
+        elif name.endswith("_seconds"):
+            value = duration(value)
+        elif name == "price":
+            value = per_kwh(value)
+        elif name == "bands":
+            value = gettext(", ").join(_band(b) for b in value) if value else kwh(0)
+        elif name == "components":
+            value = gettext(", ").join(str(COMPONENTS.get(c, c)) for c in value)
         elif name == "changes":
             value = gettext("; ").join(_change(c) for c in value)
         elif name == "answer":
@@ -172,6 +250,28 @@ def notification_text(n) -> str:
     return _render(NOTIFICATIONS, getattr(n, "code", None), getattr(n, "params", None), n.message)
 
 
+def receipt_lines(r) -> list[str]:
+    """A receipt's explanation in the current language, one string per line; the stored English as one line
+    when the receipt has no lines (an old receipt that could not be read) or a line cannot be rendered."""
+    lines = r.get("explanation_lines") if isinstance(r, dict) else getattr(r, "explanation_lines", None)
+    stored = r.get("explanation", "") if isinstance(r, dict) else r.explanation
+    if not lines:
+        return [stored] if stored else []
+    out = [_render(RECEIPT_LINES, line.get("code"), line.get("params"), None) for line in lines]
+    return [stored] if any(text is None for text in out) else out
+
+
+def receipt_translated(r) -> bool:
+    """Whether ``receipt_lines(r)`` is in the current language (else the stored English)."""
+    lines = r.get("explanation_lines") if isinstance(r, dict) else getattr(r, "explanation_lines", None)
+    return bool(lines) and all(line.get("code") in RECEIPT_LINES for line in lines)
+
+
+def receipt_text(r) -> str:
+    """A receipt's explanation in the current language, as one paragraph (the API's explanation_text)."""
+    return " ".join(receipt_lines(r))
+
+
 def attention_text(item: dict) -> str:
     """An attention item of ``services.manage.attention`` in the current language."""
     return _render(ATTENTION, item.get("code"), item.get("params"), item["message"])
@@ -195,6 +295,9 @@ def api_language() -> str:
 def say_content_language(lang: str) -> None:
     """Answer this API request with ``Content-Language`` (zh-Hans or en)."""
     tag = "zh-Hans" if lang.startswith("zh") else "en"
+    if g.get("content_language_said"):
+        return
+    g.content_language_said = True
 
     @after_this_request
     def _header(response):

@@ -287,3 +287,160 @@ def test_the_migration_reads_old_english_notifications_into_codes_and_keeps_what
         assert "¥27.11" in shown[len(OLD_SENTENCES) - 1]
         session.remove()
         db.engine.dispose()
+
+
+# -- receipt explanations ("计费明细") -----------------------------------------------------------------
+
+RECEIPT_LINES = [
+    ("charging_session", {"charger": "F2", "from": "12:00", "to": "2026-11-23 00:30", "energy_wh": 20000},
+     "Charger F2 from 12:00 to 2026-11-23 00:30: 20.000 kWh.", "充电桩 F2，12:00 至 2026-11-23 00:30：20.000 kWh。"),
+    ("charging_energy", {"bands": [{"band": "peak", "wh": 12000, "price": 10755},
+                                   {"band": "valley", "wh": 8000, "price": 3000}], "energy_fen": 1531},
+     "Energy: 12.000 kWh peak at ¥1.0755/kWh, 8.000 kWh valley at ¥0.3000/kWh: ¥15.31.",
+     "电费：峰时 12.000 kWh × ¥1.0755/kWh、谷时 8.000 kWh × ¥0.3000/kWh：¥15.31。"),
+    ("charging_service", {"energy_wh": 20000, "price": 8000, "service_fen": 1600},
+     "Service: 20.000 kWh at ¥0.8000/kWh: ¥16.00.", "服务费：20.000 kWh × ¥0.8000/kWh：¥16.00。"),
+    ("idle_slow_charger", {}, "No idle fee on slow chargers.", "慢充桩不收占位费。"),
+    ("idle_no_charging", {}, "No Charging time recorded: no idle fee.", "没有记录到充电时间：不收占位费。"),
+    ("idle_not_reported", {"charging_end": "12:30"},
+     "Charging ended at 12:30; the connector has not reported Available yet: no idle fee charged.",
+     "充电于 12:30 结束；充电枪尚未报告空闲：不收占位费。"),
+    ("idle_within_grace", {"idle_seconds": 359, "from": "12:30", "until": "12:35", "grace_seconds": 600},
+     "Idle 5 min 59 s from 12:30 until 12:35 (10 min free): no idle fee.",
+     "占位 5 分 59 秒，12:30 至 12:35（免费 10 分钟）：不收占位费。"),
+    ("idle_billed", {"idle_seconds": 1500, "from": "12:30", "until": "12:55", "grace_seconds": 600, "minutes": 15,
+                     "rate_fen": 100, "amount_fen": 1500},
+     "Idle 25 min from 12:30 until 12:55 (10 min free): 15 min at ¥1.00/min = ¥15.00.",
+     "占位 25 分钟，12:30 至 12:55（免费 10 分钟）：15 分钟 × ¥1.00/分钟 = ¥15.00。"),
+    ("idle_capped", {"idle_seconds": 1500, "from": "12:30", "until": "12:55", "grace_seconds": 600, "minutes": 15,
+                     "rate_fen": 100, "amount_fen": 1500, "fee_fen": 1000},
+     "Idle 25 min from 12:30 until 12:55 (10 min free): 15 min at ¥1.00/min = ¥15.00, capped at ¥10.00.",
+     "占位 25 分钟，12:30 至 12:55（免费 10 分钟）：15 分钟 × ¥1.00/分钟 = ¥15.00，封顶 ¥10.00。"),
+    ("total", {"total_fen": 2711}, "Total ¥27.11.", "合计 ¥27.11。"),
+    ("parking_qualified", {"charged_seconds": 1020, "needed_seconds": 900, "free_seconds": 7200, "until": "16:00"},
+     "Charged 17 min (15 min needed): first 120 min free, until 16:00.",
+     "已充电 17 分钟（需 15 分钟）：前 120 分钟 免费停车，至 16:00。"),
+    ("parking_not_qualified", {"charged_seconds": 0, "needed_seconds": 900},
+     "Charged 0 min (15 min needed): no free parking.", "已充电 0 分钟（需 15 分钟）：没有免费停车。"),
+    ("parking_block_after_free", {"blocks": 1, "block_seconds": 1800, "fee_fen": 500},
+     "1 block of 30 min after that: ¥5.00.", "此后 1 个 30 分钟 计费段：¥5.00。"),
+    ("parking_blocks_from_entry", {"blocks": 3, "block_seconds": 1800, "entry": "13:00", "fee_fen": 1500},
+     "3 blocks of 30 min from entry at 13:00: ¥15.00.", "自 13:00 入场起 3 个 30 分钟 计费段：¥15.00。"),
+    ("parking_left_in_free_time", {"fee_fen": 0}, "Left within the free time: ¥0.00.", "在免费时间内离场：¥0.00。"),
+    ("parking_daily_cap", {"day": "2026-11-22", "blocks": 30, "cap_fen": 6000},
+     "Daily cap on 2026-11-22: 30 blocks capped at ¥60.00.", "2026-11-22 当日封顶：30 个计费段，封顶 ¥60.00。"),
+    ("correction_waived", {"receipt": 3, "components": ["idle_fen"], "reason": "charger fault",
+                           "changes": [{"what": "idle_fen", "before": 1000, "after": 0},
+                                       {"what": "total", "before": 3711, "after": 2711}]},
+     "Correction of receipt #3: idle fee waived by the station manager: idle fee ¥10.00 -> ¥0.00 (-¥10.00); "
+     "total ¥37.11 -> ¥27.11. Reason: charger fault",
+     "更正收据 #3：站长免除了占位费：占位费 ¥10.00 → ¥0.00（-¥10.00）；合计 ¥37.11 → ¥27.11。原因：charger fault"),
+]
+
+
+@pytest.mark.parametrize("code,params,en,zh", RECEIPT_LINES, ids=[c for c, *_ in RECEIPT_LINES])
+def test_every_receipt_line_reads_in_english_and_in_chinese_with_yuan(app, code, params, en, zh):
+    receipt = {"explanation": "(stored)", "explanation_lines": [{"code": code, "params": params}]}
+    with app.test_request_context():
+        with force_locale("en"):
+            assert messages.receipt_lines(receipt) == [en]
+        with force_locale("zh_Hans"):
+            assert messages.receipt_lines(receipt) == [zh]
+
+
+def _charged_receipt(session, clock, ann):
+    from chargeapp.services import receipts
+    from tests.integration.test_pages import _charge, _tag
+
+    _charge(session, clock, charger="F2", tag=_tag(session, ann), start_min=-120, stop_min=-90)
+    receipts.settle_due(session, clock.now())
+    session.commit()
+    return session.scalar(select(m.Receipt).where(m.Receipt.driver_id == ann.id))
+
+
+def test_a_charging_receipt_is_explained_line_by_line_in_the_pages_language(logged_in, session, clock, ann):
+    receipt = _charged_receipt(session, clock, ann)
+    assert [line["code"] for line in receipt.explanation_lines] == [
+        "charging_session", "charging_energy", "charging_service", "idle_within_grace", "total"]
+    html = _text(logged_in.get("/charging"))
+    assert '<ul class="explanation" lang="zh-Hans">' in html
+    assert "<li>充电桩 F2，12:00 至 12:30：20.000 kWh。</li>" in html
+    assert f"<li>合计 ¥{receipt.total_fen // 100}.{receipt.total_fen % 100:02d}。</li>" in html
+    assert "CNY" not in html
+    post(logged_in, "/language", {"lang": "en", "next": "/charging"})
+    html = _text(logged_in.get("/charging"))
+    assert '<ul class="explanation" lang="en">' in html and "<li>Charger F2 from 12:00 to 12:30: 20.000 kWh.</li>" in html
+    assert "CN¥" not in html and "CNY" not in html
+
+
+@pytest.mark.parametrize("accept", ["zh-CN", "en"])
+def test_the_api_gives_a_receipts_explanation_in_the_accept_language(logged_in, client, session, clock, ann,
+                                                                      accept):
+    receipt = _charged_receipt(session, clock, ann)
+    r = client.get("/api/v1/me/receipts", headers={**_api_headers(client), "Accept-Language": accept})
+    assert r.status_code == 200 and r.headers["Content-Language"] == ("en" if accept == "en" else "zh-Hans")
+    (body,) = r.json
+    assert body["explanation"] == receipt.explanation  # English, as stored
+    assert body["explanation_lines"] == receipt.explanation_lines
+    if accept == "en":
+        assert body["explanation_text"].startswith("Charger F2 from 12:00 to 12:30: 20.000 kWh. Energy:")
+    else:
+        assert body["explanation_text"].startswith("充电桩 F2，12:00 至 12:30：20.000 kWh。 电费：")
+
+
+def test_an_old_receipt_without_lines_is_shown_as_stored_marked_english(logged_in, session, clock, ann):
+    receipt = _charged_receipt(session, clock, ann)
+    receipt.explanation_lines = None
+    session.commit()
+    html = _text(logged_in.get("/charging"))
+    assert re.search(rf'<ul class="explanation" lang="en">\s*<li>{re.escape(receipt.explanation)}</li>', html)
+
+
+def test_the_migration_reads_old_receipt_explanations_back_into_the_lines_the_services_write(database_url, clock):
+    """Receipts written by the services (charging, parking, a manager's waiver), their lines dropped by a
+    downgrade: the upgrade reads the English explanations back into the very lines the services write; an
+    explanation it cannot read stays as stored with no lines."""
+    from flask_migrate import downgrade, upgrade
+
+    from chargeapp.app import create_app
+    from chargeapp.services import receipts
+    from tests.factories import make_station
+    from tests.integration.test_cli_and_migrations import _fresh_schema
+    from tests.integration.test_receipts import charged, manager_of, new_driver, stay
+
+    before = "ddd776fabd23"
+    app = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "CHARGEAPP_CLOCK": clock})
+    with app.app_context():
+        _fresh_schema()
+        upgrade()
+        session = db.session
+        now = clock.now()
+        station = make_station(session, now)
+        driver = new_driver(session)
+        charged(session, station, driver, now - timedelta(hours=3), 20, stop_after=25)  # an idle fee
+        stay(session, station, now - timedelta(hours=3), now - timedelta(minutes=30))  # free time, then blocks
+        stay(session, station, now - timedelta(hours=6), now - timedelta(hours=5), plate="沪B99999")  # no charging
+        session.commit()
+        receipts.settle_due(session, now - timedelta(minutes=1))
+        charging = session.scalar(select(m.Receipt).where(m.Receipt.kind == "charging"))
+        receipts.waive_fee(session, now, manager_of(session, station), charging.id, "charger fault; sorry",
+                           component="idle")
+        session.commit()
+        written = {r.id: r.explanation_lines for r in session.scalars(select(m.Receipt))}
+        codes = {line["code"] for lines in written.values() for line in lines}
+        assert {"charging_session", "idle_billed", "parking_qualified", "parking_not_qualified",
+                "correction_waived"} <= codes, codes
+        garbled = session.scalar(select(m.Receipt).where(m.Receipt.kind == "parking"))
+        garbled.explanation = "Parking as the old app wrote it."
+        garbled_id = garbled.id
+        session.commit()
+        session.remove()
+
+        downgrade(revision=before)
+        upgrade()
+        read = {r.id: r.explanation_lines for r in session.scalars(select(m.Receipt))}
+        assert read.pop(garbled_id) is None
+        assert read == {i: lines for i, lines in written.items() if i != garbled_id}
+        assert all(r.explanation for r in session.scalars(select(m.Receipt)))
+        session.remove()
+        db.engine.dispose()

@@ -116,6 +116,8 @@ def _template_helpers(app: Flask) -> None:
             "notification_text": messages.notification_text,
             "notification_lang": lambda n: messages.notification_lang(n, i18n.html_lang()),
             "attention_text": messages.attention_text,
+            "receipt_lines": messages.receipt_lines,
+            "receipt_lang": lambda r: i18n.html_lang() if messages.receipt_translated(r) else "en",
             "attention_lang": lambda item: messages.attention_lang(item, i18n.html_lang()),
             "receipt_kind_label": lambda k: str(i18n.RECEIPT_KIND.get(k, k)),
         }
