@@ -167,7 +167,7 @@ def per_kwh(price: int) -> str:
 
 
 def duration(seconds: int) -> str:
-    """Seconds as "17 min" / "14 min 59 s" ("17 分钟" / "14 分钟 59 秒"), as the services' format_duration."""
+    """Seconds as "17 min" / "14 min 59 s" ("17 分钟" / "14 分 59 秒"), as the services' format_duration."""
     m, s = divmod(int(seconds), 60)
     return gettext("%(m)d min %(s)d s", m=m, s=s) if s else gettext("%(m)d min", m=m)
 
