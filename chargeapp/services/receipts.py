@@ -1196,14 +1196,21 @@ def _stay_status(session: Session, stay: m.ParkingStay, end: datetime) -> dict:
     if_left_now = settle_parking(stay.entry_at, end, charging.intervals, policy, tz)
     still_needed = max(policy.qualify_charging - charged, timedelta())
     day = end.astimezone(tz).date()
+    seconds = {"charged_seconds": int(charged.total_seconds()),
+               "needed_seconds": int(policy.qualify_charging.total_seconds())}
     if free_until is not None:
         text = (f"Charged {format_duration(charged)} ({format_duration(policy.qualify_charging)} needed): "
                 f"parking free until {_local(free_until, tz, day)}.")
+        lines = [{"code": "parking_status_free", "params": {**seconds, "until": local_stamp(free_until, tz, day)}}]
     else:
+        lines = [{"code": "parking_status_not_yet", "params": {
+            **seconds, "still_needed_seconds": int(still_needed.total_seconds()),
+            "until": local_stamp(stay.entry_at + policy.free_period, tz, day)}}]
         text = (f"Charged {format_duration(charged)} so far ({format_duration(policy.qualify_charging)} needed): "
                 f"charge {format_duration(still_needed)} more for free parking until "
                 f"{_local(stay.entry_at + policy.free_period, tz, day)}.")
     text += f" Leaving now costs {format_money(if_left_now.fee_fen, tariff.currency)}."
+    lines.append({"code": "parking_status_fee", "params": {"fee_fen": if_left_now.fee_fen}})
     return {
         "stay_id": stay.id,
         "station_id": station.id,
@@ -1218,4 +1225,5 @@ def _stay_status(session: Session, stay: m.ParkingStay, end: datetime) -> dict:
         "fee_fen_if_left_now": if_left_now.fee_fen,
         "currency": tariff.currency,
         "explanation": text,
+        "explanation_lines": lines,
     }

@@ -123,6 +123,12 @@ RECEIPT_LINES = {
     "parking_left_in_free_time": _l("Left within the free time: %(fee_fen)s."),
     "parking_no_time": _l("No time parked: %(fee_fen)s."),
     "parking_daily_cap": _l("Daily cap on %(day)s: %(blocks)s blocks capped at %(cap_fen)s."),
+    # a stay still open (services.receipts.parking_status: the API's explanation_text)
+    "parking_status_free": _l("Charged %(charged_seconds)s (%(needed_seconds)s needed): parking free until "
+                              "%(until)s."),
+    "parking_status_not_yet": _l("Charged %(charged_seconds)s so far (%(needed_seconds)s needed): charge "
+                                 "%(still_needed_seconds)s more for free parking until %(until)s."),
+    "parking_status_fee": _l("Leaving now costs %(fee_fen)s."),
     # corrections (services.receipts._recheck, _manager_correction)
     "correction_recheck": _l("Correction of receipt #%(receipt)s after late telemetry: %(changes)s."),
     "correction_kept": _l("Kept as set by a manager: %(components)s."),

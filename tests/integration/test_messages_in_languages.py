@@ -444,3 +444,23 @@ def test_the_migration_reads_old_receipt_explanations_back_into_the_lines_the_se
         assert all(r.explanation for r in session.scalars(select(m.Receipt)))
         session.remove()
         db.engine.dispose()
+
+
+@pytest.mark.parametrize("accept,text", [
+    ("zh", "目前已充电 10 分钟（需 15 分钟）：再充 5 分钟 即可免费停车至 15:00。 现在离场需付 ¥10.00。"),
+    ("en", "Charged 10 min so far (15 min needed): charge 5 min more for free parking until 15:00. "
+           "Leaving now costs ¥10.00."),
+])
+def test_the_api_explains_an_open_stay_in_the_accept_language(logged_in, client, session, clock, ann, accept, text):
+    from chargeapp.services import gates
+    from tests.integration.test_pages import _charge, _tag
+
+    gates.record_gate_passage(session, station_code="s1", gate_code="G-in", plate="沪A12345", direction="in",
+                              at=clock.now() - timedelta(minutes=60), now=clock.now())
+    _charge(session, clock, tag=_tag(session, ann), start_min=-10)
+    session.commit()
+    r = client.get("/api/v1/me/parking", headers={**_api_headers(client), "Accept-Language": accept})
+    assert r.status_code == 200, r.json
+    (stay,) = r.json
+    assert stay["explanation_text"] == text
+    assert stay["explanation"].startswith("Charged 10 min so far (15 min needed)")

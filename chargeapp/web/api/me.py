@@ -93,7 +93,16 @@ class ParkingStatusSchema(Schema):
     free_until = StationTime(allow_none=True)
     fee_fen_if_left_now = fields.Integer()
     currency = fields.String()
-    explanation = fields.String()
+    explanation = fields.String(metadata={"description": "In English (kept for older clients)."})
+    explanation_lines = fields.List(fields.Dict(), metadata={
+        "description": "The explanation as lines of a code and params (as a receipt's)."})
+    explanation_text = fields.Method("_explanation_text", metadata={
+        "description": "The explanation in the language of Accept-Language (zh first, else en)."})
+
+    def _explanation_text(self, status):
+        lang = messages.api_language()
+        messages.say_content_language(lang)
+        return messages.in_language(lang, messages.receipt_text, status)
 
 
 @blp.route("/sessions")
