@@ -521,6 +521,9 @@ class Receipt(db.Model):
     total_fen: Mapped[int] = mapped_column(default=0)
     currency: Mapped[str] = mapped_column(String(3), default="CNY")
     explanation: Mapped[str] = mapped_column(Text, default="")
+    # The explanation as lines [{"code", "params"}] rendered in the reader's language (chargeapp.web.messages);
+    # None on an old receipt whose English explanation could not be read: it is shown as stored.
+    explanation_lines: Mapped[Optional[list]] = mapped_column(JSON)
     details: Mapped[dict] = mapped_column(JSON, default=dict)
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
     superseded: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -568,6 +571,10 @@ class Notification(db.Model):
     booking_id: Mapped[Optional[int]] = mapped_column(ForeignKey("bookings.id"))
     kind: Mapped[str] = mapped_column(String(32))
     message: Mapped[str] = mapped_column(Text)
+    # What happened, to be rendered in the reader's language (chargeapp.web.messages); None on an
+    # old row whose English sentence could not be parsed: it is shown as stored.
+    code: Mapped[Optional[str]] = mapped_column(String(48))
+    params: Mapped[Optional[dict]] = mapped_column(JSON)
     data: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     read_at: Mapped[Optional[datetime]] = mapped_column(UTCDateTime)

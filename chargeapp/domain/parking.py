@@ -138,6 +138,9 @@ class ParkingSettlement:
     fee_fen: int
     days: tuple[DayCharge, ...]
     explanation: str
+    # The explanation as lines {"code", "params"} for rendering in any language (chargeapp.web.messages):
+    # durations in seconds, money in fen, times as station-local text ("HH:MM", or "YYYY-MM-DD HH:MM" on another day).
+    explanation_lines: tuple[dict, ...] = ()
 
 
 def block_starts(billing_from: datetime, exit: datetime, block: timedelta) -> list[datetime]:
@@ -196,6 +199,7 @@ def settle_stay(
         fee_fen=fee,
         days=days,
         explanation=_explain(start, charging_time, free_until, len(starts), fee, days, policy, tz),
+        explanation_lines=explanation_lines(start, charging_time, free_until, len(starts), fee, days, policy, tz),
     )
 
 
@@ -211,6 +215,51 @@ def format_money(fen: int, currency: str = "CNY") -> str:
     sign = "-" if fen < 0 else ""
     whole, cents = divmod(abs(fen), 100)
     return f"{sign}{whole}.{cents:02d} {currency}"
+
+
+def local_stamp(at: datetime, tz: tzinfo, reference_day: date) -> str:
+    """Station-local "HH:MM", or "YYYY-MM-DD HH:MM" when not on ``reference_day`` (language-neutral)."""
+    local = at.astimezone(tz)
+    return f"{local:%H:%M}" if local.date() == reference_day else f"{local.date().isoformat()} {local:%H:%M}"
+
+
+def explanation_lines(
+    entry: datetime,
+    charging_time: timedelta,
+    free_until: datetime | None,
+    blocks: int,
+    fee: int,
+    days: tuple[DayCharge, ...],
+    policy: ParkingPolicy,
+    tz: tzinfo,
+) -> tuple[dict, ...]:
+    """``_explain`` as lines of a code and params: what the receipt shows, in the reader's language."""
+    entry_day = entry.astimezone(tz).date()
+    charged = {"charged_seconds": int(charging_time.total_seconds()),
+               "needed_seconds": int(policy.qualify_charging.total_seconds())}
+    if free_until is not None:
+        lines = [{"code": "parking_qualified", "params": {
+            **charged, "free_seconds": int(policy.free_period.total_seconds()),
+            "until": local_stamp(free_until, tz, entry_day)}}]
+    else:
+        lines = [{"code": "parking_not_qualified", "params": charged}]
+    block = int(policy.block.total_seconds())
+    if blocks:
+        code = "parking_block" if blocks == 1 else "parking_blocks"
+        if free_until is not None:
+            lines.append({"code": f"{code}_after_free",
+                          "params": {"blocks": blocks, "block_seconds": block, "fee_fen": fee}})
+        else:
+            lines.append({"code": f"{code}_from_entry", "params": {
+                "blocks": blocks, "block_seconds": block, "entry": local_stamp(entry, tz, entry_day),
+                "fee_fen": fee}})
+    elif free_until is not None:
+        lines.append({"code": "parking_left_in_free_time", "params": {"fee_fen": fee}})
+    else:
+        lines.append({"code": "parking_no_time", "params": {"fee_fen": fee}})
+    lines += [{"code": "parking_daily_cap", "params": {"day": d.day.isoformat(), "blocks": d.blocks, "cap_fen": d.fen}}
+              for d in days if d.capped]
+    return tuple(lines)
 
 
 def _local_time(at: datetime, tz: tzinfo, reference_day: date) -> str:

@@ -270,9 +270,11 @@ def _try_book(session, now, driver_id, station_code, slot_start, charger_code, k
     )
     session.add(booking)
     session.flush()
+    start, end = f"{span.start.astimezone(tz):%m-%d %H:%M}", local_hhmm(span.end, tz)
     notify(session, driver.id, "booked",
-           f"Booked {charger.code} ({charger.level}) at {station.name}, "
-           f"{span.start.astimezone(tz):%m-%d %H:%M}-{local_hhmm(span.end, tz)}.", now, booking)
+           f"Booked {charger.code} ({charger.level}) at {station.name}, {start}-{end}.", now, booking,
+           code="booked", params={"charger": charger.code, "level": charger.level, "station": station.name,
+                                  "start": start, "end": end})
     return booking
 
 
@@ -294,7 +296,8 @@ def cancel_booking(session: Session, now: datetime, driver_id: int, booking_id: 
         _release_hold(session, now, b)
         b.status = BookingStatus.CANCELLED.value
         b.cancelled_at = now
-        notify(session, b.driver_id, "cancelled", "Booking cancelled, free of charge.", now, b)
+        notify(session, b.driver_id, "cancelled", "Booking cancelled, free of charge.", now, b,
+               code="cancelled", params={})
     else:
         _mark_no_show(session, now, b, cancelled=True)
     session.flush()
@@ -315,10 +318,15 @@ def _mark_no_show(session: Session, now: datetime, b: m.Booking, cancelled: bool
         b.cancelled_at = now
     station = b.station
     br = booking_rules(station)
-    notify(session, b.driver_id, "no_show",
-           "Cancelled after the slot started: counted as a no-show." if cancelled else
-           f"No check-in within {int(br.checkin_grace.total_seconds() // 60)} minutes of the slot: "
-           "the booking is a no-show and the charger was released.", now, b)
+    grace = int(br.checkin_grace.total_seconds() // 60)
+    if cancelled:
+        notify(session, b.driver_id, "no_show", "Cancelled after the slot started: counted as a no-show.", now, b,
+               code="no_show_cancelled_late", params={})
+    else:
+        notify(session, b.driver_id, "no_show",
+               f"No check-in within {grace} minutes of the slot: "
+               "the booking is a no-show and the charger was released.", now, b,
+               code="no_show", params={"minutes": grace})
     session.flush()
     _update_suspension(session, now, b.driver_id, station)
 
@@ -328,11 +336,14 @@ def _update_suspension(session: Session, now: datetime, driver_id: int, station:
     until = rules.suspended_until(no_show_times(session, driver_id), now, booking_rules(station))
     if until != driver.suspended_until:
         if until is not None and (driver.suspended_until is None or until > driver.suspended_until):
+            local_until = f"{until.astimezone(station_tz(station)):%Y-%m-%d %H:%M}"
             notify(session, driver_id, "suspended",
-                   f"Booking suspended until {until.astimezone(station_tz(station)):%Y-%m-%d %H:%M} "
-                   "after repeated no-shows. Existing bookings stand.", now, until=until.isoformat())
+                   f"Booking suspended until {local_until} "
+                   "after repeated no-shows. Existing bookings stand.", now,
+                   code="suspended", params={"until": local_until}, until=until.isoformat())
         elif until is None and driver.suspended_until is not None and driver.suspended_until > now:
-            notify(session, driver_id, "suspension_lifted", "Your booking suspension was lifted.", now)
+            notify(session, driver_id, "suspension_lifted", "Your booking suspension was lifted.", now,
+                   code="suspension_lifted", params={})
         driver.suspended_until = until
 
 
@@ -377,9 +388,11 @@ def _place_hold(session: Session, now: datetime, b: m.Booking) -> str:
             b.status = BookingStatus.WAITING.value
             b.charger = None
             b.delay_started_at = now
+            slot = local_hhmm(b.slot_start, tz)
             notify(session, b.driver_id, "delayed",
-                   f"No fast charger is free yet for your {local_hhmm(b.slot_start, tz)} slot: "
-                   "we will hold the first one that frees up and tell you which.", now, b)
+                   f"No fast charger is free yet for your {slot} slot: "
+                   "we will hold the first one that frees up and tell you which.", now, b,
+                   code="delayed", params={"slot": slot})
         session.flush()
         return "waiting"
     charger = session.get(m.Charger, plan.charger_id)
@@ -397,16 +410,21 @@ def _place_hold(session: Session, now: datetime, b: m.Booking) -> str:
         "parent_id_tag": f"driver-{b.driver_id}", "expiry": last.astimezone(tz).isoformat(),
     }, now, b)
     where = f"{charger.code} ({charger.level})" if charger.level else charger.code
+    deadline = local_hhmm(last, tz)
     if was_waiting:
         delay = b.delay_seconds // 60
         notify(session, b.driver_id, "held",
                f"{where} is now held for you" + (f", {delay} min after your slot started" if delay else "")
-               + f". Check in by {local_hhmm(last, tz)}.", now, b, delay_seconds=b.delay_seconds)
+               + f". Check in by {deadline}.", now, b,
+               code="held_after_delay" if delay else "held_after_wait",
+               params={"where": where, "delay": delay, "deadline": deadline}, delay_seconds=b.delay_seconds)
     elif moved:
         notify(session, b.driver_id, "moved",
-               f"Your charger was busy or out of service: moved to {where}, held until {local_hhmm(last, tz)}.", now, b)
+               f"Your charger was busy or out of service: moved to {where}, held until {deadline}.", now, b,
+               code="moved", params={"where": where, "deadline": deadline})
     else:
-        notify(session, b.driver_id, "held", f"{where} is held for you until {local_hhmm(last, tz)}.", now, b)
+        notify(session, b.driver_id, "held", f"{where} is held for you until {deadline}.", now, b,
+               code="held", params={"where": where, "deadline": deadline})
     session.flush()
     return "moved" if moved and not was_waiting else "held"
 
@@ -460,11 +478,13 @@ def _check_in(session: Session, now: datetime, b: m.Booking, cs: m.ChargingSessi
         b.no_show_at = None
         b.cancelled_at = None
         notify(session, b.driver_id, "no_show_reversed",
-               "Your charger reported a start inside the check-in window: the no-show is withdrawn.", now, b)
+               "Your charger reported a start inside the check-in window: the no-show is withdrawn.", now, b,
+               code="no_show_reversed", params={})
         session.flush()
         _update_suspension(session, now, b.driver_id, b.station)
     else:
-        notify(session, b.driver_id, "checked_in", f"Checked in on {cs.charger.code}.", now, b)
+        notify(session, b.driver_id, "checked_in", f"Checked in on {cs.charger.code}.", now, b,
+               code="checked_in", params={"charger": cs.charger.code})
     session.flush()
 
 
@@ -504,17 +524,19 @@ def rehome_after_fault(session: Session, now: datetime, charger: m.Charger) -> l
         if plan.action == "move":
             target = session.get(m.Charger, plan.charger_id)
             b.charger = target
+            slot = local_hhmm(b.slot_start, tz)
             notify(session, b.driver_id, "moved",
-                   f"{charger.code} is out of service: your {local_hhmm(b.slot_start, tz)} slot moved to {target.code}.",
-                   now, b)
+                   f"{charger.code} is out of service: your {slot} slot moved to {target.code}.", now, b,
+                   code="moved_charger_down", params={"from": charger.code, "slot": slot, "charger": target.code})
         elif plan.action == "disrupted":
             b.status = BookingStatus.DISRUPTED.value
             b.charger = None
             b.disrupted_at = now
+            slot = local_hhmm(b.slot_start, tz)
             notify(session, b.driver_id, "disrupted",
                    f"{charger.code} is out of service and no other fast charger is free for your "
-                   f"{local_hhmm(b.slot_start, tz)} slot: the booking is cancelled at no cost. Please book again.",
-                   now, b)
+                   f"{slot} slot: the booking is cancelled at no cost. Please book again.", now, b,
+                   code="disrupted_charger_down", params={"from": charger.code, "slot": slot})
         else:
             continue
         session.flush()
@@ -548,7 +570,8 @@ def hold_refused(session: Session, now: datetime, booking_id: int, answer: str) 
         b.status = BookingStatus.WAITING.value
         b.delay_started_at = now
         notify(session, b.driver_id, "delayed",
-               f"The held charger answered '{answer}'; we will hold the first fast charger that frees up.", now, b)
+               f"The held charger answered '{answer}'; we will hold the first fast charger that frees up.", now, b,
+               code="delayed_hold_refused", params={"answer": answer})
     else:
         b.charger = session.get(m.Charger, plan.charger_id)
         _place_hold(session, now, b)

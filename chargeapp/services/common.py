@@ -196,10 +196,17 @@ def maintenance_windows(session: Session, station: m.Station, start: datetime, e
 
 
 def notify(session: Session, user_id: int, kind: str, message: str, now: datetime,
-           booking: m.Booking | None = None, **data) -> m.Notification:
-    """Tell a driver something in the app (a row in their notification list)."""
+           booking: m.Booking | None = None, *, code: str | None = None, params: dict | None = None,
+           **data) -> m.Notification:
+    """Tell a driver something in the app (a row in their notification list).
+
+    ``message`` is the English sentence kept for the API's ``message`` field; ``code`` and
+    ``params`` (station-local times as text, money in fen) are what the pages and the API
+    render in the reader's language (chargeapp.web.messages).
+    """
     n = m.Notification(user_id=user_id, kind=kind, message=message, created_at=now,
-                       booking_id=booking.id if booking is not None else None, data=data)
+                       booking_id=booking.id if booking is not None else None, data=data,
+                       code=code, params=params)
     session.add(n)
     return n
 

@@ -225,8 +225,12 @@ def _recent_dead_letters(session: Session, now: datetime, station: m.Station) ->
         m.DeadLetter.station_code == station.code, m.DeadLetter.received_at >= now - RECENT)) or 0
 
 
-def _item(kind: str, target: str, message: str, since: datetime | None = None, **data) -> dict:
-    return {"kind": kind, "target": target, "message": message, "since": since, "data": data}
+def _item(kind: str, target: str, message: str, since: datetime | None = None, params: dict | None = None,
+          **data) -> dict:
+    """An attention item: ``message`` in English; ``code`` (the kind) and ``params`` (station-local times as text)
+    for rendering it in the reader's language (chargeapp.web.messages)."""
+    return {"kind": kind, "target": target, "message": message, "since": since, "data": data,
+            "code": kind, "params": params or {}}
 
 
 def attention(session: Session, now: datetime, station: m.Station) -> list[dict]:
@@ -245,26 +249,31 @@ def attention(session: Session, now: datetime, station: m.Station) -> list[dict]
             if k.status == "Faulted" or (k.status == "Unavailable" and c.in_service):
                 items.append(_item(f"charger_{k.status.lower()}", c.code,
                                    f"{c.code} connector {k.number} is {k.status} ({k.error_code}).",
-                                   k.status_at, connector=k.number, error_code=k.error_code))
+                                   k.status_at, {"charger": c.code, "connector": k.number,
+                                                 "error_code": k.error_code},
+                                   connector=k.number, error_code=k.error_code))
         if not c.online:
-            items.append(_item("charger_offline", c.code, f"{c.code} is offline."))
+            items.append(_item("charger_offline", c.code, f"{c.code} is offline.", params={"charger": c.code}))
     for s in session.scalars(select(m.DoorSensor).where(m.DoorSensor.station_id == station.id,
                                                         m.DoorSensor.online.is_(False)).order_by(m.DoorSensor.code)):
-        items.append(_item("sensor_offline", s.code, f"Door sensor {s.code} is offline: its zones are uncertain."))
+        items.append(_item("sensor_offline", s.code, f"Door sensor {s.code} is offline: its zones are uncertain.",
+                           params={"sensor": s.code}))
     for g in session.scalars(select(m.Gate).where(m.Gate.station_id == station.id,
                                                   m.Gate.online.is_(False)).order_by(m.Gate.code)):
-        items.append(_item("gate_offline", g.code, f"Gate {g.code} is offline: plates are not being read."))
+        items.append(_item("gate_offline", g.code, f"Gate {g.code} is offline: plates are not being read.",
+                           params={"gate": g.code}))
     for d in doors.doors_left_open(session, station, now):
         minutes = int((now - d.open_since).total_seconds() // 60)
         items.append(_item("door_left_open", d.name or d.friendly_name,
-                           f"Door {d.name or d.friendly_name} has been open for {minutes} min."))
+                           f"Door {d.name or d.friendly_name} has been open for {minutes} min.",
+                           params={"door": d.name or d.friendly_name, "minutes": minutes}))
     items.extend(_stuck_sessions(session, now, station))
     items.extend(_sequence_gaps(session, now, station))
     items.extend(_command_trouble(session, now, station))
     dead = _recent_dead_letters(session, now, station)
     if dead:
         items.append(_item("dead_letters", station.code, f"{dead} message(s) dead-lettered in the last 24 h.",
-                           count=dead))
+                           params={"count": dead}, count=dead))
     for item in items:
         item["tz"] = station.timezone
     return items
@@ -287,7 +296,7 @@ def _sequence_gaps(session: Session, now: datetime, station: m.Station) -> Itera
         yield _item("messages_missing", device_id,
                     f"{device_id}: {missing} message(s) never arrived; meter and door totals are right again "
                     f"from its next message, a status change or transaction in the gap may be missing.",
-                    gap_at, device_kind=kind, missing=missing)
+                    gap_at, {"device": device_id, "missing": missing}, device_kind=kind, missing=missing)
 
 
 def _stuck_sessions(session: Session, now: datetime, station: m.Station) -> Iterable[dict]:
@@ -301,10 +310,11 @@ def _stuck_sessions(session: Session, now: datetime, station: m.Station) -> Iter
         begun = charging._begin(session, cs)  # its start, or its first meter reading for a placeholder
         if begun is not None and now - begun >= STUCK_SESSION_AFTER:
             hours = int((now - begun).total_seconds() // 3600)
+            local_begun = f"{begun.astimezone(tz):%m-%d %H:%M}"
             yield _item("session_stuck", cs.charger.code,
-                        f"Session {cs.id} on {cs.charger.code} open for {hours} h "
-                        f"(since {begun.astimezone(tz):%m-%d %H:%M}).",
-                        begun, session_id=cs.id, transaction_id=cs.transaction_id)
+                        f"Session {cs.id} on {cs.charger.code} open for {hours} h (since {local_begun}).",
+                        begun, {"session": cs.id, "charger": cs.charger.code, "hours": hours, "since": local_begun},
+                        session_id=cs.id, transaction_id=cs.transaction_id)
 
 
 def _command_trouble(session: Session, now: datetime, station: m.Station) -> Iterable[dict]:
@@ -320,8 +330,9 @@ def _command_trouble(session: Session, now: datetime, station: m.Station) -> Ite
         code = codes.get(cmd.charger_id, str(cmd.charger_id))
         yield _item("hold_unacknowledged", code,
                     f"Hold for booking {cmd.booking_id} on {code} not acknowledged ({cmd.status}, "
-                    f"{cmd.attempts} attempt(s)).", cmd.created_at, booking_id=cmd.booking_id,
-                    request_id=cmd.request_id)
+                    f"{cmd.attempts} attempt(s)).", cmd.created_at,
+                    {"booking": cmd.booking_id, "charger": code, "status": cmd.status, "attempts": cmd.attempts},
+                    booking_id=cmd.booking_id, request_id=cmd.request_id)
     failed = session.scalars(
         select(m.CommandOutbox).where(
             m.CommandOutbox.station_id == station.id, m.CommandOutbox.status == "failed",
@@ -331,7 +342,8 @@ def _command_trouble(session: Session, now: datetime, station: m.Station) -> Ite
     for cmd in failed:
         code = codes.get(cmd.charger_id, str(cmd.charger_id))
         yield _item("command_failed", code, f"{cmd.name} to {code} failed ({cmd.result or 'no answer'}).",
-                    cmd.created_at, command=cmd.name, booking_id=cmd.booking_id, request_id=cmd.request_id)
+                    cmd.created_at, {"command": cmd.name, "charger": code, "result": cmd.result},
+                    command=cmd.name, booking_id=cmd.booking_id, request_id=cmd.request_id)
 
 
 # -- chargers -------------------------------------------------------------------------
@@ -600,11 +612,12 @@ def _disrupt_bookings(session: Session, now: datetime, station: m.Station, windo
         b.status = BookingStatus.DISRUPTED.value
         b.charger = None
         b.disrupted_at = now
+        start, end = f"{b.slot_start.astimezone(tz):%m-%d %H:%M}", local_hhmm(b.slot_end, tz)
         notify(session, b.driver_id, "disrupted",
-               f"{station.name} is closed for maintenance during your "
-               f"{b.slot_start.astimezone(tz):%m-%d %H:%M}-{local_hhmm(b.slot_end, tz)} slot: "
+               f"{station.name} is closed for maintenance during your {start}-{end} slot: "
                "the booking is cancelled at no cost. Please book another slot.",
-               now, b, maintenance_window_id=window.id)
+               now, b, code="disrupted_maintenance", params={"station": station.name, "start": start, "end": end},
+               maintenance_window_id=window.id)
     session.flush()
     return [b.id for b in affected]
 
@@ -668,6 +681,7 @@ def _receipt_dict(r: m.Receipt, station: m.Station) -> dict:
         "stay_id": r.stay_id, "energy_wh": r.energy_wh, "energy_fen": r.energy_fen,
         "service_fen": r.service_fen, "idle_fen": r.idle_fen, "parking_fen": r.parking_fen,
         "total_fen": r.total_fen, "currency": r.currency, "explanation": r.explanation,
+        "explanation_lines": r.explanation_lines,
         "issued_at": r.issued_at, "superseded": r.superseded, "tz": station.timezone,
     }
 

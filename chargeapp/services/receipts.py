@@ -30,7 +30,7 @@ from chargeapp.domain.errors import Conflict, DomainError, Forbidden, InvalidReq
 from chargeapp.domain.intervals import Interval
 from chargeapp.domain.parking import (
     ParkingPolicy, ParkingSettlement, charging_time_in_stay, format_duration, format_money,
-    free_parking_until,
+    free_parking_until, local_stamp,
 )
 from chargeapp.domain.parking import settle_stay as settle_parking
 from chargeapp.domain.plates import InvalidPlate, normalise_plate
@@ -139,6 +139,8 @@ class Priced:
     explanation: str
     details: dict
     driver_id: int | None
+    # The explanation as lines {"code", "params"} (chargeapp.web.messages renders them in the reader's language).
+    lines: tuple[dict, ...] = ()
 
 
 # -- formatting ------------------------------------------------------------------------------
@@ -292,6 +294,47 @@ def _idle_text(idle: _Idle, tariff: Tariff, tz: tzinfo, day: date) -> str:
     return text + "."
 
 
+def _idle_line(idle: _Idle, tariff: Tariff, tz: tzinfo, day: date) -> dict:
+    """``_idle_text`` as a code and params (durations in seconds, money in fen, station-local times as text)."""
+    if idle.status in ("slow_charger", "no_charging"):
+        return {"code": f"idle_{idle.status}", "params": {}}
+    if idle.status == "not_reported":
+        return {"code": "idle_not_reported", "params": {"charging_end": local_stamp(idle.charging_end, tz, day)}}
+    fee = idle.fee
+    params = {"idle_seconds": int(fee.idle.total_seconds()), "from": local_stamp(idle.charging_end, tz, day),
+              "until": local_stamp(idle.free_at, tz, day), "grace_seconds": int(tariff.idle_grace.total_seconds())}
+    if fee.billed_minutes == 0:
+        return {"code": "idle_within_grace", "params": params}
+    params.update(minutes=fee.billed_minutes, rate_fen=tariff.idle_fee_per_minute_fen,
+                  amount_fen=fee.billed_minutes * tariff.idle_fee_per_minute_fen)
+    if fee.capped:
+        return {"code": "idle_capped", "params": {**params, "fee_fen": fee.fee_fen}}
+    return {"code": "idle_billed", "params": params}
+
+
+def _charging_lines(cs: m.ChargingSession, charger: m.Charger, tariff: Tariff, tz: tzinfo,
+                    energy: EnergyCharge, idle: _Idle, figures: Figures) -> tuple[dict, ...]:
+    """``_charging_explanation`` as lines of a code and params."""
+    day = cs.started_at.astimezone(tz).date()
+    bands = [{"band": band.value, "wh": _wh_int(wh), "price": tariff.price_of(band)}
+             for band, wh in energy.wh_by_band.items() if wh]
+    return (
+        {"code": "charging_session", "params": {
+            "charger": charger.code, "from": local_stamp(cs.started_at, tz, day),
+            "to": local_stamp(cs.stopped_at, tz, day), "energy_wh": _wh_int(energy.energy_wh)}},
+        {"code": "charging_energy", "params": {"bands": bands, "energy_fen": energy.energy_fen}},
+        {"code": "charging_service", "params": {"energy_wh": _wh_int(energy.energy_wh), "price": tariff.service_fee,
+                                                "service_fen": energy.service_fen}},
+        _idle_line(idle, tariff, tz, day),
+        {"code": "total", "params": {"total_fen": figures.total_fen}},
+    )
+
+
+def _wh_int(wh: int | Fraction) -> int:
+    """Wh as a whole number for reading (a fraction rounded half-up, as ``_kwh`` shows it)."""
+    return wh if isinstance(wh, int) else round_fraction_half_up(Fraction(wh))
+
+
 def _charging_explanation(cs: m.ChargingSession, charger: m.Charger, tariff: Tariff, tz: tzinfo,
                           energy: EnergyCharge, idle: _Idle, figures: Figures) -> str:
     cur = tariff.currency
@@ -353,7 +396,8 @@ def _price_session(session: Session, now: datetime, cs: m.ChargingSession) -> Pr
         "idle": _idle_details(idle),
     }
     return Priced(figures, version.id, tariff.currency,
-                  _charging_explanation(cs, charger, tariff, tz, energy, idle, figures), details, cs.driver_id)
+                  _charging_explanation(cs, charger, tariff, tz, energy, idle, figures), details, cs.driver_id,
+                  _charging_lines(cs, charger, tariff, tz, energy, idle, figures))
 
 
 def _original(session: Session, *, session_id: int | None = None, stay_id: int | None = None) -> m.Receipt | None:
@@ -370,7 +414,7 @@ def _write_original(session: Session, now: datetime, kind: str, station_id: int,
     receipt = m.Receipt(
         kind=kind, station_id=station_id, driver_id=priced.driver_id, session_id=session_id, stay_id=stay_id,
         tariff_version_id=priced.tariff_version_id, currency=priced.currency, explanation=priced.explanation,
-        details=priced.details, issued_at=now, superseded=False, **priced.figures.as_dict(),
+        explanation_lines=list(priced.lines), details=priced.details, issued_at=now, superseded=False, **priced.figures.as_dict(),
     )
     session.add(receipt)
     session.flush()
@@ -499,7 +543,7 @@ def _price_stay(session: Session, stay: m.ParkingStay, exit: datetime) -> tuple[
         "tariff_effective_from": _iso(version.effective_from),
     }
     priced = Priced(Figures(parking_fen=settlement.fee_fen), version.id, tariff.currency,
-                    settlement.explanation, details, charging.payer_id)
+                    settlement.explanation, details, charging.payer_id, settlement.explanation_lines)
     return priced, settlement
 
 
@@ -577,6 +621,21 @@ def _pinned(chain: list[m.Receipt]) -> set[str]:
     return out
 
 
+def changes(before: Figures, after: Figures) -> list[dict]:
+    """What a correction changed, for rendering in any language: energy in Wh, components and total in fen.
+
+    ``[{"what": "energy" | "energy_fen" | "service_fen" | "idle_fen" | "parking_fen" | "total",
+    "before": n, "after": n}, ...]``; the total always comes last.
+    """
+    out = []
+    if before.energy_wh != after.energy_wh:
+        out.append({"what": "energy", "before": before.energy_wh, "after": after.energy_wh})
+    out += [{"what": name, "before": getattr(before, name), "after": getattr(after, name)}
+            for name in COMPONENT_LABELS if getattr(before, name) != getattr(after, name)]
+    out.append({"what": "total", "before": before.total_fen, "after": after.total_fen})
+    return out
+
+
 def _changes_text(before: Figures, after: Figures, currency: str) -> str:
     parts = []
     if before.energy_wh != after.energy_wh:
@@ -591,14 +650,15 @@ def _changes_text(before: Figures, after: Figures, currency: str) -> str:
 
 
 def _write_correction(session: Session, now: datetime, chain: list[m.Receipt], after: Figures,
-                      explanation: str, details: dict, tariff_version_id: int | None) -> m.Receipt:
+                      explanation: str, details: dict, tariff_version_id: int | None,
+                      lines: list[dict] | None = None) -> m.Receipt:
     root, latest = chain[0], chain[-1]
     before = _standing(chain)
     delta = after.minus(before)
     correction = m.Receipt(
         kind="correction", corrects_id=latest.id, station_id=root.station_id, driver_id=root.driver_id,
         session_id=root.session_id, stay_id=root.stay_id, tariff_version_id=tariff_version_id,
-        currency=root.currency, explanation=explanation, issued_at=now, superseded=False,
+        currency=root.currency, explanation=explanation, explanation_lines=lines, issued_at=now, superseded=False,
         details={**details, "original_id": root.id, "before": before.as_dict(), "after": after.as_dict(),
                  "delta": delta.as_dict()},
         **delta.as_dict(),
@@ -609,6 +669,7 @@ def _write_correction(session: Session, now: datetime, chain: list[m.Receipt], a
     if root.driver_id is not None:
         notify(session, root.driver_id, "receipt_corrected",
                f"Receipt #{root.id} was corrected: {_changes_text(before, after, root.currency)}.", now,
+               code="receipt_corrected", params={"receipt": root.id, "changes": changes(before, after)},
                receipt_id=correction.id, original_id=root.id)
     return correction
 
@@ -648,11 +709,15 @@ def _recheck(session: Session, now: datetime, receipt: m.Receipt) -> tuple[Price
         return priced, None
     kept = [COMPONENT_LABELS[n] for n in sorted(pinned) if getattr(priced.figures, n) != getattr(before, n)]
     text = f"Correction of receipt #{root.id} after late telemetry: {_changes_text(before, after, priced.currency)}."
+    lines = [{"code": "correction_recheck", "params": {"receipt": root.id, "changes": changes(before, after)}}]
     if kept:
         text += f" Kept as set by a manager: {', '.join(kept)}."
+        lines.append({"code": "correction_kept", "params": {"components": [
+            n for n in sorted(pinned) if getattr(priced.figures, n) != getattr(before, n)]}})
     text += f" Now: {priced.explanation}"
+    lines += [{"code": "correction_now", "params": {}}, *priced.lines]
     details = {"source": "recheck", "recomputed": priced.details, "recomputed_figures": priced.figures.as_dict()}
-    return priced, _write_correction(session, now, chain, after, text, details, priced.tariff_version_id)
+    return priced, _write_correction(session, now, chain, after, text, details, priced.tariff_version_id, lines)
 
 
 # -- manager corrections --------------------------------------------------------------------
@@ -693,9 +758,11 @@ def _manager_correction(session: Session, now: datetime, user: m.User, chain: li
     verb = "waived" if action == "waive_fee" else "corrected"
     text = (f"Correction of receipt #{root.id}: {', '.join(COMPONENT_LABELS[p] for p in pinned)} {verb} by the "
             f"station manager: {_changes_text(before, after, root.currency)}. Reason: {reason}")
+    lines = [{"code": f"correction_{verb}", "params": {
+        "receipt": root.id, "components": list(pinned), "changes": changes(before, after), "reason": reason}}]
     details = {"source": "manager", "action": action, "pinned": pinned, "user_id": user.id, "reason": reason}
     latest = chain[-1]
-    correction = _write_correction(session, now, chain, after, text, details, latest.tariff_version_id)
+    correction = _write_correction(session, now, chain, after, text, details, latest.tariff_version_id, lines)
     audit(session, now, user, f"receipt.{action}", "receipt", root.id, reason,
           before={**before.as_dict(), "receipt_id": latest.id},
           after={**after.as_dict(), "receipt_id": correction.id}, station_id=root.station_id)
@@ -1129,14 +1196,21 @@ def _stay_status(session: Session, stay: m.ParkingStay, end: datetime) -> dict:
     if_left_now = settle_parking(stay.entry_at, end, charging.intervals, policy, tz)
     still_needed = max(policy.qualify_charging - charged, timedelta())
     day = end.astimezone(tz).date()
+    seconds = {"charged_seconds": int(charged.total_seconds()),
+               "needed_seconds": int(policy.qualify_charging.total_seconds())}
     if free_until is not None:
         text = (f"Charged {format_duration(charged)} ({format_duration(policy.qualify_charging)} needed): "
                 f"parking free until {_local(free_until, tz, day)}.")
+        lines = [{"code": "parking_status_free", "params": {**seconds, "until": local_stamp(free_until, tz, day)}}]
     else:
+        lines = [{"code": "parking_status_not_yet", "params": {
+            **seconds, "still_needed_seconds": int(still_needed.total_seconds()),
+            "until": local_stamp(stay.entry_at + policy.free_period, tz, day)}}]
         text = (f"Charged {format_duration(charged)} so far ({format_duration(policy.qualify_charging)} needed): "
                 f"charge {format_duration(still_needed)} more for free parking until "
                 f"{_local(stay.entry_at + policy.free_period, tz, day)}.")
     text += f" Leaving now costs {format_money(if_left_now.fee_fen, tariff.currency)}."
+    lines.append({"code": "parking_status_fee", "params": {"fee_fen": if_left_now.fee_fen}})
     return {
         "stay_id": stay.id,
         "station_id": station.id,
@@ -1151,4 +1225,5 @@ def _stay_status(session: Session, stay: m.ParkingStay, end: datetime) -> dict:
         "fee_fen_if_left_now": if_left_now.fee_fen,
         "currency": tariff.currency,
         "explanation": text,
+        "explanation_lines": lines,
     }

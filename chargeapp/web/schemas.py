@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields
 
+from chargeapp.web import messages
 from chargeapp.web.fields import StationTime
 
 
@@ -34,10 +35,21 @@ class ReceiptSchema(Schema):
     parking_fen = fields.Integer()
     total_fen = fields.Integer()
     currency = fields.String()
-    explanation = fields.String()
+    explanation = fields.String(metadata={"description": "In English, as stored (kept for older clients)."})
+    explanation_lines = fields.List(fields.Dict(), allow_none=True, metadata={
+        "description": "The explanation as lines of a code and params (money in fen, energy in Wh, durations in "
+                       "seconds, station-local times as text); null on an old receipt that could not be read."})
+    explanation_text = fields.Method("_explanation_text", metadata={
+        "description": "The explanation in the language of Accept-Language (zh first, else en); "
+                       "Content-Language says which."})
     details = fields.Dict()
     issued_at = StationTime()
     superseded = fields.Boolean()
+
+    def _explanation_text(self, r):
+        lang = messages.api_language()
+        messages.say_content_language(lang)
+        return messages.in_language(lang, messages.receipt_text, r)
 
     def _station(self, r):
         if isinstance(r, dict):

@@ -288,7 +288,8 @@ def test_every_page_string_has_a_chinese_translation():
     root = Path(__file__).resolve().parents[2]
     keywords = {"_": None, "gettext": None, "_l": None, "lazy_gettext": None,
                 "pgettext": ((1, "c"), 2), "lazy_pgettext": ((1, "c"), 2)}
-    method_map = [("chargeapp/web/pages/**.py", "python"), ("chargeapp/templates/**.html", "jinja2")]
+    method_map = [("chargeapp/web/pages/**.py", "python"), ("chargeapp/web/messages.py", "python"),
+                  ("chargeapp/templates/**.html", "jinja2")]
     found = {}
     for filename, _, message, _, context in extract_from_dir(str(root), method_map, keywords=keywords):
         msgid = message[0] if isinstance(message, tuple) else message

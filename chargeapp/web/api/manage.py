@@ -18,6 +18,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from chargeapp.db import db
 from chargeapp.services import manage
+from chargeapp.web import messages
 from chargeapp.web.fields import Instant, StationTime
 from chargeapp.web.schemas import ReceiptSchema, ZoneSchema
 from chargeapp.web.security import clock, current_user, manager_required
@@ -132,7 +133,11 @@ class AttentionSchema(Schema):
                                                   "sensor_offline, gate_offline, session_stuck, "
                                                   "hold_unacknowledged, command_failed, dead_letters"})
     target = fields.String()
-    message = fields.String()
+    message = fields.String(metadata={"description": "In English (kept for older clients)."})
+    code = fields.String(metadata={"description": "The kind, as the code of the text"})
+    params = fields.Dict(metadata={"description": "The code's parameters (station-local times as text)"})
+    text = fields.String(metadata={"description": "The item in the language of Accept-Language (zh first, "
+                                                  "else en); Content-Language says which"})
     since = StationTime(allow_none=True)
     data = fields.Dict()
 
@@ -447,8 +452,13 @@ class StationLiveView(ManageView):
     @blp.response(200, StationLive)
     @blp.doc(security=AUTH)
     def get(self, code):
-        """A station live: chargers, zones, and what needs attention."""
-        return manage.station_view(db.session, clock().now(), current_user(), code)
+        """A station live: chargers, zones, and what needs attention (``text`` in the Accept-Language)."""
+        view = manage.station_view(db.session, clock().now(), current_user(), code)
+        lang = messages.api_language()
+        messages.say_content_language(lang)
+        for item in view["attention"]:
+            item["text"] = messages.in_language(lang, messages.attention_text, item)
+        return view
 
 
 @blp.route("/stations/<code>/chargers/<charger>")

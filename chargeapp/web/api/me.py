@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from chargeapp.db import db
 from chargeapp.db import models as m
+from chargeapp.web import messages
 from chargeapp.web.fields import StationTime
 from chargeapp.web.login_limits import login_limited
 from chargeapp.web.schemas import ReceiptSchema
@@ -25,7 +26,15 @@ class PageArgs(Schema):
 class NotificationSchema(Schema):
     id = fields.Integer()
     kind = fields.String()
-    message = fields.String()
+    message = fields.String(metadata={"description": "The English sentence, as stored (kept for older clients)."})
+    code = fields.String(allow_none=True, metadata={
+        "description": "What happened (booked, held, moved, delayed, disrupted_maintenance, ...); null on an "
+                       "old notification whose sentence could not be read: then text is the message."})
+    params = fields.Dict(allow_none=True, metadata={
+        "description": "The code's parameters: station-local times as text, money in fen, energy in Wh."})
+    text = fields.String(metadata={
+        "description": "The notification in the language of Accept-Language (zh first, else en; Chinese "
+                       "when neither is asked for); Content-Language says which."})
     booking_id = fields.Integer(allow_none=True)
     created_at = fields.AwareDateTime()
     read_at = fields.AwareDateTime(allow_none=True)
@@ -39,11 +48,19 @@ class Notifications(MethodView):
     @blp.response(200, NotificationSchema(many=True))
     @blp.doc(security=AUTH)
     def get(self, args):
-        """My notifications, newest first: held, moved, delayed, disrupted, no-show, suspension."""
-        return db.session.scalars(
+        """My notifications, newest first: held, moved, delayed, disrupted, no-show, suspension.
+
+        ``text`` is in the language of ``Accept-Language`` (Chinese first); ``message`` stays English.
+        """
+        rows = db.session.scalars(
             select(m.Notification).where(m.Notification.user_id == current_user().id)
             .order_by(m.Notification.id.desc()).limit(args["limit"])
         ).all()
+        lang = messages.api_language()
+        messages.say_content_language(lang)
+        return [{"id": n.id, "kind": n.kind, "message": n.message, "code": n.code, "params": n.params,
+                 "text": messages.in_language(lang, messages.notification_text, n), "booking_id": n.booking_id,
+                 "created_at": n.created_at, "read_at": n.read_at} for n in rows]
 
 
 class SessionSchema(Schema):
@@ -76,7 +93,16 @@ class ParkingStatusSchema(Schema):
     free_until = StationTime(allow_none=True)
     fee_fen_if_left_now = fields.Integer()
     currency = fields.String()
-    explanation = fields.String()
+    explanation = fields.String(metadata={"description": "In English (kept for older clients)."})
+    explanation_lines = fields.List(fields.Dict(), metadata={
+        "description": "The explanation as lines of a code and params (as a receipt's)."})
+    explanation_text = fields.Method("_explanation_text", metadata={
+        "description": "The explanation in the language of Accept-Language (zh first, else en)."})
+
+    def _explanation_text(self, status):
+        lang = messages.api_language()
+        messages.say_content_language(lang)
+        return messages.in_language(lang, messages.receipt_text, status)
 
 
 @blp.route("/sessions")

@@ -17,6 +17,7 @@ import flask_babel
 from flask_babel import Babel
 from flask_wtf.csrf import CSRFProtect
 
+from chargeapp.web import messages
 from chargeapp.web.pages import i18n
 from chargeapp.web.pages.security import (
     PageSessionInterface, add_security_headers, care_mode, content_security_policy, page_user,
@@ -118,5 +119,11 @@ def _template_helpers(app: Flask) -> None:
             "minutes": i18n.minutes,
             "booking_status_label": lambda s: str(i18n.BOOKING_STATUS.get(s, s)),
             "notification_label": lambda k: str(i18n.NOTIFICATION_KIND.get(k, k)),
+            "notification_text": messages.notification_text,
+            "notification_lang": lambda n: messages.notification_lang(n, i18n.html_lang()),
+            "attention_text": messages.attention_text,
+            "receipt_lines": messages.receipt_lines,
+            "receipt_lang": lambda r: i18n.html_lang() if messages.receipt_translated(r) else "en",
+            "attention_lang": lambda item: messages.attention_lang(item, i18n.html_lang()),
             "receipt_kind_label": lambda k: str(i18n.RECEIPT_KIND.get(k, k)),
         }

@@ -1,9 +1,9 @@
 """Languages of the pages (Simplified Chinese by default, English) and how things are written in each.
 
-The services speak English (their error messages, notification and receipt texts are
-stored or raised in English). The pages translate what they can name: statuses,
-amenities, notification kinds and every refusal by its stable error ``code``; free
-texts written by the services (a receipt's explanation) are shown as they are.
+The services speak English (their error messages are raised in English). The pages translate
+what they can name: statuses, amenities, notification kinds and every refusal by its stable
+error ``code``. Notifications, receipt explanations and the attention list are recorded as a
+code and params and rendered by ``chargeapp.web.messages`` (shared with the API).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from flask import current_app, request, session
 from flask_babel import get_locale, gettext, lazy_gettext as _l, lazy_pgettext, ngettext, pgettext
 
 from chargeapp.domain.errors import DomainError
+from chargeapp.web import messages
 
 LANGUAGES = {"zh_Hans": "中文", "en": "English"}
 DEFAULT_LANGUAGE = "zh_Hans"
@@ -346,15 +347,12 @@ def slot_day(at: datetime | None, tz: tzinfo | None, now: datetime) -> str:
 
 
 def money(fen: int | None, currency: str = "CNY") -> str:
-    """Integer fen as "¥12.34" in both languages (exact: no float on the way).
-
-    English CLDR writes yuan "CN¥" to tell it from the yen; every price here is in yuan and
-    Chinese drivers and signs write "¥", so the yuan is formatted as in Chinese in both languages.
-    """
+    """Integer fen as "¥12.34" in both languages (exact: no float on the way; English Babel would say "CN¥")."""
     if fen is None:
         return ""
-    locale = "zh_Hans" if currency == "CNY" else lang()
-    return format_currency(Decimal(fen) / 100, currency, locale=locale)
+    if currency == "CNY":
+        return messages.yuan(fen)
+    return format_currency(Decimal(fen) / 100, currency, locale=lang())
 
 
 def distance(metres: int | None) -> str:
