@@ -153,7 +153,7 @@ def test_two_workers_in_a_share_group_apply_every_message_once(app, session, sta
         for w in workers:
             assert w.client.wait_subscribed(10)
         publish_all(mosquitto.port, messages, timeout=10)
-        wait_for(lambda: sum(handled(w) for w in workers) >= len(messages), 15, "both workers to drain the stream")
+        wait_for(lambda: sum(handled(w) for w in workers) >= len(messages), 60, "both workers to drain the stream")
     finally:
         for w in workers:
             w.stop()
@@ -175,7 +175,7 @@ def test_the_embedded_broker_keeps_the_bridges_session_across_a_clean_restart(ap
     bridge = run_in_thread(app, amqtt_broker, "e2e-amqtt-restart", periodic_seconds=0)
     try:
         publish_all(amqtt_broker.port, messages[:150], timeout=10)
-        wait_for(lambda: applied() >= 150, 10, "the first half")
+        wait_for(lambda: applied() >= 150, 60, "the first half")
     finally:
         bridge.stop()  # clean: the last batch is committed and acknowledged before the DISCONNECT
     publish_all(amqtt_broker.port, messages[150:], timeout=10)  # queued for the bridge's session meanwhile
@@ -206,7 +206,7 @@ def start_bridge_process(app, broker_url: str, log_path, client_id: str, protoco
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     log.close()
-    wait_for(lambda: b"subscribed to" in log_path.read_bytes() or proc.poll() is not None, 15,
+    wait_for(lambda: b"subscribed to" in log_path.read_bytes() or proc.poll() is not None, 60,
              "the bridge process to subscribe")
     assert proc.poll() is None, log_path.read_text()[-3000:]
     return proc
@@ -224,7 +224,7 @@ def test_a_bridge_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(a
     publisher = threading.Thread(target=publish_all, args=(broker.port, messages), kwargs={"timeout": 15})
     try:
         publisher.start()
-        wait_for(lambda: read_count(app, "SELECT count(*) FROM applied_messages") >= 300, 15,
+        wait_for(lambda: read_count(app, "SELECT count(*) FROM applied_messages") >= 300, 60,
                  "the first messages to be applied")
         proc.send_signal(signal.SIGKILL)  # no chance to finish its batch, commit or ack
         proc.wait(5)
@@ -234,7 +234,7 @@ def test_a_bridge_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(a
         proc = start_bridge_process(app, broker.url, log_path, "e2e-kill", protocol)
         assert b"session resumed" in log_path.read_bytes()  # the broker kept what the dead bridge had not acked
         publisher.join(15)
-        wait_for(lambda: read_count(app, "SELECT count(*) FROM applied_messages") == len(messages), 15,
+        wait_for(lambda: read_count(app, "SELECT count(*) FROM applied_messages") == len(messages), 60,
                  "the restarted bridge to apply the rest")
         proc.send_signal(signal.SIGTERM)  # a clean stop: finish the batch, commit, ack, disconnect
         assert proc.wait(10) == 0, log_path.read_text()[-3000:]
