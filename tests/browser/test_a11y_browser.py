@@ -106,6 +106,29 @@ def _focused(page) -> str:
       return [e.tagName.toLowerCase()].concat(Array.from(e.classList)).join('.'); }""")
 
 
+# A Latin word of three letters or more standing alone (not part of a code such as F1, S01, APP-3F2A or an email).
+LATIN_WORD = re.compile(r"(?<![A-Za-z0-9@._/-])[A-Za-z]{3,}(?![A-Za-z0-9@._/-])")
+# Words a Chinese page may show in Latin letters: names, codes and units, never a sentence's words.
+NOT_ENGLISH = {
+    "English",  # the language switch names the other language in itself
+    "kWh", "CNY", "CSV",  # units and formats
+    "Leaflet", "AutoNavi", "OpenStreetMap", "OSM",  # the map's attribution (names)
+    "PowerMeterFailure", "Faulted", "Available", "Charging", "Preparing", "Finishing", "SuspendedEV",
+    "SuspendedEVSE", "Unavailable", "Reserved", "NoError", "OtherError",  # OCPP codes, shown as the charger sent them
+    "chargeapp", "demo", "sim",  # in the demo accounts' emails and the brand
+}
+
+
+def english_words(page) -> set[str]:
+    """The English words a page shows: Latin words outside names, codes and units (NOT_ENGLISH), and outside what
+    the page marks as not to be translated (identifiers an operator chose: ``translate="no"``, ``<code>``)."""
+    text = page.evaluate("""() => { const copy = document.body.cloneNode(true);
+      copy.querySelectorAll('[translate="no"], code, kbd, samp, script, style').forEach(e => e.remove());
+      copy.style.position = 'absolute'; copy.style.left = '-99999px'; document.documentElement.appendChild(copy);
+      const text = copy.innerText; copy.remove(); return text; }""")
+    return {w for w in LATIN_WORD.findall(text) if w not in NOT_ENGLISH}
+
+
 def _check(w, found: dict, name: str, ready: str | None = None):
     page = w.page
     if ready:
@@ -114,6 +137,10 @@ def _check(w, found: dict, name: str, ready: str | None = None):
     bad = axe.serious_violations(page)
     if bad:
         found[name] = axe.describe(bad)
+    if w.lang == "zh_Hans":
+        english = english_words(page)
+        if english:
+            found[name + " (English words)"] = ", ".join(sorted(english))
     w.shot(f"a11y-{name}-{w.lang}-{w.viewport}")
 
 
@@ -195,7 +222,7 @@ def test_every_page_has_no_serious_or_critical_axe_violation(live, walker):
             ("manage-live-liaoyuan", f"/manage/{DRIVER_STATION}")):
         visit(name, path)
     visit("manage-report", f"{base}/reports?from=2026-11-16&to=2026-11-21", "canvas[data-chart]")
-    assert not found, "axe found serious or critical violations:\n" + "\n".join(
+    assert not found, "axe found serious or critical violations, or English words on a Chinese page:\n" + "\n".join(
         f"[{name}]\n{text}" for name, text in found.items())
 
 

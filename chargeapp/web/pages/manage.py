@@ -136,6 +136,13 @@ COMPONENT_LABELS = {
 }
 
 BAND_LABELS = {"peak": _l("Peak"), "flat": _l("Flat"), "valley": _l("Valley")}
+# How a charging session ended (charging_sessions.closed_by; services/charging.py).
+CLOSED_BY_LABELS = {
+    "stop": _l("the charger reported the stop"),
+    "available": _l("inferred: the connector became available"),
+    "new_start": _l("inferred: a new session started"),
+    "manager": _l("closed by a manager"),
+}
 
 # The tariff form's money fields: prices per kWh (1/10,000 CNY) and fees (fen).
 TARIFF_PRICES = ("peak_price", "flat_price", "valley_price", "service_fee")
@@ -178,6 +185,7 @@ def _manage_helpers():
         "rule_label": lambda key: str(RULE_LABELS.get(key, key)),
         "component_label": lambda key: str(COMPONENT_LABELS.get(key, key)),
         "band_label": lambda band: str(BAND_LABELS.get(band, band)),
+        "closed_by_label": lambda value: str(CLOSED_BY_LABELS.get(value, value)),
         "tariff_label": lambda key: str(TARIFF_LABELS.get(key, key)),
         "duration": duration,
         "yuan": yuan,
