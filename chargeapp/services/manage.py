@@ -45,6 +45,8 @@ from chargeapp.services.common import (
     StationNotFound, audit, charger_by_code, enqueue_command, local_hhmm, may_manage, notify, rules_of,
     station_tz,
 )
+from chargeapp.services.lounge import ZoneNotFound
+from chargeapp.services.receipts import ReasonRequired
 
 # An open session this long is listed as stuck (a per-station rule later).
 STUCK_SESSION_AFTER = timedelta(hours=12)
@@ -56,12 +58,6 @@ RECENT = timedelta(hours=24)
 SEQUENCE_GAP_SHOWN = timedelta(hours=24)
 PAGE_MAX = 200
 ACTIVE_VALUES = sorted(s.value for s in ACTIVE)
-
-
-class ZoneNotFound(NotFound):
-    """No such lounge zone at this station."""
-
-    code = "zone_not_found"
 
 
 class ZoneCodeTaken(Conflict):
@@ -110,12 +106,6 @@ class InvalidRules(InvalidRequest):
     """A station rule is out of range."""
 
     code = "invalid_rules"
-
-
-class ReasonRequired(InvalidRequest):
-    """Say why: every change to money, sessions or plates is kept with its reason."""
-
-    code = "reason_required"
 
 
 # -- scope ----------------------------------------------------------------------------
@@ -168,7 +158,7 @@ def check_scope(session: Session, user: m.User, targets: Mapping[str, object]) -
 def _reason(reason: str | None, required: bool = True) -> str:
     text = (reason or "").strip()
     if required and not text:
-        raise ReasonRequired()
+        raise ReasonRequired("Say why: every change to money, sessions or plates is kept with its reason.")
     return text
 
 
