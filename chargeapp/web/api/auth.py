@@ -9,6 +9,7 @@ from chargeapp.db import db
 from chargeapp.services import auth as auth_service
 from chargeapp.web.login_limits import login_limited
 from chargeapp.web.security import clock, current_user, hasher, issue_token
+from chargeapp.web.transaction import transaction
 
 blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Accounts and tokens")
 
@@ -55,8 +56,8 @@ class Register(MethodView):
     @blp.response(201, TokenSchema)
     def post(self, body):
         """Create a driver account; returns a bearer token."""
-        user = auth_service.register_driver(db.session, clock().now(), hasher(), **body)
-        db.session.commit()
+        with transaction():
+            user = auth_service.register_driver(db.session, clock().now(), hasher(), **body)
         return {"token": issue_token(user), "user": user}
 
 
@@ -69,8 +70,8 @@ class Login(MethodView):
     @blp.response(200, TokenSchema)
     def post(self, body):
         """Exchange email and password for a bearer token (refused attempts are limited per account and per client)."""
-        user = auth_service.authenticate(db.session, hasher(), body["email"], body["password"])
-        db.session.commit()
+        with transaction():  # a rehashed password is kept
+            user = auth_service.authenticate(db.session, hasher(), body["email"], body["password"])
         return {"token": issue_token(user), "user": user}
 
 

@@ -10,9 +10,10 @@ from chargeapp.db import db
 from chargeapp.domain import booking as rules
 from chargeapp.domain.errors import InvalidRequest
 from chargeapp.services import booking as booking_service
-from chargeapp.services.common import booking_rules, commit_and_keep
+from chargeapp.services.common import booking_rules
 from chargeapp.web.fields import Instant, StationTime
 from chargeapp.web.security import clock, current_user, login_required
+from chargeapp.web.transaction import committed
 
 blp = Blueprint("bookings", __name__, url_prefix="/api/v1/bookings", description="Fast-charge slot bookings")
 AUTH = [{"bearerAuth": []}]
@@ -80,6 +81,7 @@ class Bookings(MethodView):
         fast charger taken), ``active_booking_exists``; 403 ``driver_suspended`` (``details.until``);
         404 ``station_not_found``, ``charger_not_found``; 400 ``bad_idempotency_key``.
         """
+        # Not @committed: book_slot commits itself, the one exception to chargeapp/web/transaction.py's rule.
         key = request.headers.get("Idempotency-Key")
         if key is not None and not (0 < len(key) <= 100 and key.isprintable()):
             raise BadIdempotencyKey()
@@ -113,8 +115,7 @@ class CancelBooking(MethodView):
 
     @blp.response(200, BookingSchema)
     @blp.doc(security=AUTH)
+    @committed(keep=True)  # the answer is the booking just written: no reload in a second transaction
     def post(self, booking_id):
         """Cancel: free until the slot starts, a no-show after; cancelling twice is harmless."""
-        b = booking_service.cancel_booking(db.session, clock().now(), current_user().id, booking_id)
-        commit_and_keep(db.session)
-        return b
+        return booking_service.cancel_booking(db.session, clock().now(), current_user().id, booking_id)

@@ -4,7 +4,9 @@ Every route needs a manager or administrator token (a driver's is a 403, checked
 before the body is read). A manager sees only their stations: anything of
 another station is a 404, exactly as if it did not exist. Bodies refuse unknown
 and read-only fields (422, one message per field). Changes to money, sessions
-and plates need a ``reason``; every change is in the audit log.
+and plates need a ``reason``; every change is in the audit log. A changing view is
+``@committed`` (chargeapp/web/transaction.py): its service flushes, the view's
+return commits, a refusal rolls back.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from chargeapp.web import messages
 from chargeapp.web.fields import Instant, StationTime
 from chargeapp.web.schemas import ReceiptSchema, ZoneSchema
 from chargeapp.web.security import clock, current_user, manager_required
+from chargeapp.web.transaction import committed
 
 blp = Blueprint("manage", __name__, url_prefix="/api/v1/manage",
                 description="Managers: live view, configuration and fix-ups of their stations")
@@ -466,13 +469,12 @@ class ChargerView(ManageView):
     @blp.arguments(ChargerPatch)
     @blp.response(200, ManagedChargerChanged)
     @blp.doc(security=AUTH)
+    @committed
     def patch(self, body, code, charger):
         """Take a charger out of service (its bookings move) or put it back; audited."""
         session, now = _session_and_now()
-        out = manage.set_charger_in_service(session, now, current_user(), code, charger, body["in_service"],
-                                            body["reason"])
-        session.commit()
-        return out
+        return manage.set_charger_in_service(session, now, current_user(), code, charger, body["in_service"],
+                                             body["reason"])
 
 
 @blp.route("/stations/<code>/zones")
@@ -486,13 +488,12 @@ class Zones(ManageView):
     @blp.arguments(ZoneCreate)
     @blp.response(201, ZoneSchema)
     @blp.doc(security=AUTH)
+    @committed
     def post(self, body, code):
         """Add a lounge zone."""
         session, now = _session_and_now()
-        out = manage.add_zone(session, now, current_user(), code, zone_code=body["code"], name=body["name"],
-                              capacity=body["capacity"], name_en=body["name_en"], reason=body["reason"])
-        session.commit()
-        return out
+        return manage.add_zone(session, now, current_user(), code, zone_code=body["code"], name=body["name"],
+                               capacity=body["capacity"], name_en=body["name_en"], reason=body["reason"])
 
 
 @blp.route("/stations/<code>/zones/<zone>")
@@ -500,12 +501,11 @@ class ZoneView(ManageView):
     @blp.arguments(ZonePatch)
     @blp.response(200, ZoneSchema)
     @blp.doc(security=AUTH)
+    @committed
     def patch(self, body, code, zone):
         """Rename a zone or change its capacity."""
         session, now = _session_and_now()
-        out = manage.update_zone(session, now, current_user(), code, zone, **body)
-        session.commit()
-        return out
+        return manage.update_zone(session, now, current_user(), code, zone, **body)
 
 
 @blp.route("/stations/<code>/zones/<zone>/count")
@@ -513,12 +513,11 @@ class ZoneCount(ManageView):
     @blp.arguments(ZoneCountBody)
     @blp.response(200, ZoneSchema)
     @blp.doc(security=AUTH)
+    @committed
     def post(self, body, code, zone):
         """Set a zone's head count now (a new baseline); audited."""
         session, now = _session_and_now()
-        out = manage.set_zone_count(session, now, current_user(), code, zone, body["count"], body["reason"])
-        session.commit()
-        return out
+        return manage.set_zone_count(session, now, current_user(), code, zone, body["count"], body["reason"])
 
 
 @blp.route("/stations/<code>/sensors")
@@ -550,12 +549,11 @@ class Rules(ManageView):
     @blp.arguments(RulesPatch)
     @blp.response(200, RulesSchema)
     @blp.doc(security=AUTH)
+    @committed
     def patch(self, body, code):
         """Change some rules (minutes and days > 0, counts >= 0, lounge_reset_time HH:MM or null); audited."""
         session, now = _session_and_now()
-        out = manage.update_rules(session, now, current_user(), code, **body)
-        session.commit()
-        return out
+        return manage.update_rules(session, now, current_user(), code, **body)
 
 
 @blp.route("/stations/<code>/hours")
@@ -563,13 +561,12 @@ class Hours(ManageView):
     @blp.arguments(HoursBody)
     @blp.response(200, HoursSchema)
     @blp.doc(security=AUTH)
+    @committed
     def patch(self, body, code):
         """Set opening hours (HH:MM station time; both null: around the clock); existing bookings stand."""
         session, now = _session_and_now()
-        out = manage.set_opening_hours(session, now, current_user(), code, body["opens_at"], body["closes_at"],
-                                       body["reason"])
-        session.commit()
-        return out
+        return manage.set_opening_hours(session, now, current_user(), code, body["opens_at"], body["closes_at"],
+                                        body["reason"])
 
 
 @blp.route("/stations/<code>/maintenance")
@@ -584,13 +581,12 @@ class Maintenance(ManageView):
     @blp.arguments(MaintenanceBody)
     @blp.response(201, MaintenanceCreated)
     @blp.doc(security=AUTH)
+    @committed
     def post(self, body, code):
         """Add a maintenance window: overlapping active bookings are disrupted and their drivers told."""
         session, now = _session_and_now()
-        out = manage.add_maintenance(session, now, current_user(), code, body["starts_at"], body["ends_at"],
-                                     body["reason"])
-        session.commit()
-        return out
+        return manage.add_maintenance(session, now, current_user(), code, body["starts_at"], body["ends_at"],
+                                      body["reason"])
 
 
 @blp.route("/stations/<code>/maintenance/<int:window_id>")
@@ -598,11 +594,11 @@ class MaintenanceWindowView(ManageView):
     @blp.arguments(MaintenanceDeleteArgs, location="query")
     @blp.response(204)
     @blp.doc(security=AUTH)
+    @committed
     def delete(self, args, code, window_id):
         """Remove a current or future maintenance window (an ended one is history: 409)."""
         session, now = _session_and_now()
         manage.delete_maintenance(session, now, current_user(), code, window_id, args["reason"])
-        session.commit()
 
 
 @blp.route("/stations/<code>/tariffs")
@@ -616,12 +612,11 @@ class Tariffs(ManageView):
     @blp.arguments(TariffBody)
     @blp.response(201, ManagedTariff)
     @blp.doc(security=AUTH)
+    @committed
     def post(self, body, code):
         """Add a tariff version from effective_from (not in the past); fields left out carry over."""
         session, now = _session_and_now()
-        out = manage.add_tariff(session, now, current_user(), code, **body)
-        session.commit()
-        return out
+        return manage.add_tariff(session, now, current_user(), code, **body)
 
 
 @blp.route("/receipts/<int:receipt_id>/waive")
@@ -629,12 +624,11 @@ class WaiveReceipt(ManageView):
     @blp.arguments(WaiveBody)
     @blp.response(200, ReceiptSchema)
     @blp.doc(security=AUTH)
+    @committed
     def post(self, body, receipt_id):
         """Waive a fee (one component or the whole receipt); returns the correction; audited."""
         session, now = _session_and_now()
-        out = manage.waive_fee(session, now, current_user(), receipt_id, body["reason"], body["component"])
-        session.commit()
-        return out
+        return manage.waive_fee(session, now, current_user(), receipt_id, body["reason"], body["component"])
 
 
 @blp.route("/receipts/<int:receipt_id>/correct")
@@ -642,13 +636,12 @@ class CorrectReceipt(ManageView):
     @blp.arguments(CorrectBody)
     @blp.response(200, ReceiptSchema)
     @blp.doc(security=AUTH)
+    @committed
     def post(self, body, receipt_id):
         """Correct some components (fen); returns the correction; audited."""
         session, now = _session_and_now()
         reason = body.pop("reason")
-        out = manage.correct_fee(session, now, current_user(), receipt_id, reason, **body)
-        session.commit()
-        return out
+        return manage.correct_fee(session, now, current_user(), receipt_id, reason, **body)
 
 
 @blp.route("/sessions/<int:session_id>/close")
@@ -656,12 +649,11 @@ class CloseSession(ManageView):
     @blp.arguments(CloseBody)
     @blp.response(200, ManagedSession)
     @blp.doc(security=AUTH)
+    @committed
     def post(self, body, session_id):
         """Close a stuck charging session (at a given instant, default now); audited."""
         session, now = _session_and_now()
-        out = manage.close_session(session, now, current_user(), session_id, body["reason"], body["at"])
-        session.commit()
-        return out
+        return manage.close_session(session, now, current_user(), session_id, body["reason"], body["at"])
 
 
 @blp.route("/stays/<int:stay_id>/plate")
@@ -669,12 +661,11 @@ class FixPlate(ManageView):
     @blp.arguments(PlateBody)
     @blp.response(200, ManagedStay)
     @blp.doc(security=AUTH)
+    @committed
     def post(self, body, stay_id):
         """Fix a misread plate; its parking receipt is rechecked; audited."""
         session, now = _session_and_now()
-        out = manage.fix_plate(session, now, current_user(), stay_id, body["plate"], body["reason"])
-        session.commit()
-        return out
+        return manage.fix_plate(session, now, current_user(), stay_id, body["plate"], body["reason"])
 
 
 @blp.route("/dead-letters")

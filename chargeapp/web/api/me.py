@@ -13,6 +13,7 @@ from chargeapp.web.fields import StationTime
 from chargeapp.web.login_limits import login_limited
 from chargeapp.web.schemas import ReceiptSchema
 from chargeapp.web.security import clock, current_user, hasher, issue_token, login_required
+from chargeapp.web.transaction import committed, transaction
 
 blp = Blueprint("me", __name__, url_prefix="/api/v1/me",
                 description="My profile, plates, password, notifications, sessions, receipts, parking")
@@ -205,8 +206,8 @@ class Profile(MethodView):
         """Change my name."""
         from chargeapp.services import accounts
 
-        accounts.rename(db.session, current_user(), body["name"])
-        db.session.commit()
+        with transaction():
+            accounts.rename(db.session, current_user(), body["name"])
         return accounts.profile(db.session, current_user())
 
 
@@ -217,14 +218,13 @@ class Plates(MethodView):
     @blp.arguments(NewPlateSchema)
     @blp.response(201, PlateSchema)
     @blp.doc(security=AUTH)
+    @committed
     def post(self, body):
         """Register a plate from now (at most 5 at a time). A plate off the format is a 422 whose code names the
         rule (plate_province, plate_office_letter, plate_length, plate_serial, plate_new_energy, plate_special)."""
         from chargeapp.services import accounts
 
-        plate = accounts.add_plate(db.session, clock().now(), current_user(), body["plate"])
-        db.session.commit()
-        return plate
+        return accounts.add_plate(db.session, clock().now(), current_user(), body["plate"])
 
 
 @blp.route("/plates/<string:plate>")
@@ -233,12 +233,12 @@ class PlateItem(MethodView):
 
     @blp.response(204)
     @blp.doc(security=AUTH)
+    @committed
     def delete(self, plate):
         """Unregister a plate from now; stays parked before keep the charging counted while it was mine."""
         from chargeapp.services import accounts
 
         accounts.remove_plate(db.session, clock().now(), current_user(), plate)
-        db.session.commit()
 
 
 @blp.route("/password")
@@ -254,7 +254,7 @@ class Password(MethodView):
         the answer carries this client's new token."""
         from chargeapp.services import accounts
 
-        user = accounts.change_password(db.session, hasher(), current_user(), body["current_password"],
-                                        body["new_password"])
-        db.session.commit()
+        with transaction():
+            user = accounts.change_password(db.session, hasher(), current_user(), body["current_password"],
+                                            body["new_password"])
         return {"token": issue_token(user)}
