@@ -15,6 +15,7 @@ from chargeapp.web.login_limits import address_limited, login_limited
 from chargeapp.web.pages import i18n
 from chargeapp.web.pages.common import hasher, now, register_error_pages, status_of
 from chargeapp.web.pages.security import log_in, log_out, page_user, safe_next
+from chargeapp.web.transaction import transaction
 
 bp = Blueprint("pages_account", __name__)
 register_error_pages(bp)
@@ -42,12 +43,11 @@ def login():
     email = (request.form.get("email") or "").strip()[:254]
     password = (request.form.get("password") or "")[:200]
     try:
-        user = auth_service.authenticate(db.session, hasher(), email, password)
+        with transaction():  # a rehashed password is kept
+            user = auth_service.authenticate(db.session, hasher(), email, password)
     except DomainError as err:
-        db.session.rollback()
         return render_template("account/login.html", next=target, email=email,
                                error=i18n.refusal(err)), status_of(err)
-    db.session.commit()  # a rehashed password is kept
     log_in(user)
     return redirect(target or _landing(user))
 
@@ -82,9 +82,9 @@ def register():
     if errors:
         return render_template("account/register.html", form=form, errors=errors), 422
     try:
-        user = auth_service.register_driver(db.session, now(), hasher(), email=form["email"], password=password,
-                                            name=form["name"], plate=form["plate"] or None)
-        db.session.commit()
+        with transaction():
+            user = auth_service.register_driver(db.session, now(), hasher(), email=form["email"], password=password,
+                                                name=form["name"], plate=form["plate"] or None)
     except DomainError as err:
         db.session.rollback()
         return render_template("account/register.html", form=form, errors={},

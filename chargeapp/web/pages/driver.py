@@ -30,6 +30,7 @@ from chargeapp.services.common import (
 from chargeapp.web.pages import i18n, remote
 from chargeapp.web.pages.common import clock_speed, now, register_error_pages, status_of
 from chargeapp.web.pages.security import login_required, page_user
+from chargeapp.web.transaction import transaction
 
 bp = Blueprint("pages_driver", __name__)
 register_error_pages(bp)
@@ -307,8 +308,8 @@ def cancel(booking_id: int):
             return redirect(url_for(".booking", booking_id=booking_id))
         return _cancel_step(b, at)
     try:
-        b = booking_service.cancel_booking(db.session, at, page_user().id, booking_id)
-        db.session.commit()
+        with transaction():
+            b = booking_service.cancel_booking(db.session, at, page_user().id, booking_id)
     except DomainError as err:
         db.session.rollback()
         if status_of(err) == 404:
@@ -362,8 +363,8 @@ def charging():
 @login_required
 def remote_stop(session_id: int):
     try:
-        cmd = remote.request_remote_stop(db.session, now(), page_user(), session_id)
-        db.session.commit()
+        with transaction():
+            cmd = remote.request_remote_stop(db.session, now(), page_user(), session_id)
     except DomainError as err:
         db.session.rollback()
         if status_of(err) == 404:
@@ -395,8 +396,8 @@ def charger(code: str, charger_code: str):
 @login_required
 def remote_start(code: str, charger_code: str):
     try:
-        remote.request_remote_start(db.session, now(), page_user(), code, charger_code)
-        db.session.commit()
+        with transaction():
+            remote.request_remote_start(db.session, now(), page_user(), code, charger_code)
     except DomainError as err:
         db.session.rollback()
         if status_of(err) == 404:

@@ -30,6 +30,7 @@ from chargeapp.services import receipts as receipt_service
 from chargeapp.web.pages import i18n
 from chargeapp.web.pages.common import now, register_error_pages, status_of
 from chargeapp.web.pages.security import manager_required, page_user
+from chargeapp.web.transaction import transaction
 
 bp = Blueprint("pages_manage", __name__, url_prefix="/manage")
 register_error_pages(bp)
@@ -447,9 +448,9 @@ def charger_service(code: str, charger_code: str):
     if not form.ok:
         return _chargers_page(code, form, 422)
     try:
-        out = manage_service.set_charger_in_service(db.session, now(), page_user(), code, charger_code,
-                                                    wanted == "1", reason)
-        db.session.commit()
+        with transaction():
+            out = manage_service.set_charger_in_service(db.session, now(), page_user(), code, charger_code,
+                                                        wanted == "1", reason)
     except DomainError as err:
         if status_of(err) == 404:
             raise
@@ -500,9 +501,9 @@ def add_zone(code: str):
     if not form.ok:
         return _zones_page(code, form, 422)
     try:
-        manage_service.add_zone(db.session, now(), page_user(), code, zone_code=zone_code, name=name,
-                                capacity=capacity, name_en=form.text("name_en") or None, reason=reason)
-        db.session.commit()
+        with transaction():
+            manage_service.add_zone(db.session, now(), page_user(), code, zone_code=zone_code, name=name,
+                                    capacity=capacity, name_en=form.text("name_en") or None, reason=reason)
     except DomainError as err:
         return _zones_page(code, form, _refused(form, err))
     return _done(gettext("Zone %(zone)s added.", zone=zone_code), ".zones", code=code)
@@ -521,9 +522,9 @@ def update_zone(code: str, zone_code: str):
     if not form.ok:
         return _zones_page(code, form, 422)
     try:
-        manage_service.update_zone(db.session, now(), page_user(), code, zone_code, reason=reason, name=name,
-                                   name_en=form.text("name_en") or None, capacity=capacity)
-        db.session.commit()
+        with transaction():
+            manage_service.update_zone(db.session, now(), page_user(), code, zone_code, reason=reason, name=name,
+                                       name_en=form.text("name_en") or None, capacity=capacity)
     except DomainError as err:
         if status_of(err) == 404:
             raise
@@ -542,8 +543,8 @@ def zone_count(code: str, zone_code: str):
     if not form.ok:
         return _zones_page(code, form, 422)
     try:
-        manage_service.set_zone_count(db.session, now(), page_user(), code, zone_code, count, reason)
-        db.session.commit()
+        with transaction():
+            manage_service.set_zone_count(db.session, now(), page_user(), code, zone_code, count, reason)
     except DomainError as err:
         if status_of(err) == 404:
             raise
@@ -586,8 +587,8 @@ def update_rules(code: str):
     if not form.ok:
         return _rules_page(code, form, 422)
     try:
-        manage_service.update_rules(db.session, now(), page_user(), code, reason=reason, **changes)
-        db.session.commit()
+        with transaction():
+            manage_service.update_rules(db.session, now(), page_user(), code, reason=reason, **changes)
     except DomainError as err:
         return _rules_page(code, form, _refused(form, err))
     return _done(gettext("Rules saved."), ".rules", code=code)
@@ -617,8 +618,8 @@ def opening_hours(code: str):
     if not form.ok:
         return _rules_page(code, form, 422)
     try:
-        manage_service.set_opening_hours(db.session, now(), page_user(), code, opens, closes, reason)
-        db.session.commit()
+        with transaction():
+            manage_service.set_opening_hours(db.session, now(), page_user(), code, opens, closes, reason)
     except DomainError as err:
         return _rules_page(code, form, _refused(form, err))
     return _done(gettext("Opening hours saved."), ".rules", code=code)
@@ -658,8 +659,8 @@ def add_maintenance(code: str):
     if not form.ok:
         return _maintenance_page(code, form, 422)
     try:
-        out = manage_service.add_maintenance(db.session, at, page_user(), code, starts, ends, reason)
-        db.session.commit()
+        with transaction():
+            out = manage_service.add_maintenance(db.session, at, page_user(), code, starts, ends, reason)
     except DomainError as err:
         return _maintenance_page(code, form, _refused(form, err))
     return _done(gettext("Maintenance window added; %(n)d booking(s) disrupted.",
@@ -675,8 +676,8 @@ def delete_maintenance(code: str, window_id: int):
     if not form.ok:
         return _maintenance_page(code, form, 422)
     try:
-        manage_service.delete_maintenance(db.session, now(), page_user(), code, window_id, reason)
-        db.session.commit()
+        with transaction():
+            manage_service.delete_maintenance(db.session, now(), page_user(), code, window_id, reason)
     except DomainError as err:
         if status_of(err) == 404:
             raise
@@ -751,9 +752,9 @@ def add_tariff(code: str):
     if not form.ok:
         return _tariffs_page(code, form, 422)
     try:
-        manage_service.add_tariff(db.session, now(), page_user(), code, reason=reason, effective_from=effective,
-                                  **fields)
-        db.session.commit()
+        with transaction():
+            manage_service.add_tariff(db.session, now(), page_user(), code, reason=reason, effective_from=effective,
+                                      **fields)
     except DomainError as err:
         return _tariffs_page(code, form, _refused(form, err))
     return _done(gettext("Tariff version added from %(when)s.", when=i18n.local_datetime(effective, station["tz"])),
@@ -815,9 +816,9 @@ def waive_fee(code: str, receipt_id: int):
     if not form.ok:
         return _receipt_page(code, receipt_id, form, 422)
     try:
-        correction = manage_service.waive_fee(db.session, now(), page_user(), root.id, reason,
-                                              component)
-        db.session.commit()
+        with transaction():
+            correction = manage_service.waive_fee(db.session, now(), page_user(), root.id, reason,
+                                                  component)
     except DomainError as err:
         if status_of(err) == 404:
             raise
@@ -841,8 +842,8 @@ def correct_fee(code: str, receipt_id: int):
     standing = {c: sum(getattr(r, c) for r in chain) for c in amounts}
     changed = {c: fen for c, fen in amounts.items() if fen != standing[c]} or amounts  # none changed: refused
     try:
-        correction = manage_service.correct_fee(db.session, now(), page_user(), root.id, reason, **changed)
-        db.session.commit()
+        with transaction():
+            correction = manage_service.correct_fee(db.session, now(), page_user(), root.id, reason, **changed)
     except DomainError as err:
         if status_of(err) == 404:
             raise
@@ -894,8 +895,8 @@ def close_session(code: str, session_id: int):
     if not form.ok:
         return _session_page(code, session_id, form, 422)
     try:
-        manage_service.close_session(db.session, now(), page_user(), session_id, reason, at)
-        db.session.commit()
+        with transaction():
+            manage_service.close_session(db.session, now(), page_user(), session_id, reason, at)
     except DomainError as err:
         if status_of(err) == 404:
             raise
@@ -948,8 +949,8 @@ def fix_plate(code: str, stay_id: int):
     if not form.ok:
         return _stay_page(code, stay_id, form, 422)
     try:
-        out = manage_service.fix_plate(db.session, now(), page_user(), stay_id, plate, reason)
-        db.session.commit()
+        with transaction():
+            out = manage_service.fix_plate(db.session, now(), page_user(), stay_id, plate, reason)
     except DomainError as err:
         if status_of(err) == 404:
             raise

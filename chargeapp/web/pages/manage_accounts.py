@@ -15,6 +15,7 @@ from chargeapp.services import accounts
 from chargeapp.web.pages import i18n
 from chargeapp.web.pages.common import now, register_error_pages, status_of
 from chargeapp.web.pages.security import manager_required, page_user
+from chargeapp.web.transaction import transaction
 
 bp = Blueprint("pages_manage_accounts", __name__, url_prefix="/manage")
 register_error_pages(bp)
@@ -49,9 +50,9 @@ def issue_password_reset():
         return _page(422, email=email, reason=reason,
                      error=gettext("Give the driver's email and say why (kept in the audit log)."))
     try:
-        token, user, expires = accounts.issue_reset_link(
-            db.session, now(), page_user(), email, current_app.config["SECRET_KEY"], reason=reason)
-        db.session.commit()
+        with transaction():
+            token, user, expires = accounts.issue_reset_link(
+                db.session, now(), page_user(), email, current_app.config["SECRET_KEY"], reason=reason)
     except DomainError as err:
         db.session.rollback()
         message = err.message if i18n.is_english() or err.code not in REFUSALS else str(REFUSALS[err.code])

@@ -18,6 +18,7 @@ from chargeapp.web.login_limits import login_limited
 from chargeapp.web.pages import i18n
 from chargeapp.web.pages.common import hasher, now, register_error_pages, status_of
 from chargeapp.web.pages.security import log_in, login_required, page_user
+from chargeapp.web.transaction import transaction
 
 bp = Blueprint("pages_profile", __name__)
 register_error_pages(bp)
@@ -55,8 +56,8 @@ def rename():
         return _profile_page(422, form="name", values={"name": name},
                              error=gettext("A name has at most %(n)d characters.", n=accounts.NAME_MAX))
     try:
-        accounts.rename(db.session, page_user(), name)
-        db.session.commit()
+        with transaction():
+            accounts.rename(db.session, page_user(), name)
     except DomainError as err:
         return _refused("name", err, {"name": name})
     flash(gettext("Name saved."), "ok")
@@ -72,8 +73,8 @@ def add_plate():
         return _profile_page(422, form="plate", values={"plate": plate},
                              error=gettext("Enter the plate of the car you drive, such as 沪A12345."))
     try:
-        added = accounts.add_plate(db.session, now(), page_user(), plate)
-        db.session.commit()
+        with transaction():
+            added = accounts.add_plate(db.session, now(), page_user(), plate)
     except DomainError as err:
         return _refused("plate", err, {"plate": plate})
     flash(gettext("Plate %(plate)s registered: charging here now earns its free parking.", plate=added.plate), "ok")
@@ -85,8 +86,8 @@ def add_plate():
 def remove_plate():
     plate = _field("plate", 64)
     try:
-        accounts.remove_plate(db.session, now(), page_user(), plate)
-        db.session.commit()
+        with transaction():
+            accounts.remove_plate(db.session, now(), page_user(), plate)
     except DomainError as err:
         return _refused("plates", err)
     flash(gettext("Plate %(plate)s removed.", plate=plate), "ok")
@@ -102,8 +103,8 @@ def change_password():
     if not accounts.PASSWORD_MIN <= len(new) <= accounts.PASSWORD_MAX:
         return _profile_page(422, form="password", error=gettext("A new password has 8 to 200 characters."))
     try:
-        user = accounts.change_password(db.session, hasher(), page_user(), current, new)
-        db.session.commit()
+        with transaction():
+            user = accounts.change_password(db.session, hasher(), page_user(), current, new)
     except DomainError as err:
         return _refused("password", err)
     log_in(user)  # this browser carries on with the new hash; every other session has ended
@@ -135,8 +136,8 @@ def reset_password(token: str):
     if not accounts.PASSWORD_MIN <= len(new) <= accounts.PASSWORD_MAX:
         return _no_store((render_template("account/reset.html", token=token, email=user.email,
                                           error=gettext("A new password has 8 to 200 characters.")), 422))
-    user = accounts.reset_password(db.session, now(), hasher(), token, secret, new)
-    db.session.commit()
+    with transaction():
+        user = accounts.reset_password(db.session, now(), hasher(), token, secret, new)
     log_in(user)
     flash(gettext("Your new password is set and you are logged in."), "ok")
     return redirect(url_for(".profile"))
