@@ -2,7 +2,8 @@
 charging session, and moving bookings off a broken charger.
 
 Functions take a session and ``now`` and flush but do not commit, except
-``book_slot``, which owns its transactions because it must retry a lost race.
+``book_slot``, which owns its transactions because it must retry a lost race
+(the documented exception to the rule in chargeapp/web/transaction.py).
 """
 from __future__ import annotations
 

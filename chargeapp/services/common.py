@@ -64,7 +64,8 @@ def commit_and_keep(session: Session) -> None:
     just written. Kept, the answer shows the rows as this transaction committed
     them. The session's next commit or rollback expires as usual; do not use it
     where the session lives on and must see other transactions' changes (the
-    bridge's), only where it ends with the request.
+    bridge's), only where it ends with the request. Services do not commit (chargeapp/web/transaction.py):
+    this is for the web edge (``transaction(keep=True)``) and ``booking.book_slot``, the one exception.
     """
     target = session() if isinstance(session, scoped_session) else session
     expire, target.expire_on_commit = target.expire_on_commit, False

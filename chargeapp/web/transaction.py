@@ -11,8 +11,11 @@ The one exception is ``booking.book_slot``: it races other requests for a slot
 through the database's unique indexes, so it commits and rolls back itself
 inside its retry loop (a loser retries the next free charger in a fresh
 transaction). A view that calls it commits nothing after it. Outside requests
-the command line is the edge (chargeapp/commands.py); ``rollups.roll_up``
-takes the caller's ``commit`` to keep a long recompute in weekly transactions.
+the other edges commit the same way: the bridge's worker (mqtt_bridge/worker.py:
+a transaction per batch, a message retried alone, each periodic pass under its
+lease and the lease's release) and the command line (chargeapp/commands.py);
+``rollups.roll_up`` commits only through the ``commit`` its caller passes, to
+keep a long recompute in weekly transactions.
 """
 from __future__ import annotations
 
