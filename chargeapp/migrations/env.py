@@ -11,7 +11,9 @@ config = context.config
 
 # Interpret the config file for Python logging.
 # This line sets up loggers basically.
-fileConfig(config.config_file_name)
+# Not disabling the loggers that exist already: a migration run in-process (the tests, `flask db` inside an app) left
+# every logger imported before it silent (the OCPP refusal-log test failed only after a migration test on its worker).
+fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger('alembic.env')
 
 
