@@ -578,3 +578,30 @@ def hold_refused(session: Session, now: datetime, booking_id: int, answer: str) 
         _place_hold(session, now, b)
     session.flush()
     return b
+
+
+def disrupt_for_maintenance(session: Session, now: datetime, station: m.Station,
+                            window: m.MaintenanceWindow) -> list[int]:
+    """Every active booking of ``station`` that overlaps the maintenance ``window``: its hold released (a held
+    charger gets cancel_reservation, as on cancelling), marked disrupted at ``now`` and its driver told that it is
+    cancelled at no cost. Flushes; the ids, by slot."""
+    tz = station_tz(station)
+    affected = session.scalars(
+        select(m.Booking).where(
+            m.Booking.station_id == station.id, m.Booking.status.in_(ACTIVE_VALUES),
+            m.Booking.slot_start < window.ends_at, m.Booking.slot_end > window.starts_at,
+        ).order_by(m.Booking.slot_start, m.Booking.id)
+    ).all()
+    for b in affected:
+        _release_hold(session, now, b)  # cancel_reservation for a held one, as on cancelling
+        b.status = BookingStatus.DISRUPTED.value
+        b.charger = None
+        b.disrupted_at = now
+        start, end = f"{b.slot_start.astimezone(tz):%m-%d %H:%M}", local_hhmm(b.slot_end, tz)
+        notify(session, b.driver_id, "disrupted",
+               f"{station.name} is closed for maintenance during your {start}-{end} slot: "
+               "the booking is cancelled at no cost. Please book another slot.",
+               now, b, code="disrupted_maintenance", params={"station": station.name, "start": start, "end": end},
+               maintenance_window_id=window.id)
+    session.flush()
+    return [b.id for b in affected]

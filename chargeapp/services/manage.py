@@ -37,12 +37,11 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from chargeapp.db import models as m
-from chargeapp.domain.booking import ACTIVE, BookingStatus
 from chargeapp.domain.errors import Conflict, InvalidRequest, NotFound
 from chargeapp.services import booking as booking_service
 from chargeapp.services import charging, dead_letters as dead_letter_bounds, doors, gates, lounge, receipts, tariffs
 from chargeapp.services.common import (
-    StationNotFound, audit, charger_by_code, enqueue_command, local_hhmm, may_manage, notify, rules_of,
+    StationNotFound, audit, charger_by_code, enqueue_command, may_manage, rules_of,
     station_tz,
 )
 from chargeapp.services.lounge import ZoneNotFound
@@ -57,7 +56,6 @@ RECENT = timedelta(hours=24)
 # A device's messages that never arrived are listed for this long after the gap was found.
 SEQUENCE_GAP_SHOWN = timedelta(hours=24)
 PAGE_MAX = 200
-ACTIVE_VALUES = sorted(s.value for s in ACTIVE)
 
 
 class ZoneCodeTaken(Conflict):
@@ -581,35 +579,12 @@ def add_maintenance(session: Session, now: datetime, user: m.User, code: str, st
     window = m.MaintenanceWindow(station_id=station.id, starts_at=starts_at, ends_at=ends_at, reason=why)
     session.add(window)
     session.flush()
-    disrupted = _disrupt_bookings(session, now, station, window)
+    disrupted = booking_service.disrupt_for_maintenance(session, now, station, window)
     audit(session, now, user, "maintenance.create", "maintenance_window", window.id, why,
           after={"starts_at": _iso(starts_at), "ends_at": _iso(ends_at), "disrupted_booking_ids": disrupted},
           station_id=station.id)
     session.flush()
     return {**_window_dict(window, station), "disrupted_booking_ids": disrupted}
-
-
-def _disrupt_bookings(session: Session, now: datetime, station: m.Station, window: m.MaintenanceWindow) -> list[int]:
-    tz = station_tz(station)
-    affected = session.scalars(
-        select(m.Booking).where(
-            m.Booking.station_id == station.id, m.Booking.status.in_(ACTIVE_VALUES),
-            m.Booking.slot_start < window.ends_at, m.Booking.slot_end > window.starts_at,
-        ).order_by(m.Booking.slot_start, m.Booking.id)
-    ).all()
-    for b in affected:
-        booking_service._release_hold(session, now, b)  # cancel_reservation for a held one, as on cancelling
-        b.status = BookingStatus.DISRUPTED.value
-        b.charger = None
-        b.disrupted_at = now
-        start, end = f"{b.slot_start.astimezone(tz):%m-%d %H:%M}", local_hhmm(b.slot_end, tz)
-        notify(session, b.driver_id, "disrupted",
-               f"{station.name} is closed for maintenance during your {start}-{end} slot: "
-               "the booking is cancelled at no cost. Please book another slot.",
-               now, b, code="disrupted_maintenance", params={"station": station.name, "start": start, "end": end},
-               maintenance_window_id=window.id)
-    session.flush()
-    return [b.id for b in affected]
 
 
 def delete_maintenance(session: Session, now: datetime, user: m.User, code: str, window_id: int,

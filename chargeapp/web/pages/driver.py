@@ -23,11 +23,12 @@ from chargeapp.domain.geo import wgs84_to_gcj02
 from chargeapp.services import booking as booking_service
 from chargeapp.services import charging as charging_service
 from chargeapp.services import receipts as receipt_service
+from chargeapp.services import remote
 from chargeapp.services import stations as station_service
 from chargeapp.services.common import (
     booking_rules, charger_by_code, opening_hours, rules_of, station_by_code, station_tz,
 )
-from chargeapp.web.pages import i18n, remote
+from chargeapp.web.pages import i18n
 from chargeapp.web.pages.common import clock_speed, now, register_error_pages, status_of
 from chargeapp.web.pages.security import login_required, page_user
 from chargeapp.web.transaction import transaction

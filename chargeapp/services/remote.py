@@ -1,12 +1,12 @@
 """Start and stop charging from the app, for drivers without a card.
 
-The page only puts a ``remote_start`` or ``remote_stop`` command in the outbox
+A request only puts a ``remote_start`` or ``remote_stop`` command in the outbox
 (``services.common.enqueue_command``); the MQTT bridge alone sends it, and the
 charger's own transaction messages then record the session as for a card. The
 checks here keep a driver from starting on a charger someone else is using or
 that is held for someone else's booking, and from stopping anyone's session but
-their own. (They are page rules today; an API route for the same would move them
-into ``chargeapp/services``.)
+their own. The driver's charger page uses them (web/pages/driver.py); an API route
+for the same would call them too. Functions flush; the caller commits.
 """
 from __future__ import annotations
 
