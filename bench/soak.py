@@ -23,6 +23,7 @@ docs/reliability.md has the latest figures and the command that produced them.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import re
@@ -81,8 +82,6 @@ class Drivers:
         self.drivers = drivers
 
     def _conn(self):
-        import http.client
-
         host, port = self.base.removeprefix("http://").split(":")
         if getattr(self._local, "conn", None) is None:
             self._local.conn = http.client.HTTPConnection(host, int(port), timeout=30)
@@ -92,8 +91,6 @@ class Drivers:
         headers = {"Content-Type": "application/json"} if body is not None else {}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        import http.client
-
         started = time.perf_counter()
         for attempt in (1, 2):
             reused = getattr(self._local, "conn", None) is not None
